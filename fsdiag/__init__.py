@@ -1,0 +1,18 @@
+"""fsdiag: finite-sample diagnostics for diffusion posterior samplers.
+
+Companion to Burns & Fridovich-Keil (2026), "When, why, and how do diffusion
+posterior samplers fail? A finite-sample lens".
+"""
+from . import forward, methods, testbeds
+from .diagnostics import Report, diagnose, posterior_weights
+from .likelihood import GaussianLikelihood
+from .methods import METHODS, Approximation, Guidance, Problem, register
+from .prior import EmpiricalPrior
+from .samplers import Run, sample, sample_exact
+from .schedules import DDPMSchedule, VPSchedule
+
+__version__ = "0.1.0"
+
+__all__ = ["EmpiricalPrior", "GaussianLikelihood", "VPSchedule", "DDPMSchedule", "sample",
+           "sample_exact", "Run", "posterior_weights", "diagnose", "Report", "METHODS",
+           "Approximation", "Guidance", "Problem", "register", "forward", "methods", "testbeds"]

@@ -1,0 +1,284 @@
+"""Forward models A: R^d -> R^m, batched over rows, with Jacobian-transpose products.
+
+A new operator is one subclass with `@register`; the tests pick it up from
+`FORWARD_MODELS` (each class provides `example(d, seed)` for them).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._checks import as_tensor
+
+__all__ = ["ForwardModel", "Identity", "Affine", "Mask", "Radial", "PolarAngle",
+           "AbsoluteValue", "MLP", "FORWARD_MODELS", "register"]
+
+FORWARD_MODELS: dict[str, type["ForwardModel"]] = {}
+
+
+def register(cls):
+    """Add a forward model to the registry under `cls.name`."""
+    FORWARD_MODELS[cls.name] = cls
+    return cls
+
+
+class ForwardModel:
+    """A(x) on (B, d) rows; `vjp(x, v)` = J_A(x)^T v for v of shape (B, m)."""
+
+    name = "base"
+    is_linear = False
+
+    def out_dim(self, d: int) -> int:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def vjp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, m, d) Jacobian from m vector-Jacobian products (fine for small m)."""
+        y = self(x)
+        m = y.shape[1]
+        eye = torch.eye(m, dtype=x.dtype, device=x.device)
+        return torch.stack([self.vjp(x, eye[j].expand(x.shape[0], m)) for j in range(m)], 1)
+
+    @classmethod
+    def example(cls, d: int, seed: int = 0) -> "ForwardModel":
+        """An instance for the test-suite (subclasses that need arguments override)."""
+        return cls()
+
+    def _check_x(self, x: torch.Tensor, min_dim: int = 1) -> None:
+        if x.ndim != 2 or x.shape[1] < min_dim:
+            raise ValueError(f"x: expected shape (batch, d) with d >= {min_dim} for {self.name}, "
+                             f"got {tuple(x.shape)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class LinearForwardModel(ForwardModel):
+    """A(x) = M x + c. Subclasses provide `matrix_for(d)` and may override the fast paths."""
+
+    is_linear = True
+    bias: torch.Tensor | None = None
+
+    def matrix_for(self, d: int, dtype=torch.float64, device=None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@register
+class Identity(LinearForwardModel):
+    name = "identity"
+
+    def out_dim(self, d):
+        return d
+
+    def __call__(self, x):
+        self._check_x(x)
+        return x
+
+    def vjp(self, x, v):
+        return v
+
+    def matrix_for(self, d, dtype=torch.float64, device=None):
+        return torch.eye(d, dtype=dtype, device=device)
+
+
+@register
+class Affine(LinearForwardModel):
+    """A(x) = matrix @ x + bias; matrix (m, d), bias (m,)."""
+
+    name = "affine"
+
+    def __init__(self, matrix, bias=None):
+        self.matrix = as_tensor(matrix, "matrix", ndim=(0, 1, 2))
+        if self.matrix.ndim < 2:  # a scalar or a single row
+            self.matrix = self.matrix.reshape(1, -1)
+        m = self.matrix.shape[0]
+        self.bias = None if bias is None else as_tensor(bias, "bias", ndim=(0, 1)).reshape(-1)
+        if self.bias is not None and self.bias.shape[0] != m:
+            raise ValueError(f"bias: expected shape ({m},) to match matrix rows, got {tuple(self.bias.shape)}")
+
+    def out_dim(self, d):
+        if d != self.matrix.shape[1]:
+            raise ValueError(f"x: the affine model expects d = {self.matrix.shape[1]}, got d = {d}")
+        return self.matrix.shape[0]
+
+    def _m(self, x):
+        return self.matrix.to(dtype=x.dtype, device=x.device)
+
+    def __call__(self, x):
+        self._check_x(x)
+        self.out_dim(x.shape[1])
+        y = x @ self._m(x).T
+        return y if self.bias is None else y + self.bias.to(dtype=x.dtype, device=x.device)
+
+    def vjp(self, x, v):
+        return v @ self._m(x)
+
+    def matrix_for(self, d, dtype=torch.float64, device=None):
+        self.out_dim(d)
+        return self.matrix.to(dtype=dtype, device=device)
+
+    @classmethod
+    def example(cls, d, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        m = max(1, d // 2)
+        return cls(torch.randn(m, d, generator=g, dtype=torch.float64) / math.sqrt(d),
+                   torch.randn(m, generator=g, dtype=torch.float64) * 0.1)
+
+    def __repr__(self):
+        return f"Affine(matrix={tuple(self.matrix.shape)}, bias={'yes' if self.bias is not None else 'no'})"
+
+
+@register
+class Mask(LinearForwardModel):
+    """Inpainting: keep the coordinates where `mask` is True."""
+
+    name = "mask"
+
+    def __init__(self, mask):
+        mask = torch.as_tensor(mask)
+        if mask.ndim != 1 or mask.dtype != torch.bool:
+            raise ValueError(f"mask: expected a 1-D boolean mask, got dtype {mask.dtype} shape {tuple(mask.shape)}")
+        if not bool(mask.any()):
+            raise ValueError("mask: expected at least one observed coordinate")
+        self.mask = mask
+        self.index = torch.nonzero(mask).flatten()
+
+    def out_dim(self, d):
+        if d != self.mask.shape[0]:
+            raise ValueError(f"x: the mask expects d = {self.mask.shape[0]}, got d = {d}")
+        return int(self.index.shape[0])
+
+    def __call__(self, x):
+        self._check_x(x)
+        self.out_dim(x.shape[1])
+        return x[:, self.index.to(x.device)]
+
+    def vjp(self, x, v):
+        out = torch.zeros_like(x)
+        out[:, self.index.to(x.device)] = v
+        return out
+
+    def matrix_for(self, d, dtype=torch.float64, device=None):
+        self.out_dim(d)
+        return torch.eye(d, dtype=dtype, device=device)[self.index.to(device)]
+
+    @classmethod
+    def example(cls, d, seed=0):
+        mask = torch.zeros(d, dtype=torch.bool)
+        mask[::2] = True
+        return cls(mask)
+
+    def __repr__(self):
+        return f"Mask(observed={self.out_dim(self.mask.shape[0])}/{self.mask.shape[0]})"
+
+
+@register
+class Radial(ForwardModel):
+    """A(x) = ||x|| (distance from the origin), m = 1."""
+
+    name = "radial"
+
+    def out_dim(self, d):
+        return 1
+
+    def __call__(self, x):
+        self._check_x(x)
+        return x.norm(dim=1, keepdim=True)
+
+    def vjp(self, x, v):
+        r = x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        return x / r * v
+
+
+@register
+class PolarAngle(ForwardModel):
+    """A(x) = atan2(x_2, x_1), the polar angle of the first two coordinates, m = 1."""
+
+    name = "polar_angle"
+
+    def out_dim(self, d):
+        if d < 2:
+            raise ValueError(f"x: polar_angle needs d >= 2, got d = {d}")
+        return 1
+
+    def __call__(self, x):
+        self._check_x(x, 2)
+        return torch.atan2(x[:, 1:2], x[:, 0:1])
+
+    def vjp(self, x, v):
+        r2 = (x[:, 0] ** 2 + x[:, 1] ** 2).clamp_min(torch.finfo(x.dtype).tiny)
+        out = torch.zeros_like(x)
+        out[:, 0] = -x[:, 1] / r2 * v[:, 0]
+        out[:, 1] = x[:, 0] / r2 * v[:, 0]
+        return out
+
+    @classmethod
+    def example(cls, d, seed=0):
+        return cls()
+
+
+@register
+class AbsoluteValue(ForwardModel):
+    """A(x) = |x| coordinate-wise (phase-retrieval-like), m = d."""
+
+    name = "abs"
+
+    def out_dim(self, d):
+        return d
+
+    def __call__(self, x):
+        self._check_x(x)
+        return x.abs()
+
+    def vjp(self, x, v):
+        return torch.sign(x) * v
+
+
+@register
+class MLP(ForwardModel):
+    """A small fixed-weight network A(x) = W2 tanh(W1 x + b1) + b2, seeded."""
+
+    name = "mlp"
+
+    def __init__(self, in_dim: int, out_dim: int = 1, hidden: int = 16, *, seed: int = 0):
+        for arg, val in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden)):
+            if not isinstance(val, int) or val < 1:
+                raise ValueError(f"{arg}: expected a positive integer, got {val!r}")
+        g = torch.Generator().manual_seed(int(seed))
+        self.w1 = torch.randn(hidden, in_dim, generator=g, dtype=torch.float64) * (1.5 / math.sqrt(in_dim))
+        self.b1 = torch.randn(hidden, generator=g, dtype=torch.float64) * 0.5
+        self.w2 = torch.randn(out_dim, hidden, generator=g, dtype=torch.float64) / math.sqrt(hidden)
+        self.b2 = torch.zeros(out_dim, dtype=torch.float64)
+        self.in_dim, self._out, self.seed = in_dim, out_dim, seed
+
+    def out_dim(self, d):
+        if d != self.in_dim:
+            raise ValueError(f"x: this MLP expects d = {self.in_dim}, got d = {d}")
+        return self._out
+
+    def _p(self, x):
+        return [p.to(dtype=x.dtype, device=x.device) for p in (self.w1, self.b1, self.w2, self.b2)]
+
+    def __call__(self, x):
+        self._check_x(x)
+        self.out_dim(x.shape[1])
+        w1, b1, w2, b2 = self._p(x)
+        return torch.tanh(x @ w1.T + b1) @ w2.T + b2
+
+    def vjp(self, x, v):
+        w1, b1, w2, _ = self._p(x)
+        h = torch.tanh(x @ w1.T + b1)
+        return ((v @ w2) * (1 - h * h)) @ w1
+
+    @classmethod
+    def example(cls, d, seed=0):
+        return cls(d, 2, 8, seed=seed)
+
+    def __repr__(self):
+        return f"MLP(in_dim={self.in_dim}, out_dim={self._out}, hidden={self.w1.shape[0]}, seed={self.seed})"

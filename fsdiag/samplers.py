@@ -1,0 +1,188 @@
+"""Samplers over a schedule's time grid, with a per-step record of the particles.
+
+`sample` runs the paper's reverse Euler-Maruyama on the VP-SDE (or ancestral DDPM
+steps on a DDPMSchedule) with any registered likelihood approximation;
+`sample_exact` is the exact ancestral reference for the FSR (DESIGN §2).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ._checks import check_int, make_generator
+from .methods import Approximation, Problem, make_method
+from .prior import EmpiricalPrior
+from .schedules import DDPMSchedule, VPSchedule, check_time
+
+__all__ = ["Run", "sample", "sample_exact"]
+
+
+@dataclass
+class Run:
+    """A sampler's output. `times[r]` is the r-th recorded time (descending, the last is the
+    final time); `trajectory[r]` the particles there and `tweedie[r]` their prior Tweedie means."""
+
+    samples: torch.Tensor          # (n_particles, d) particles at the final time
+    times: torch.Tensor            # (R,) float64
+    trajectory: torch.Tensor       # (R, n_particles, d)
+    tweedie: torch.Tensor          # (R, n_particles, d)
+    method: str
+    approximation: Approximation | None
+    schedule: object
+    n_steps: int
+    seed: int | None
+    params: dict = field(default_factory=dict)
+
+    @property
+    def t_final(self) -> float:
+        return float(self.times[-1])
+
+    @property
+    def denoised(self) -> torch.Tensor:
+        """Tweedie means of the final particles."""
+        return self.tweedie[-1]
+
+    def __repr__(self) -> str:
+        n, d = self.samples.shape
+        return (f"Run(method={self.method!r}, n_particles={n}, d={d}, n_steps={self.n_steps}, "
+                f"t_final={self.t_final:g}, recorded={len(self.times)} times, seed={self.seed})")
+
+
+def _record_steps(record, grid: torch.Tensor) -> set[int]:
+    """Grid indices to record: an int (that many, evenly spaced), times (nearest grid points),
+    or None / 0 (the final time only). The final index is always recorded."""
+    last = grid.shape[0] - 1
+    if record is None or (isinstance(record, int) and not isinstance(record, bool) and record == 0):
+        return {last}
+    if isinstance(record, int) and not isinstance(record, bool):
+        check_int(record, "record")
+        return {round(i) for i in torch.linspace(0, last, min(record, last + 1)).tolist()} | {last}
+    try:
+        times = torch.as_tensor(list(record), dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"record: expected an int or a sequence of times, got {record!r}") from err
+    if not bool(torch.isfinite(times).all()):
+        raise ValueError("record: expected finite times")
+    return {int((grid - t).abs().argmin()) for t in times.tolist()} | {last}
+
+
+def _setup(prior, lik, *, n_particles, n_steps, t_min, t_max, schedule, seed, generator):
+    if not hasattr(prior, "moments"):
+        raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior or a testbed prior, got {type(prior).__name__}")
+    check_int(n_particles, "n_particles")
+    check_int(n_steps, "n_steps")
+    check_time(t_min, "t_min")
+    if float(t_min) >= 1.0:
+        raise ValueError(f"t_min: expected a time in (0, 1), got {t_min}")
+    schedule = VPSchedule() if schedule is None else schedule
+    if not hasattr(schedule, "alpha_bar") or not hasattr(schedule, "time_grid"):
+        raise TypeError(f"schedule: expected a VPSchedule or DDPMSchedule, got {type(schedule).__name__}")
+    grid = schedule.time_grid(n_steps, t_min, t_max)
+    problem = Problem.build(prior, lik)
+    gen = make_generator(seed, generator, prior.device)
+    return schedule, grid, problem, gen
+
+
+class _Recorder:
+    def __init__(self, steps, grid):
+        self.steps, self.grid = steps, grid
+        self.times, self.xs, self.ms = [], [], []
+
+    def __call__(self, k, x, m):
+        if k in self.steps:
+            self.times.append(float(self.grid[k]))
+            self.xs.append(x.detach().clone())
+            self.ms.append(m.detach().clone())
+
+    def stack(self):
+        return (torch.tensor(self.times, dtype=torch.float64), torch.stack(self.xs), torch.stack(self.ms))
+
+
+def _final_tweedie(prior, x, abar):
+    return x if abar >= 1.0 else prior.moments(x, abar).mean
+
+
+def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 500,
+           t_min: float = 1e-2, t_max: float = 1.0, schedule=None, seed: int | None = 0,
+           generator: torch.Generator | None = None, record=25, progress: bool = True,
+           **method_params) -> Run:
+    """Posterior sampling with a likelihood approximation (DESIGN §3).
+
+    VPSchedule (default): start from N(0, I) at t_max and take Euler-Maruyama steps of the
+    reverse VP-SDE, x <- x + (beta x / 2 + beta score) dt + sqrt(beta dt) z, on
+    linspace(t_max, t_min, n_steps + 1). DDPMSchedule: ancestral DDPM steps
+    x <- (x + beta_k score) / sqrt(alpha_k) + sigma_k z down to t = 0.
+    score = prior score + the method's likelihood score. Extra keywords go to the method.
+    """
+    approx = make_method(method, **method_params)
+    schedule, grid, problem, gen = _setup(prior, lik, n_particles=n_particles, n_steps=n_steps,
+                                          t_min=t_min, t_max=t_max, schedule=schedule, seed=seed,
+                                          generator=generator)
+    approx.check(problem)
+    ddpm = isinstance(schedule, DDPMSchedule)
+    rec = _Recorder(_record_steps(record, grid), grid)
+    dev, dt_ = prior.device, prior.dtype
+    x = torch.randn(n_particles, prior.dim, generator=gen, dtype=dt_, device=dev)
+    for k in tqdm(range(n_steps), desc=approx.name, disable=not progress, leave=False):
+        t, s = float(grid[k]), float(grid[k + 1])
+        abar_t, abar_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
+        a, b2 = math.sqrt(abar_t), 1.0 - abar_t
+        g = approx(problem, x, abar_t)
+        rec(k, x, g.tweedie)
+        score = (a * g.tweedie - x) / b2 + g.likelihood_score
+        z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
+        if ddpm:
+            alpha = abar_t / abar_s                      # one (possibly strided) DDPM step
+            beta = 1.0 - alpha
+            sigma2 = (1.0 - abar_s) / (1.0 - abar_t) * beta
+            x = (x + beta * score) / math.sqrt(alpha) + math.sqrt(sigma2) * z
+        else:
+            beta, dt = schedule.beta(t), t - s
+            x = x + (0.5 * beta * x + beta * score) * dt + math.sqrt(beta * dt) * z
+        if not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(f"sample: method {approx.name!r} produced non-finite particles at "
+                                     f"t = {s:g} (step {k + 1} of {n_steps}); try float64 atoms or a larger t_min")
+    rec(n_steps, x, _final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
+    times, traj, tw = rec.stack()
+    return Run(x, times, traj, tw, approx.name, approx, schedule, n_steps,
+               seed if generator is None else None, dict(approx.params))
+
+
+def sample_exact(prior: EmpiricalPrior, lik, *, n_particles: int = 4096, n_steps: int = 500,
+                 t_min: float = 1e-2, t_max: float = 1.0, schedule=None, seed: int | None = 0,
+                 generator: torch.Generator | None = None, record=25, progress: bool = True) -> Run:
+    """Exact ancestral reference for the FSR: x_{t_max} ~ p(x_{t_max} | y) exactly, then at each
+    step draw i ~ w~(x_t, y) and x_s from the forward bridge q(x_s | x_t, x^(i)).
+    Exact at any step size; the same grid and record as `sample`."""
+    if not isinstance(prior, EmpiricalPrior):
+        raise TypeError(f"prior: sample_exact needs an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
+    schedule, grid, problem, gen = _setup(prior, lik, n_particles=n_particles, n_steps=n_steps,
+                                          t_min=t_min, t_max=t_max, schedule=schedule, seed=seed,
+                                          generator=generator)
+    rec = _Recorder(_record_steps(record, grid), grid)
+    dev, dt_ = prior.device, prior.dtype
+    psi = prior.log_posterior_weights(problem.log_lik).exp()
+    idx = torch.multinomial(psi, n_particles, replacement=True, generator=gen)
+    ab = schedule.alpha_bar(float(grid[0]))
+    z = torch.randn(n_particles, prior.dim, generator=gen, dtype=dt_, device=dev)
+    x = math.sqrt(ab) * prior.atoms[idx] + math.sqrt(1 - ab) * z
+    for k in tqdm(range(n_steps), desc="exact", disable=not progress, leave=False):
+        t, s = float(grid[k]), float(grid[k + 1])
+        abar_t, abar_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
+        if k in rec.steps:
+            rec(k, x, prior.moments(x, abar_t).mean)
+        x0 = prior.atoms[prior.sample_atoms(x, abar_t, gen, problem.log_lik)]
+        # Bridge q(x_s | x_t, x_0) of the VP forward process.
+        ratio = abar_t / abar_s
+        var_ts = 1.0 - ratio                                  # Var(x_t | x_s)
+        b2_t, b2_s = 1.0 - abar_t, 1.0 - abar_s
+        mean = (math.sqrt(ratio) * b2_s / b2_t) * x + (math.sqrt(abar_s) * var_ts / b2_t) * x0
+        z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
+        x = mean + math.sqrt(var_ts * b2_s / b2_t) * z
+    rec(n_steps, x, _final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
+    times, traj, tw = rec.stack()
+    return Run(x, times, traj, tw, "exact", None, schedule, n_steps,
+               seed if generator is None else None, {})

@@ -1,0 +1,106 @@
+"""Noise schedules: the paper's continuous VP schedule and the discrete DDPM one.
+
+Both map a time t in (0, 1] to abar(t); every kernel in fsdiag works from
+a = sqrt(abar) and b^2 = 1 - abar, so any schedule with these methods plugs in.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import check_int, check_positive
+
+__all__ = ["VPSchedule", "DDPMSchedule"]
+
+
+@dataclass(frozen=True)
+class VPSchedule:
+    """Continuous VP-SDE: beta(t) = beta_min + (beta_max - beta_min) t (DESIGN §2)."""
+
+    beta_min: float = 0.01
+    beta_max: float = 20.0
+
+    def __post_init__(self):
+        check_positive(self.beta_max, "beta_max")
+        if not (0.0 <= float(self.beta_min) <= float(self.beta_max)):
+            raise ValueError(f"beta_min: expected 0 <= beta_min <= beta_max, got {self.beta_min}")
+
+    def beta(self, t: float) -> float:
+        return self.beta_min + (self.beta_max - self.beta_min) * float(t)
+
+    def alpha_bar(self, t: float) -> float:
+        """abar(t) = exp(-beta_min t - (beta_max - beta_min) t^2 / 2)."""
+        t = float(t)
+        return math.exp(-self.beta_min * t - 0.5 * (self.beta_max - self.beta_min) * t * t)
+
+    def time_grid(self, n_steps: int, t_min: float, t_max: float = 1.0) -> torch.Tensor:
+        """The paper's uniform reverse grid linspace(t_max, t_min, n_steps + 1) (float64)."""
+        check_int(n_steps, "n_steps")
+        check_time(t_min, "t_min")
+        check_time(t_max, "t_max")
+        if not t_min < t_max:
+            raise ValueError(f"t_min: expected t_min < t_max, got t_min={t_min}, t_max={t_max}")
+        return torch.linspace(float(t_max), float(t_min), n_steps + 1, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class DDPMSchedule:
+    """Discrete DDPM (Ho et al. 2020): linear beta_1..beta_T, abar_k = prod_{j<=k} (1 - beta_j).
+
+    Time t = k / T names step k; `alpha_bar` interpolates log abar linearly between steps.
+    """
+
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    n_timesteps: int = 1000
+
+    def __post_init__(self):
+        check_positive(self.beta_start, "beta_start")
+        check_positive(self.beta_end, "beta_end")
+        check_int(self.n_timesteps, "n_timesteps")
+        if not self.beta_end < 1:
+            raise ValueError(f"beta_end: expected a value below 1, got {self.beta_end}")
+
+    @property
+    def betas(self) -> torch.Tensor:
+        return torch.linspace(self.beta_start, self.beta_end, self.n_timesteps, dtype=torch.float64)
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return torch.cumprod(1.0 - self.betas, dim=0)
+
+    def alpha_bar(self, t: float) -> float:
+        pos = float(t) * self.n_timesteps  # step index, 1-based (k = 1..T)
+        if pos <= 0:
+            return 1.0
+        log_ab = torch.cat([torch.zeros(1, dtype=torch.float64), torch.log(self.alphas_cumprod)])
+        k = min(int(math.floor(pos)), self.n_timesteps - 1)
+        frac = min(pos - k, 1.0)
+        return math.exp(float(log_ab[k] * (1 - frac) + log_ab[k + 1] * frac))
+
+    def beta(self, t: float) -> float:
+        """Continuous-time rate: beta_k * T at the step containing t."""
+        k = min(max(int(math.ceil(float(t) * self.n_timesteps)), 1), self.n_timesteps)
+        return float(self.betas[k - 1]) * self.n_timesteps
+
+    def time_grid(self, n_steps: int | None = None, t_min: float | None = None,
+                  t_max: float = 1.0) -> torch.Tensor:
+        """Times k/T of the DDPM steps, from T down to 1, then 0 (`n_steps` must divide T)."""
+        n_steps = self.n_timesteps if n_steps is None else check_int(n_steps, "n_steps")
+        if self.n_timesteps % n_steps:
+            raise ValueError(f"n_steps: expected a divisor of n_timesteps={self.n_timesteps}, got {n_steps}")
+        ks = torch.arange(self.n_timesteps, 0, -self.n_timesteps // n_steps, dtype=torch.float64)
+        grid = torch.cat([ks, torch.zeros(1, dtype=torch.float64)]) / self.n_timesteps
+        return grid
+
+
+def check_time(t: float, name: str) -> float:
+    try:
+        t = float(t)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name}: expected a number in (0, 1], got {t!r}") from err
+    if not (0.0 < t <= 1.0) or not math.isfinite(t):
+        raise ValueError(f"{name}: expected a time in (0, 1], got {t}")
+    return t
