@@ -237,8 +237,9 @@ class EmpiricalPrior:
         return (a / b2) * self.cov_matvec(x, abar, v, moments=moments)
 
     # --------------------------------------------------------------- sampling atoms
-    def sample_atoms(self, x, abar, generator: torch.Generator, log_lik=None) -> torch.Tensor:
-        """Draw one atom index per query from w_i(x_t) (or w~_i given log_lik): streamed Gumbel-max."""
+    def sample_atoms(self, x, abar, generator: torch.Generator | None, log_lik=None) -> torch.Tensor:
+        """One atom index per query drawn from w_i(x_t) (w~_i given log_lik): a streamed
+        Gumbel-max. With generator=None, the most responsible atom instead (the arg-max)."""
         x = self._query(x)
         _, a, b2 = _check_abar(abar)
         ll = None if log_lik is None else self._log_lik(log_lik)
@@ -249,13 +250,18 @@ class EmpiricalPrior:
             logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
             if ll is not None:
                 logits = logits + ll[sl]
-            u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
-            g = logits - torch.log(-torch.log(u.clamp_min(torch.finfo(self.dtype).tiny)))
-            val, arg = g.max(1)
+            if generator is not None:
+                u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
+                logits = logits - torch.log(-torch.log(u.clamp_min(torch.finfo(self.dtype).tiny)))
+            val, arg = logits.max(1)
             better = val > best
             best = torch.where(better, val, best)
             idx = torch.where(better, arg + sl.start, idx)
         return idx
+
+    def nearest_atoms(self, x, abar) -> torch.Tensor:
+        """Index of the most responsible atom for each query (the nearest a x^(i) for equal weights)."""
+        return self.sample_atoms(x, abar, None)
 
     def log_posterior_weights(self, log_lik) -> torch.Tensor:
         """log psi_i = log_softmax(log pi_i + l_i)."""

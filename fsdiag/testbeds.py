@@ -1,0 +1,230 @@
+"""Closed-form testbeds (ground truth) and manifold data.
+
+`GaussianMixture` covers the discrete (zero covariances), Gaussian (one component)
+and GMM priors: its diffused marginals, scores, Tweedie moments and posteriors under
+an affine forward model with Gaussian noise are all closed form. It satisfies the
+same denoiser interface as `EmpiricalPrior` (moments, cov_matvec, denoiser_vjp,
+score), so every likelihood approximation runs on it unchanged.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._checks import as_tensor, check_int, check_positive
+from .forward import LinearForwardModel
+from .likelihood import GaussianLikelihood
+from .prior import EmpiricalPrior, Moments, _check_abar
+
+__all__ = ["GaussianMixture", "DiscretePrior", "GaussianPrior", "grid_posterior",
+           "swiss_roll", "torus", "sphere"]
+
+
+class GaussianMixture:
+    """sum_k pi_k N(mu_k, Sigma_k); covs (K, d, d), or (K,) isotropic variances; zero is allowed."""
+
+    def __init__(self, weights, means, covs, *, dtype=torch.float64, device="cpu"):
+        means = as_tensor(means, "means", ndim=2, dtype=dtype, device=device)
+        K, d = means.shape
+        w = as_tensor(weights, "weights", ndim=1, dtype=dtype, device=device)
+        if w.shape[0] != K or bool((w < 0).any()) or float(w.sum()) <= 0:
+            raise ValueError(f"weights: expected {K} non-negative weights with a positive sum, got {w.tolist()}")
+        covs = as_tensor(covs, "covs", ndim=(1, 3), dtype=dtype, device=device)
+        if covs.ndim == 1:
+            if covs.shape[0] != K or bool((covs < 0).any()):
+                raise ValueError(f"covs: expected {K} non-negative variances, got {covs.tolist()}")
+            covs = covs[:, None, None] * torch.eye(d, dtype=dtype, device=device)
+        if covs.shape != (K, d, d):
+            raise ValueError(f"covs: expected shape ({K}, {d}, {d}), got {tuple(covs.shape)}")
+        self.weights, self.means, self.covs = w / w.sum(), means, 0.5 * (covs + covs.transpose(1, 2))
+        self.dtype, self.device = dtype, means.device
+
+    # --------------------------------------------------------------- basics
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    def __repr__(self):
+        return f"GaussianMixture(K={self.n_components}, d={self.dim})"
+
+    def mean(self) -> torch.Tensor:
+        return self.weights @ self.means
+
+    def cov(self) -> torch.Tensor:
+        mu = self.mean()
+        dev = self.means - mu
+        return torch.einsum("k,kij->ij", self.weights, self.covs) + torch.einsum("k,ki,kj->ij", self.weights, dev, dev)
+
+    def diffuse(self, abar) -> "GaussianMixture":
+        """The marginal p_t = sum_k pi_k N(a mu_k, a^2 Sigma_k + b^2 I)."""
+        abar, a, b2 = _check_abar(abar)
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        return GaussianMixture(self.weights, a * self.means, abar * self.covs + b2 * eye,
+                               dtype=self.dtype, device=self.device)
+
+    def _component_log_prob(self, x):
+        x = as_tensor(x, "x", ndim=2, dtype=self.dtype, device=self.device)
+        L = torch.linalg.cholesky(self.covs)                                   # (K, d, d)
+        diff = (x[None] - self.means[:, None]).transpose(1, 2)                 # (K, d, B)
+        sol = torch.linalg.solve_triangular(L, diff, upper=False)              # (K, d, B)
+        logdet = 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)       # (K,)
+        lp = -0.5 * (sol * sol).sum(1) - 0.5 * logdet[:, None] - 0.5 * self.dim * math.log(2 * math.pi)
+        return lp.T + torch.log(self.weights)                                  # (B, K)
+
+    def log_prob(self, x) -> torch.Tensor:
+        """log density (needs positive-definite covariances: diffuse a discrete prior first)."""
+        return torch.logsumexp(self._component_log_prob(x), 1)
+
+    def component_posteriors(self, x) -> torch.Tensor:
+        return torch.softmax(self._component_log_prob(x), 1)
+
+    def sample(self, n: int, generator: torch.Generator, *, return_labels: bool = False):
+        check_int(n, "n")
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        L = _psd_sqrt(self.covs)   # works for singular (e.g. zero) covariances too
+        z = torch.randn(n, self.dim, generator=generator, dtype=self.dtype, device=self.device)
+        x = self.means[k] + torch.einsum("nij,nj->ni", L[k], z)
+        return (x, k) if return_labels else x
+
+    def to_empirical(self, n: int, generator: torch.Generator, **kwargs) -> EmpiricalPrior:
+        """n atoms drawn from this mixture, labelled by component: the FSR prior of this testbed."""
+        x, k = self.sample(n, generator, return_labels=True)
+        return EmpiricalPrior(x, labels=k, **kwargs)
+
+    # --------------------------------------------------------------- denoiser interface
+    def _denoiser_parts(self, x, abar):
+        abar, a, b2 = _check_abar(abar)
+        x = as_tensor(x, "x", ndim=2, dtype=self.dtype, device=self.device)
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        S = abar * self.covs + b2 * eye                                         # Cov(x_t | k)
+        gain = a * torch.linalg.solve(S, self.covs)                             # (S^-1 a Sigma) = gain^T
+        diff = x[None] - a * self.means[:, None]                                # (K, B, d)
+        means = self.means[:, None] + torch.einsum("kij,kbi->kbj", gain, diff)  # E[x0 | x_t, k]
+        covs = self.covs - a * torch.einsum("kij,kjl->kil", self.covs, gain)    # Cov(x0 | x_t, k)
+        resp = self.diffuse(abar).component_posteriors(x)                       # (B, K)
+        return x, resp, means, 0.5 * (covs + covs.transpose(1, 2))
+
+    def moments(self, x, abar, log_lik=None) -> Moments:
+        if log_lik is not None:
+            raise TypeError("log_lik: closed-form testbeds condition with .condition(lik) instead")
+        x, resp, means, _ = self._denoiser_parts(x, abar)
+        return Moments(self.diffuse(abar).log_prob(x), torch.einsum("bk,kbd->bd", resp, means))
+
+    def denoise(self, x, abar) -> torch.Tensor:
+        return self.moments(x, abar).mean
+
+    def denoiser_cov(self, x, abar) -> torch.Tensor:
+        """Cov(x_0 | x_t), (B, d, d)."""
+        x, resp, means, covs = self._denoiser_parts(x, abar)
+        m = torch.einsum("bk,kbd->bd", resp, means)
+        second = torch.einsum("bk,kij->bij", resp, covs) + torch.einsum("bk,kbi,kbj->bij", resp, means, means)
+        return second - m[:, :, None] * m[:, None, :]
+
+    def cov_matvec(self, x, abar, v, *, moments=None) -> torch.Tensor:
+        v = as_tensor(v, "v", ndim=(2, 3), dtype=self.dtype, device=self.device)
+        C = self.denoiser_cov(x, abar)
+        return torch.einsum("bij,bj->bi", C, v) if v.ndim == 2 else torch.einsum("bij,bkj->bki", C, v)
+
+    def denoiser_vjp(self, x, abar, v, *, moments=None) -> torch.Tensor:
+        _, a, b2 = _check_abar(abar)
+        return (a / b2) * self.cov_matvec(x, abar, v)
+
+    def score(self, x, abar) -> torch.Tensor:
+        _, a, b2 = _check_abar(abar)
+        x = as_tensor(x, "x", ndim=2, dtype=self.dtype, device=self.device)
+        return (a * self.denoise(x, abar) - x) / b2
+
+    # --------------------------------------------------------------- posteriors
+    def condition(self, lik: GaussianLikelihood) -> "GaussianMixture":
+        """Exact posterior p(x_0 | y) under y = M x + c + N(0, diag(noise_std^2))."""
+        fwd = lik.forward
+        if not isinstance(fwd, LinearForwardModel):
+            raise ValueError(f"lik: closed-form conditioning needs a linear forward model, got {fwd!r}")
+        lik.check_dim(self.dim)
+        M = fwd.matrix_for(self.dim, self.dtype, self.device)
+        c = torch.zeros(M.shape[0], dtype=self.dtype) if fwd.bias is None else fwd.bias.to(self.dtype)
+        y = lik.y.to(self.dtype)
+        S = torch.einsum("ij,kjl,ml->kim", M, self.covs, M) + torch.diag(lik.noise_var.to(self.dtype))
+        pred = self.means @ M.T + c                                           # (K, m)
+        gain = torch.linalg.solve(S, torch.einsum("ij,kjl->kil", M, self.covs)).transpose(1, 2)  # (K, d, m)
+        means = self.means + torch.einsum("kdm,km->kd", gain, y - pred)
+        covs = self.covs - torch.einsum("kdm,mj,kjl->kdl", gain, M, self.covs)
+        evidence = GaussianMixture(self.weights, pred, S, dtype=self.dtype)._component_log_prob(y[None])[0]
+        return GaussianMixture(torch.softmax(evidence, 0), means, covs, dtype=self.dtype, device=self.device)
+
+    def likelihood_score(self, x, abar, lik: GaussianLikelihood) -> torch.Tensor:
+        """Exact grad log p(y | x_t) = grad log p_t(x_t | y) - grad log p_t(x_t)."""
+        return self.condition(lik).score(x, abar) - self.score(x, abar)
+
+
+def _psd_sqrt(covs: torch.Tensor) -> torch.Tensor:
+    evals, evecs = torch.linalg.eigh(covs)
+    return evecs * evals.clamp_min(0).sqrt()[:, None, :]
+
+
+def DiscretePrior(points, weights=None, **kwargs) -> GaussianMixture:
+    """Finitely many points (K, d) with weights: a mixture of zero-covariance components."""
+    pts = as_tensor(points, "points", ndim=2, dtype=kwargs.get("dtype", torch.float64))
+    K = pts.shape[0]
+    w = torch.ones(K, dtype=pts.dtype) if weights is None else weights
+    return GaussianMixture(w, pts, torch.zeros(K, dtype=pts.dtype), **kwargs)
+
+
+def GaussianPrior(mean, cov, **kwargs) -> GaussianMixture:
+    """N(mean, cov); cov a (d, d) matrix or a scalar variance."""
+    mu = as_tensor(mean, "mean", ndim=1, dtype=kwargs.get("dtype", torch.float64))
+    cov = as_tensor(cov, "cov", ndim=(0, 2), dtype=mu.dtype)
+    cov = cov * torch.eye(mu.shape[0], dtype=mu.dtype) if cov.ndim == 0 else cov
+    return GaussianMixture(torch.ones(1, dtype=mu.dtype), mu[None], cov[None], **kwargs)
+
+
+def grid_posterior(prior: GaussianMixture, lik: GaussianLikelihood, lo, hi, n: int = 400):
+    """Posterior of a 2-D GMM prior under any forward model on an n x n grid over [lo, hi]^2:
+    returns grid points (n*n, 2) and their normalised posterior weights (n*n,)."""
+    if prior.dim != 2:
+        raise ValueError(f"prior: grid_posterior needs a 2-D prior, got d = {prior.dim}")
+    check_int(n, "n", minimum=2)
+    axis = torch.linspace(float(lo), float(hi), n, dtype=prior.dtype)
+    pts = torch.cartesian_prod(axis, axis)
+    logw = prior.log_prob(pts) + lik.log_prob(pts).to(prior.dtype)
+    return pts, torch.softmax(logw, 0)
+
+
+# ------------------------------------------------------------------- manifold data
+def _noisy(x, noise, generator):
+    if noise:
+        check_positive(noise, "noise")
+        x = x + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    return x
+
+
+def swiss_roll(n: int, generator: torch.Generator, *, noise: float = 0.0, turns: float = 1.5):
+    """2-D Swiss roll: x = s (cos s, sin s) / (3 pi), s ~ U[pi, pi (1 + 2 turns)].
+    Returns points (n, 2) and the intrinsic coordinate s (n,)."""
+    check_int(n, "n")
+    s = math.pi * (1 + 2 * turns * torch.rand(n, generator=generator, dtype=torch.float64))
+    x = torch.stack([s * torch.cos(s), s * torch.sin(s)], 1) / (3 * math.pi)
+    return _noisy(x, noise, generator), s
+
+
+def torus(n: int, generator: torch.Generator, *, major: float = 1.0, minor: float = 0.4, noise: float = 0.0):
+    """Points on a torus in R^3 (uniform angles). Returns points (n, 3) and angles (n, 2)."""
+    check_int(n, "n")
+    ang = 2 * math.pi * torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    u, v = ang[:, 0], ang[:, 1]
+    r = major + minor * torch.cos(v)
+    x = torch.stack([r * torch.cos(u), r * torch.sin(u), minor * torch.sin(v)], 1)
+    return _noisy(x, noise, generator), ang
+
+
+def sphere(n: int, generator: torch.Generator, *, dim: int = 3, radius: float = 1.0, noise: float = 0.0):
+    """Uniform points on the sphere of `radius` in R^dim. Returns points (n, dim)."""
+    check_int(n, "n")
+    check_int(dim, "dim", minimum=2)
+    z = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    return _noisy(radius * z / z.norm(dim=1, keepdim=True), noise, generator)
