@@ -1,6 +1,267 @@
-from .methods import Problem
-def posterior_weights(prior, lik):
-    p = Problem.build(prior, lik)
-    return prior.log_posterior_weights(p.log_lik).exp()
-def diagnose(*a, **k): raise NotImplementedError
-class Report: pass
+"""What the finite-sample lens measures (DESIGN §4).
+
+With the FSR prior every sampler's output collapses onto atoms as t -> 0, so it is
+compared with the exact posterior over atoms psi; along the trajectory the particle
+cloud is compared with the exact p_t(x_t | y) = sum_i psi_i N(a x^(i), b^2 I).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from scipy import stats
+
+from ._checks import check_int, make_generator
+from .methods import Approximation, Problem, make_method
+from .prior import EmpiricalPrior
+
+__all__ = ["posterior_weights", "diagnose", "Report", "total_variation", "wilson_interval",
+           "wasserstein_1d", "sliced_wasserstein", "sample_posterior_t", "mode_weights",
+           "atom_mass", "spread", "score_agreement", "early_stopping", "hallucination"]
+
+
+def posterior_weights(prior: EmpiricalPrior, lik) -> torch.Tensor:
+    """Exact posterior over atoms psi_i = softmax_i(log pi_i + log p(y | x^(i))), shape (N,)."""
+    if not isinstance(prior, EmpiricalPrior):
+        raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
+    return prior.log_posterior_weights(Problem.build(prior, lik).log_lik).exp()
+
+
+# ------------------------------------------------------------------ statistics
+def total_variation(p, q) -> float:
+    """TV(p, q) = sum |p - q| / 2 for two probability vectors."""
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    if p.shape != q.shape:
+        raise ValueError(f"q: expected the shape of p {p.shape}, got {q.shape}")
+    return 0.5 * float(np.abs(p - q).sum())
+
+
+def wilson_interval(k, n: int, z: float = 1.96):
+    """Wilson score interval for a binomial proportion k / n (arrays allowed)."""
+    check_int(n, "n")
+    k = np.asarray(k, dtype=float)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def wasserstein_1d(u, v, u_weights=None, v_weights=None) -> float:
+    """W1 between two weighted samples on the line: the integral of |F_u - F_v|."""
+    u, v = np.asarray(u, dtype=float).ravel(), np.asarray(v, dtype=float).ravel()
+    uw = np.full(u.size, 1.0 / u.size) if u_weights is None else np.asarray(u_weights, float) / np.sum(u_weights)
+    vw = np.full(v.size, 1.0 / v.size) if v_weights is None else np.asarray(v_weights, float) / np.sum(v_weights)
+    allx = np.concatenate([u, v])
+    order = np.argsort(allx, kind="stable")
+    signed = np.concatenate([uw, -vw])[order]
+    cdf_gap = np.cumsum(signed)[:-1]
+    return float(np.sum(np.abs(cdf_gap) * np.diff(allx[order])))
+
+
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, y_weights=None, n_projections: int = 64,
+                       seed: int = 0) -> float:
+    """Mean 1-D W1 over random directions (exact W1 when d = 1). x (n, d), y (m, d)."""
+    x = x.detach().double().cpu()
+    y = y.detach().double().cpu()
+    if x.shape[1] == 1:
+        return wasserstein_1d(x[:, 0].numpy(), y[:, 0].numpy(), None, y_weights)
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(x.shape[1], n_projections, generator=g, dtype=torch.float64)
+    dirs /= dirs.norm(dim=0, keepdim=True)
+    px, py = (x @ dirs).numpy(), (y @ dirs).numpy()
+    return float(np.mean([wasserstein_1d(px[:, j], py[:, j], None, y_weights) for j in range(n_projections)]))
+
+
+# ------------------------------------------------------------------ exact references
+def sample_posterior_t(prior: EmpiricalPrior, psi: torch.Tensor, abar: float, n: int,
+                       generator: torch.Generator) -> torch.Tensor:
+    """n exact draws from p_t(x_t | y) = sum_i psi_i N(a x^(i), b^2 I)."""
+    idx = torch.multinomial(psi, n, replacement=True, generator=generator)
+    z = torch.randn(n, prior.dim, generator=generator, dtype=prior.dtype, device=prior.device)
+    return math.sqrt(abar) * prior.atoms[idx] + math.sqrt(1 - abar) * z
+
+
+def _posterior_t_moments(prior, psi, abar):
+    """Mean and total variance (trace of the covariance) of p_t(x_t | y)."""
+    mean0 = psi @ prior.atoms
+    dev = prior.atoms - mean0
+    var0 = float(psi @ (dev * dev).sum(1))
+    return math.sqrt(abar) * mean0, abar * var0 + (1 - abar) * prior.dim
+
+
+def atom_mass(prior: EmpiricalPrior, x: torch.Tensor, abar: float) -> torch.Tensor:
+    """Fraction of particles x (at alpha_bar abar) whose most responsible atom is each atom, (N,)."""
+    idx = prior.nearest_atoms(x, abar)
+    return torch.bincount(idx, minlength=prior.n_atoms).to(torch.float64) / x.shape[0]
+
+
+def mode_weights(mass: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor, n: int, z: float = 1.96) -> dict:
+    """Per label: sampler mass with Wilson intervals (n particles) next to the exact mass."""
+    labels = labels.cpu()
+    modes = torch.unique(labels)
+    onehot = (labels[:, None] == modes[None]).to(torch.float64)
+    sampler = (mass.cpu().double() @ onehot).numpy()
+    exact = (psi.cpu().double() @ onehot).numpy()
+    lo, hi = wilson_interval(np.round(sampler * n), n, z)
+    return {"labels": modes.tolist(), "sampler": sampler.tolist(), "lower": lo.tolist(),
+            "upper": hi.tolist(), "exact": exact.tolist(), "tv": total_variation(sampler, exact)}
+
+
+def hallucination(prior: EmpiricalPrior, lik, x: torch.Tensor, abar: float, psi: torch.Tensor, *,
+                  negligible: float = 1e-3, radius: float | None = None, level: float = 0.99) -> dict:
+    """(a) prior-mode hallucination: mass on modes (labels, else atoms) whose exact posterior mass
+    is below `negligible`; (b) off-support particles, farther than `radius` (default
+    b (sqrt(d) + 3)) from every a x^(i), and likelihood-mode hallucination: off-support
+    particles whose A(x / a) still fits y (chi-square test at `level`)."""
+    a, b = math.sqrt(abar), math.sqrt(1 - abar)
+    mass = atom_mass(prior, x, abar)
+    groups = prior.labels if prior.labels is not None else torch.arange(prior.n_atoms, device=prior.device)
+    mw = mode_weights(mass, psi, groups, x.shape[0])
+    absent = np.asarray(mw["exact"]) < negligible
+    radius = b * (math.sqrt(prior.dim) + 3.0) if radius is None else float(radius)
+    nearest = prior.atoms[prior.nearest_atoms(x, abar)]
+    off = (x - a * nearest).norm(dim=1) > radius
+    r = lik.residual(x / a) / lik.noise_std.to(x)
+    fits = (r * r).sum(1) <= stats.chi2.ppf(level, lik.obs_dim)
+    return {"prior_mode": float(np.asarray(mw["sampler"])[absent].sum()),
+            "absent_modes": [lab for lab, ab in zip(mw["labels"], absent) if ab],
+            "off_support": float(off.double().mean()),
+            "likelihood_mode": float((off & fits).double().mean()),
+            "radius": radius}
+
+
+# ------------------------------------------------------------------ along the trajectory
+def spread(run, prior: EmpiricalPrior, psi: torch.Tensor, *, seed: int = 0) -> dict:
+    """Per recorded time: total variance of the particle cloud over that of the exact p_t(x_t|y)
+    (>1 over-dispersed, <1 under-dispersed), mean error, and sliced W1 to exact draws."""
+    gen = make_generator(seed, None, prior.device)
+    out = {"times": [], "var_ratio": [], "mean_error": [], "wasserstein": []}
+    for t, x in zip(run.times.tolist(), run.trajectory):
+        abar = run.schedule.alpha_bar(t)
+        if abar >= 1.0:
+            continue
+        mean_t, var_t = _posterior_t_moments(prior, psi, abar)
+        cloud_var = float(((x - x.mean(0)) ** 2).sum(1).mean())
+        ref = sample_posterior_t(prior, psi, abar, x.shape[0], gen)
+        out["times"].append(t)
+        out["var_ratio"].append(cloud_var / var_t)
+        out["mean_error"].append(float((x.mean(0) - mean_t).norm()))
+        out["wasserstein"].append(sliced_wasserstein(x, ref, seed=seed))
+    return out
+
+
+def score_agreement(prior: EmpiricalPrior, lik, method, times, *, schedule=None, n_points: int = 256,
+                    seed: int = 0, **method_params) -> dict:
+    """At exact draws from p_t(x_t | y): the method's likelihood score against the exact one.
+    norm_ratio = median ||approx|| / ||exact|| (>1: likelihood over-weighted, <1: under-weighted);
+    cosine = mean cosine similarity."""
+    from .schedules import VPSchedule
+    schedule = VPSchedule() if schedule is None else schedule
+    approx = make_method(method, **method_params)
+    problem = Problem.build(prior, lik)
+    approx.check(problem)
+    psi = prior.log_posterior_weights(problem.log_lik).exp()
+    gen = make_generator(seed, None, prior.device)
+    out = {"times": [], "norm_ratio": [], "cosine": []}
+    for t in [float(t) for t in times]:
+        abar = schedule.alpha_bar(t)
+        if abar >= 1.0:
+            continue
+        x = sample_posterior_t(prior, psi, abar, n_points, gen)
+        exact = prior.likelihood_score(x, abar, problem.log_lik)
+        est = approx(problem, x, abar).likelihood_score
+        ne, na = exact.norm(dim=1), est.norm(dim=1)
+        ok = ne > 1e-12 * (1 + ne.max())
+        out["times"].append(t)
+        out["norm_ratio"].append(float((na[ok] / ne[ok]).median()) if bool(ok.any()) else float("nan"))
+        cos = (est * exact).sum(1)[ok] / (na[ok] * ne[ok]).clamp_min(1e-300)
+        out["cosine"].append(float(cos.mean()) if bool(ok.any()) else float("nan"))
+    return out
+
+
+def early_stopping(run, prior: EmpiricalPrior, psi: torch.Tensor, *, n_projections: int = 64, seed: int = 0) -> dict:
+    """Stop at each recorded time and output the particle or its Tweedie mean: sliced W1 to the
+    exact posterior over atoms (exact W1 for d = 1)."""
+    out = {"times": run.times.tolist(), "particle": [], "tweedie": []}
+    atoms, w = prior.atoms, psi.detach().cpu().double().numpy()
+    for x, m in zip(run.trajectory, run.tweedie):
+        out["particle"].append(sliced_wasserstein(x, atoms, y_weights=w, n_projections=n_projections, seed=seed))
+        out["tweedie"].append(sliced_wasserstein(m, atoms, y_weights=w, n_projections=n_projections, seed=seed))
+    return out
+
+
+# ------------------------------------------------------------------ the report
+@dataclass
+class Report:
+    """Everything `diagnose` measures for one run; `to_dict()` is JSON-ready."""
+
+    method: str
+    n_particles: int
+    t_final: float
+    exact_weights: list
+    atom_mass: list
+    tv_atoms: float
+    modes: dict
+    hallucination: dict
+    wasserstein: float
+    wasserstein_tweedie: float
+    spread: dict
+    early_stopping: dict
+    score_agreement: dict | None = None
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        m = self.modes
+        lines = [f"method {self.method!r}: {self.n_particles} particles at t = {self.t_final:g}",
+                 f"  TV to the exact posterior over atoms: {self.tv_atoms:.4f}; over modes: {m['tv']:.4f}",
+                 f"  W1 to the exact posterior: {self.wasserstein:.4f} (Tweedie means: {self.wasserstein_tweedie:.4f})",
+                 f"  hallucination: prior modes {self.hallucination['prior_mode']:.4f}, "
+                 f"off-support {self.hallucination['off_support']:.4f}, "
+                 f"likelihood modes {self.hallucination['likelihood_mode']:.4f}",
+                 "  mode   sampler [95% CI]            exact"]
+        for lab, s, lo, hi, e in zip(m["labels"], m["sampler"], m["lower"], m["upper"], m["exact"]):
+            lines.append(f"  {lab!s:>5}  {s:.4f} [{lo:.4f}, {hi:.4f}]   {e:.4f}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def diagnose(run, prior: EmpiricalPrior, lik, *, score_times=None, n_score_points: int = 256,
+             negligible: float = 1e-3, radius: float | None = None, seed: int = 0) -> Report:
+    """All of DESIGN §4 for one run against the exact finite-sample posterior."""
+    if not isinstance(prior, EmpiricalPrior):
+        raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
+    if not hasattr(run, "trajectory"):
+        raise TypeError(f"run: expected an fsdiag.Run, got {type(run).__name__}")
+    if run.samples.shape[1] != prior.dim:
+        raise ValueError(f"run: its particles have d = {run.samples.shape[1]}, the prior d = {prior.dim}")
+    psi = posterior_weights(prior, lik)
+    abar = run.schedule.alpha_bar(run.t_final)
+    x = run.samples
+    if abar >= 1.0:  # a run that ends at t = 0 (DDPM): use the last positive-noise time's scale
+        abar = run.schedule.alpha_bar(1.0 / getattr(run.schedule, "n_timesteps", 1000))
+    mass = atom_mass(prior, x, abar)
+    groups = prior.labels if prior.labels is not None else torch.arange(prior.n_atoms, device=prior.device)
+    agreement = None
+    if isinstance(run.approximation, Approximation):
+        times = run.times[:-1].tolist() if score_times is None else score_times
+        agreement = score_agreement(prior, lik, run.approximation, times, schedule=run.schedule,
+                                    n_points=n_score_points, seed=seed)
+    w = psi.cpu().double().numpy()
+    return Report(
+        method=run.method, n_particles=x.shape[0], t_final=run.t_final,
+        exact_weights=w.tolist(), atom_mass=mass.cpu().tolist(),
+        tv_atoms=total_variation(mass.cpu().numpy(), w),
+        modes=mode_weights(mass, psi, groups, x.shape[0]),
+        hallucination=hallucination(prior, lik, x, abar, psi, negligible=negligible, radius=radius),
+        wasserstein=sliced_wasserstein(x, prior.atoms, y_weights=w, seed=seed),
+        wasserstein_tweedie=sliced_wasserstein(run.denoised, prior.atoms, y_weights=w, seed=seed),
+        spread=spread(run, prior, psi, seed=seed),
+        early_stopping=early_stopping(run, prior, psi, seed=seed),
+        score_agreement=agreement, params=dict(run.params))
