@@ -1,0 +1,31 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Always the CPU; CUDA too when present."""
+    return request.param
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(1234)
+
+
+def run_notebook(name: str, tmp_path: Path, **params) -> dict:
+    """Execute notebooks/<name> with papermill and the given parameters; return its metrics.json."""
+    import papermill as pm
+    out_dir = tmp_path / "out"
+    pm.execute_notebook(str(ROOT / "notebooks" / name), str(tmp_path / name),
+                        parameters={"out_dir": str(out_dir), **params},
+                        cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    return json.loads((out_dir / "metrics.json").read_text())
