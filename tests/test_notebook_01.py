@@ -1,0 +1,64 @@
+"""Chapter 1 (claim 1): the FSR converges to the true posterior at the Monte Carlo rate N^-1/2,
+for linear and nonlinear forward models."""
+import papermill
+import pytest
+
+from conftest import run_notebook
+
+NB = "01_finite_sample_lens.ipynb"
+TINY = dict(n_atoms_max=5000, n_sizes=5, n_seeds=8, n_grid=100, n_bins=10)
+ERRORS = {"gaussian_linear": ["mean_error", "cov_error"], "gmm_linear": ["mode_tv", "mean_error"],
+          "nonlinear": ["mean_error", "hist_tv"]}
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory):
+    return run_notebook(NB, tmp_path_factory.mktemp("nb01"), seed=0, **TINY)
+
+
+@pytest.mark.notebooks
+def test_fitted_slopes_are_near_minus_one_half(metrics):
+    assert len(metrics["slopes"]) == 6
+    for problem, names in ERRORS.items():
+        for name in names:
+            slope = metrics[problem][name]["slope"]
+            assert slope == metrics["slopes"][f"{problem}/{name}"]
+            assert -0.8 < slope < -0.25, (problem, name, slope)
+
+
+@pytest.mark.notebooks
+def test_errors_shrink_from_smallest_to_largest_n(metrics):
+    assert metrics["n_atoms"][0] == 100 and metrics["n_atoms"][-1] == 5000
+    for problem, names in ERRORS.items():
+        for name in names:
+            mean = metrics[problem][name]["mean"]
+            assert len(mean) == len(metrics["n_atoms"])
+            # 50x more atoms: sqrt(50) ~ 7x smaller error expected; require at least 3x.
+            assert mean[-1] < mean[0] / 3, (problem, name, mean)
+
+
+@pytest.mark.notebooks
+def test_effective_sample_size_grows_linearly(metrics):
+    for problem in ERRORS:
+        assert 0.85 < metrics["ess_slopes"][problem] < 1.15
+        ess = metrics[problem]["ess"]
+        assert 1 <= ess[0] < ess[-1] <= metrics["n_atoms"][-1]
+
+
+@pytest.mark.notebooks
+def test_references_are_right(metrics):
+    ex = metrics["exact"]
+    assert sum(ex["gmm_weights"]) == pytest.approx(1.0)
+    # Gaussian posterior under y = x1 + x2 / 2 + noise: a symmetric positive-definite covariance.
+    c = ex["gaussian_cov"]
+    assert c[0][1] == pytest.approx(c[1][0]) and c[0][0] > 0 and c[0][0] * c[1][1] > c[0][1] ** 2
+    # The grid reference is far more accurate than the FSR error at the largest N.
+    assert metrics["grid_error"] < 0.1 * metrics["nonlinear"]["mean_error"]["mean"][-1]
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("bad, name", [(dict(n_atoms_min=0), "n_atoms_min"), (dict(noise_std=-1.0), "noise_std"),
+                                       (dict(n_atoms_max=50), "n_atoms_max")])
+def test_bad_parameter_fails_early(tmp_path, bad, name):
+    with pytest.raises(papermill.PapermillExecutionError, match=name):
+        run_notebook(NB, tmp_path, **{**TINY, **bad})
