@@ -1,0 +1,64 @@
+"""Chapter 2 (headline figure): (t, x_t) posterior densities. The FSR matches the true posterior
+and its sampler sits at the Monte Carlo floor; the approximations do not."""
+import math
+
+import papermill
+import pytest
+
+from conftest import run_notebook
+
+NB = "02_headline_heatmaps.ipynb"
+TINY = dict(n_atoms=64, n_particles=512, n_steps=100, n_record=15, n_bins=40, n_quad=800,
+            y_linear=[1.0], noise_linear=[0.5])
+APPROX = ["sigma_dps", "zeta_dps", "pigdm", "tmpd"]
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory):
+    return run_notebook(NB, tmp_path_factory.mktemp("nb02"), seed=0, **TINY)
+
+
+@pytest.mark.notebooks
+def test_rows_and_not_applicable_panels(metrics):
+    rows = metrics["rows"]
+    assert set(rows) == {"linear_1", "abs"}
+    assert rows["linear_1"]["not_applicable"] == []
+    assert rows["abs"]["not_applicable"] == ["pigdm", "tmpd"]
+    assert set(rows["abs"]["methods"]) == {"exact", "fsr", "sigma_dps", "zeta_dps"}
+    for row in rows.values():
+        assert len(row["times"]) >= 10 and row["times"][0] == pytest.approx(1.0)
+
+
+@pytest.mark.notebooks
+def test_fsr_column_agrees_with_the_exact_posterior(metrics):
+    for key, row in metrics["rows"].items():
+        # The FSR density (64 atoms) is close to the true posterior on average over t.
+        assert row["fsr_vs_true"]["tv_mean"] < 0.15, key
+        # The FSR sampler's histograms sit near the Monte Carlo floor of exact draws (512 particles, 40 bins).
+        fsr, floor = row["methods"]["fsr"], row["methods"]["exact"]
+        assert fsr["tv_mean"] < 1.3 * floor["tv_mean"] + 0.02, key
+        assert fsr["tv_final"] < floor["tv_final"] + 0.06, key
+        # Its mass per posterior mode matches the exact one within binomial error.
+        p = row["exact_mass_above"]["fsr_density"]
+        assert abs(fsr["mass_above"] - p) < 3 * math.sqrt(p * (1 - p) / 512) + 0.02, key
+
+
+@pytest.mark.notebooks
+def test_approximations_are_clearly_farther_than_fsr(metrics):
+    for key, row in metrics["rows"].items():
+        ms = row["methods"]
+        worst = max(ms[m]["tv_mean"] for m in APPROX if m in ms)
+        assert worst > 2 * ms["fsr"]["tv_mean"], key
+        assert worst > ms["exact"]["tv_mean"] + 0.1, key
+    # On the nonlinear row the DPS variants lose the mode at +y almost entirely.
+    abs_row = metrics["rows"]["abs"]
+    assert abs_row["exact_mass_above"]["true"] > 0.3
+    assert min(abs_row["methods"][m]["mass_above"] for m in ("sigma_dps", "zeta_dps")) < 0.1
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("bad, name", [(dict(n_particles=0), "n_particles"),
+                                       (dict(noise_linear=[-1.0]), "noise_linear")])
+def test_bad_parameter_fails_early(tmp_path, bad, name):
+    with pytest.raises(papermill.PapermillExecutionError, match=name):
+        run_notebook(NB, tmp_path, **{**TINY, **bad})

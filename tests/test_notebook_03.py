@@ -1,0 +1,66 @@
+"""Chapter 3 (claim 2): approximations under- or over-estimate the posterior spread at
+intermediate times; their likelihood scores are too strong or too weak. The FSR is exact."""
+import math
+
+import papermill
+import pytest
+
+from conftest import run_notebook
+
+NB = "03_posterior_spread.ipynb"
+# 1000 steps: at t_min the spread of a one-atom posterior is b^2 ~ 1e-3, which coarser
+# Euler-Maruyama grids over-estimate even with the exact score.
+TINY = dict(n_atoms=64, n_particles=1024, n_steps=1000, n_record=12, n_score_times=10, n_score_points=128)
+APPROX = ["sigma_dps", "zeta_dps", "pigdm", "tmpd"]
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory):
+    return run_notebook(NB, tmp_path_factory.mktemp("nb03"), seed=0, **TINY)
+
+
+def finite(values):
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+@pytest.mark.notebooks
+def test_fsr_spread_is_right_at_every_recorded_time(metrics):
+    for key, tb in metrics["testbeds"].items():
+        for name in ("fsr", "exact"):
+            vr = tb["methods"][name]["spread"]["var_ratio"]
+            assert len(vr) >= 10, key
+            # 1024 particles: the variance ratio's standard error is ~sqrt(2/1024) = 0.044.
+            assert all(0.8 <= v <= 1.25 for v in vr), (key, name, vr)
+
+
+@pytest.mark.notebooks
+def test_fsr_score_is_exact(metrics):
+    for key, tb in metrics["testbeds"].items():
+        sa = tb["methods"]["fsr"]["score_agreement"]
+        nr, cs = finite(sa["norm_ratio"]), finite(sa["cosine"])
+        assert len(nr) >= len(sa["times"]) // 2, key
+        assert all(v == pytest.approx(1.0, abs=1e-9) for v in nr), key
+        assert all(v == pytest.approx(1.0, abs=1e-9) for v in cs), key
+
+
+@pytest.mark.notebooks
+def test_approximations_misweigh_the_likelihood_and_misestimate_the_spread(metrics):
+    for key, tb in metrics["testbeds"].items():
+        ms = tb["methods"]
+        worst = max(abs(math.log2(v)) for m in APPROX for v in finite(ms[m]["score_agreement"]["norm_ratio"]))
+        assert worst > 1, key   # off by more than a factor 2 somewhere
+        assert max(max(abs(math.log(v)) for v in ms[m]["spread"]["var_ratio"]) for m in APPROX) > math.log(1.5), key
+    three = metrics["testbeds"]["three_atoms"]["methods"]
+    # sigma-DPS over-weights the likelihood and under-disperses ...
+    assert three["sigma_dps"]["summary"]["norm_ratio_max"] > 2
+    assert three["sigma_dps"]["summary"]["var_ratio_min"] < 0.7
+    # ... PiGDM under-weights it everywhere and over-disperses.
+    assert three["pigdm"]["summary"]["norm_ratio_max"] < 0.8
+    assert three["pigdm"]["summary"]["var_ratio_max"] > 2
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("bad, name", [(dict(n_score_points=0), "n_score_points"), (dict(zeta=-1.0), "zeta")])
+def test_bad_parameter_fails_early(tmp_path, bad, name):
+    with pytest.raises(papermill.PapermillExecutionError, match=name):
+        run_notebook(NB, tmp_path, **{**TINY, **bad})

@@ -1,0 +1,56 @@
+"""Chapter 4 (claim 3): distance to the exact posterior against the stopping time. Exact samplers
+improve steadily to t_min; approximate ones stay far, and some are better stopped early."""
+import papermill
+import pytest
+
+from conftest import run_notebook
+
+NB = "04_early_stopping.ipynb"
+TINY = dict(n_atoms=64, n_particles=512, n_steps=300, n_record=12)
+APPROX = ["sigma_dps", "zeta_dps", "pigdm", "tmpd"]
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory):
+    return run_notebook(NB, tmp_path_factory.mktemp("nb04"), seed=0, **TINY)
+
+
+@pytest.mark.notebooks
+def test_exact_samplers_improve_down_to_t_min(metrics):
+    for key, tb in metrics["testbeds"].items():
+        for name in ("fsr", "exact"):
+            r = tb["methods"][name]
+            assert len(r["times"]) >= 10 and r["times"][0] == pytest.approx(1.0), key
+            p, w = r["summary"]["particle"], r["summary"]["tweedie"]
+            assert p["final"] < p["at_t_max"] / 10, (key, name)
+            assert p["final"] == pytest.approx(r["particle"][-1])
+            assert p["monotone_fraction"] >= 0.8, (key, name)
+            assert not p["earlier_stop_helps"], (key, name)
+            # Small W1: about the noise level b(t_min) ~ 0.03 plus Monte Carlo error (512 particles).
+            assert p["final"] < 0.07, (key, name)
+            assert w["final"] <= p["final"] + 0.01, (key, name)
+
+
+@pytest.mark.notebooks
+def test_approximations_end_farther_than_fsr(metrics):
+    for key, tb in metrics["testbeds"].items():
+        ms = tb["methods"]
+        fsr = ms["fsr"]["summary"]["particle"]["final"]
+        assert max(ms[m]["summary"]["particle"]["final"] for m in APPROX) > 2 * fsr, key
+    # PiGDM's mass on the wrong atoms: no stopping time and no output fixes it.
+    three = metrics["testbeds"]["three_atoms"]
+    assert "pigdm" in three["never_within_twice_fsr"]
+    assert three["methods"]["pigdm"]["summary"]["particle"]["final"] > 0.15
+
+
+@pytest.mark.notebooks
+def test_some_approximation_is_better_stopped_early(metrics):
+    gmm = metrics["testbeds"]["gmm_atoms"]
+    assert any(m in gmm["earlier_stop_helps"] for m in APPROX)
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("bad, name", [(dict(n_particles=0), "n_particles"), (dict(t_min=2.0), "t_min")])
+def test_bad_parameter_fails_early(tmp_path, bad, name):
+    with pytest.raises(papermill.PapermillExecutionError, match=name):
+        run_notebook(NB, tmp_path, **{**TINY, **bad})
