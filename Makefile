@@ -9,7 +9,7 @@ setup:
 	$(PIP) install --quiet -e ".[test,book]"
 
 book: setup
-	$(PYTHON) -m jupyter_book build . -W -n --keep-going
+	jupyter-book build . -W -n --keep-going
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ._checks import check_int, make_generator
 from .methods import Approximation, Problem, make_method
