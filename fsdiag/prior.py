@@ -35,6 +35,30 @@ def _exp_floor(dtype: torch.dtype) -> float:
     return -80.0 if dtype in (torch.float32, torch.float16, torch.bfloat16) else -700.0
 
 
+# Streaming block: ~1M (query, atom) pairs (4-8 MB) per chunk. Larger blocks spill out of
+# cache and, above the allocator's mmap threshold, pay page faults on every chunk:
+# at batch 4000, d = 2 this is ~4x faster than fixed 4096-atom chunks.
+_BLOCK = 1 << 20
+_MIN_CHUNK = 64
+
+
+def _shifted_exp(logits: torch.Tensor, shift: torch.Tensor, floor: float) -> torch.Tensor:
+    """exp(max(logits - shift, floor)); in place unless autograd is recording through it."""
+    if logits.requires_grad:
+        return torch.exp((logits - shift).clamp_min(floor))
+    return logits.sub_(shift).clamp_(min=floor).exp_()
+
+
+def _with_likelihood(logits: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
+    """Stack (logits, logits + ll) as two heads (torch.stack is ~5x slower on CPU here)."""
+    if logits.requires_grad:
+        return torch.stack([logits, logits + ll])
+    out = logits.new_empty((2, *logits.shape))
+    out[0].copy_(logits)
+    torch.add(logits, ll, out=out[1])
+    return out
+
+
 def _check_abar(abar) -> tuple[float, float, float]:
     abar = float(abar)
     if not (0.0 < abar < 1.0):
@@ -115,8 +139,10 @@ class EmpiricalPrior:
             raise ValueError(f"log_lik: expected shape ({self.n_atoms},), got {tuple(ll.shape)}")
         return ll
 
-    def _chunks(self, size: int | None = None):
-        size = size or self.chunk_size
+    def _chunks(self, rows: int):
+        """Atom slices sized so one (rows x chunk) block stays near _BLOCK elements (in cache,
+        small enough for the allocator to reuse), never above chunk_size atoms."""
+        size = min(self.chunk_size, max(_MIN_CHUNK, _BLOCK // max(rows, 1)))
         for s in range(0, self.n_atoms, size):
             yield slice(s, min(s + size, self.n_atoms))
 
@@ -136,12 +162,12 @@ class EmpiricalPrior:
         run_max = torch.full((heads, B), -math.inf, dtype=self.dtype, device=self.device)
         run_sum = torch.zeros(heads, B, dtype=self.dtype, device=self.device)
         acc = torch.zeros(heads, B, d, dtype=self.dtype, device=self.device)
-        for sl in self._chunks():
+        for sl in self._chunks(heads * B):
             logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
-            lg = logits.unsqueeze(0) if ll is None else torch.stack([logits, logits + ll[sl]])
+            lg = logits.unsqueeze(0) if ll is None else _with_likelihood(logits, ll[sl])
             new_max = torch.maximum(run_max, lg.amax(-1))
             rescale = torch.exp((run_max - new_max).clamp_min(floor))
-            p = torch.exp((lg - new_max.unsqueeze(-1)).clamp_min(floor))
+            p = _shifted_exp(lg, new_max.unsqueeze(-1), floor)
             run_sum = run_sum * rescale + p.sum(-1)
             # Rescale-and-add keeps accuracy (addmm into a running sum loses ~2e-4 in float32).
             acc = acc * rescale.unsqueeze(-1) + (p.reshape(heads * B, -1) @ self._xc[sl]).reshape(heads, B, d)
@@ -220,11 +246,11 @@ class EmpiricalPrior:
         lhs = torch.cat([xq * (a / b2), v.reshape(B * k, d)])        # one matmul for logits and x_i . v
         acc = torch.zeros(B, k, d, dtype=self.dtype, device=self.device)
         wsum = torch.zeros(B, k, dtype=self.dtype, device=self.device)
-        # k vectors per query multiply the chunk's footprint: shrink the chunk to keep memory flat.
-        for sl in self._chunks(max(256, self.chunk_size // k)):
+        # k vectors per query multiply the block: _chunks shrinks the chunk to keep memory flat.
+        for sl in self._chunks(B * (k + 1)):
             q = lhs @ self._xc[sl].T
             logits = q[:B] + self._bias(sl, a, b2)
-            p = torch.exp((logits - mo.log_norm.unsqueeze(1)).clamp_min(floor))  # normalised w_i
+            p = _shifted_exp(logits, mo.log_norm.unsqueeze(1), floor)  # normalised w_i
             ps = p.unsqueeze(1) * (q[B:].reshape(B, k, -1) - mv.unsqueeze(-1))  # w_i (x_i - m) . v
             wsum += ps.sum(-1)
             acc += (ps.reshape(B * k, -1) @ self._xc[sl]).reshape(B, k, d)
@@ -246,7 +272,7 @@ class EmpiricalPrior:
         xq = x - a * self.center
         best = torch.full((x.shape[0],), -math.inf, dtype=self.dtype, device=self.device)
         idx = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
-        for sl in self._chunks():
+        for sl in self._chunks(x.shape[0]):
             logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
             if ll is not None:
                 logits = logits + ll[sl]

@@ -16,9 +16,10 @@ def test_environment_yml_lists_the_pyproject_dependencies():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = set(meta["dependencies"]) | {d for extra in meta["optional-dependencies"].values() for d in extra}
     env = ROOT / "environment.yml"
-    listed = {line.strip()[2:].strip() for line in env.read_text().splitlines()
-              if line.strip().startswith("- ") and not line.strip().startswith("- -e")}
-    pip_listed = {d for d in listed if _name(d) not in ("python", "pip", "pip:")}
+    lines = env.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
+    pip_listed = {line.strip()[2:].strip() for line in lines[start + 1:]
+                  if line.strip().startswith("- ") and not line.strip().startswith("- -e")}
     assert {_name(d) for d in deps} == {_name(d) for d in pip_listed}
     assert deps == pip_listed, "pins differ between pyproject.toml and environment.yml"
 

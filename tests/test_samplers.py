@@ -88,7 +88,7 @@ def test_fsr_sampler_matches_gaussian_linear_posterior(gen):
     lik = fsdiag.GaussianLikelihood(fsdiag.forward.Affine([[1.0, 1.0]]), [1.0], 0.5)
     post = gauss.condition(lik)
     prior = gauss.to_empirical(20000, gen, device="cpu")
-    run = fsdiag.sample(prior, lik, method="fsr", n_particles=4000, n_steps=200, seed=0, progress=False, record=0)
+    run = fsdiag.sample(prior, lik, method="fsr", n_particles=2000, n_steps=100, seed=0, progress=False, record=0)
     x = run.samples
     torch.testing.assert_close(x.mean(0), post.mean(), atol=0.05, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), post.cov(), atol=0.05, rtol=0)
