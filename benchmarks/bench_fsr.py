@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -133,9 +134,11 @@ def main(argv=None):
     ok = (rows[f"speedup_N{args.naive_atoms}"] >= 10, rows["fraction_of_matmul_peak"] >= 0.5,
           rows[f"streamed_N{args.n_atoms}_peak_mib"] < 1024)
     print(f"targets: >=10x vs naive: {ok[0]}; >=50% of matmul peak: {ok[1]}; peak memory < 1 GiB: {ok[2]}")
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.json:   # written to a temporary name, then moved into place
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as f:
             json.dump(rows, f, indent=2)
+        os.replace(tmp, args.json)
     return 0
 
 
