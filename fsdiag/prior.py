@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ._checks import as_tensor, check_int, resolve_device
 
@@ -43,10 +44,13 @@ _MIN_CHUNK = 64
 
 
 def _shifted_exp(logits: torch.Tensor, shift: torch.Tensor, floor: float) -> torch.Tensor:
-    """exp(max(logits - shift, floor)); in place unless autograd is recording through it."""
+    """exp(logits - shift), with terms below exp(floor) set to exactly 0; in place unless
+    autograd is recording through it. Clamping first keeps exp on its fast path; zeroing
+    the floor keeps the next matmul free of subnormal products (2x slower on CPU)."""
+    cut = 2.0 * math.exp(floor)
     if logits.requires_grad:
-        return torch.exp((logits - shift).clamp_min(floor))
-    return logits.sub_(shift).clamp_(min=floor).exp_()
+        return F.threshold(torch.exp((logits - shift).clamp_min(floor)), cut, 0.0)
+    return F.threshold_(logits.sub_(shift).clamp_(min=floor).exp_(), cut, 0.0)
 
 
 def _with_likelihood(logits: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
