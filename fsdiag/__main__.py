@@ -4,26 +4,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
 
-from . import METHODS, EmpiricalPrior, GaussianLikelihood, VPSchedule, forward, posterior_weights, sample, sample_exact
+from . import METHODS, VPSchedule, posterior_weights, sample, sample_exact
 from .diagnostics import atom_mass, wilson_interval
-
-PAPER_PARAMS = {"zeta_dps": {"zeta": 0.3}}
+from .testbeds import PAPER_METHOD_PARAMS, three_atoms
 
 
 def demo(n_particles: int = 4096, n_steps: int = 500, seed: int = 42, progress: bool = False) -> dict:
     """Atoms {-1.8, 0.2, 2.2}, identity model, noise 0.3, y = -1.8 (DESIGN §5 claim 6)."""
-    atoms = torch.tensor([[-1.8], [0.2], [2.2]], dtype=torch.float64)
-    prior = EmpiricalPrior(atoms, device="cpu")
-    lik = GaussianLikelihood(forward.Identity(), torch.tensor([-1.8]), 0.3)
+    prior, lik = three_atoms()
+    atoms = prior.atoms
     abar = VPSchedule().alpha_bar(1e-2)
     rows = {"exact posterior": posterior_weights(prior, lik)}
     rows["exact sampler"] = atom_mass(prior, sample_exact(prior, lik, n_particles=n_particles, n_steps=n_steps,
                                                           seed=seed, progress=progress).samples, abar)
     for name in METHODS:
         run = sample(prior, lik, method=name, n_particles=n_particles, n_steps=n_steps, seed=seed,
-                     progress=progress, **PAPER_PARAMS.get(name, {}))
+                     progress=progress, **PAPER_METHOD_PARAMS.get(name, {}))
         rows[name] = atom_mass(prior, run.samples, abar)
     print(f"three-atom testbed, {n_particles} particles, {n_steps} Euler-Maruyama steps, t_min = 0.01")
     print(f"{'':18}" + "".join(f"{f'x = {float(a):+.1f}':>22}" for a in atoms[:, 0]))

@@ -13,12 +13,22 @@ import math
 import torch
 
 from ._checks import as_tensor, check_int, check_positive
-from .forward import LinearForwardModel
+from .forward import Identity, LinearForwardModel
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior, Moments, _check_abar
 
 __all__ = ["GaussianMixture", "DiscretePrior", "GaussianPrior", "grid_posterior",
-           "swiss_roll", "torus", "sphere"]
+           "swiss_roll", "torus", "sphere", "three_atoms", "PAPER_METHOD_PARAMS"]
+
+# The method parameters the paper's code uses on its testbeds.
+PAPER_METHOD_PARAMS = {"zeta_dps": {"zeta": 0.3}}
+
+
+def three_atoms(*, device="cpu", dtype=torch.float64) -> tuple[EmpiricalPrior, GaussianLikelihood]:
+    """The paper's minimal testbed (DESIGN §5 claim 6): atoms {-1.8, 0.2, 2.2} with equal
+    weights, the identity forward model, noise std 0.3 and y = -1.8."""
+    prior = EmpiricalPrior(torch.tensor([[-1.8], [0.2], [2.2]], dtype=dtype), device=device)
+    return prior, GaussianLikelihood(Identity(), torch.tensor([-1.8], dtype=dtype), 0.3)
 
 
 class GaussianMixture:

@@ -9,9 +9,7 @@ import fsdiag
 from fsdiag import reference as R
 from fsdiag.forward import FORWARD_MODELS, LinearForwardModel
 from fsdiag.methods import METHODS, Problem
-from fsdiag.testbeds import GaussianPrior
-
-PARAMS = {"zeta_dps": {"zeta": 0.3}}
+from fsdiag.testbeds import PAPER_METHOD_PARAMS, GaussianPrior, three_atoms
 
 
 def hand_scores(x, abar, y, sigma, zeta=0.3):
@@ -36,7 +34,7 @@ def hand_scores(x, abar, y, sigma, zeta=0.3):
 def test_against_hand_computed_values(method, x, abar):
     prior = fsdiag.EmpiricalPrior(torch.tensor([[-1.0], [1.0]], dtype=torch.float64), device="cpu")
     lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), [0.3], 0.5)
-    approx = fsdiag.methods.make_method(method, **PARAMS.get(method, {}))
+    approx = fsdiag.methods.make_method(method, **PAPER_METHOD_PARAMS.get(method, {}))
     g = approx(Problem.build(prior, lik), torch.tensor([[x]], dtype=torch.float64), abar)
     assert g.likelihood_score.item() == pytest.approx(hand_scores(x, abar, 0.3, 0.5)[method], rel=1e-10, abs=1e-12)
 
@@ -62,20 +60,19 @@ def test_matches_dense_autograd_reference(method, fname, gen):
     y = fwd(atoms[:1]).reshape(-1) + 0.1
     lik = fsdiag.GaussianLikelihood(fwd, y, 0.4)
     problem = Problem.build(prior, lik)
-    approx = fsdiag.methods.make_method(method, **PARAMS.get(method, {}))
+    approx = fsdiag.methods.make_method(method, **PAPER_METHOD_PARAMS.get(method, {}))
     for abar in (0.8, 0.2):
         x = math.sqrt(abar) * atoms[:8] + math.sqrt(1 - abar) * torch.randn(8, d, generator=gen, dtype=torch.float64)
         ours = approx(problem, x, abar).likelihood_score
-        ref = R.likelihood_score(method, x, atoms, prior.log_weights, abar, lik, **PARAMS.get(method, {}))
+        ref = R.likelihood_score(method, x, atoms, prior.log_weights, abar, lik, **PAPER_METHOD_PARAMS.get(method, {}))
         torch.testing.assert_close(ours, ref, rtol=1e-7, atol=1e-9 * (1 + ref.abs().max().item()))
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_no_nan_down_to_small_t_min(method):
-    prior = fsdiag.EmpiricalPrior(torch.tensor([[-1.8], [0.2], [2.2]], dtype=torch.float64), device="cpu")
-    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), [-1.8], 0.3)
+    prior, lik = three_atoms()
     run = fsdiag.sample(prior, lik, method=method, n_particles=256, n_steps=300, t_min=1e-4, seed=0,
-                        progress=False, **PARAMS.get(method, {}))
+                        progress=False, **PAPER_METHOD_PARAMS.get(method, {}))
     assert torch.isfinite(run.samples).all() and torch.isfinite(run.tweedie).all()
 
 

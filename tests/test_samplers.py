@@ -9,17 +9,15 @@ from scipy import stats
 import fsdiag
 from fsdiag import reference as R
 from fsdiag.diagnostics import atom_mass, wilson_interval
-from fsdiag.testbeds import GaussianPrior
+from fsdiag import testbeds
+from fsdiag.testbeds import PAPER_METHOD_PARAMS, GaussianPrior
 
-PAPER = {"zeta_dps": {"zeta": 0.3}}
 METHODS = ["fsr", "sigma_dps", "zeta_dps", "pigdm", "tmpd"]
 
 
 @pytest.fixture
 def three_atoms():
-    prior = fsdiag.EmpiricalPrior(torch.tensor([[-1.8], [0.2], [2.2]], dtype=torch.float64), device="cpu")
-    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([-1.8]), 0.3)
-    return prior, lik
+    return testbeds.three_atoms()
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -28,9 +26,9 @@ def test_three_atom_testbed_reproduces_the_papers_algorithm(method, three_atoms)
     way give the same particles, hence the same posterior."""
     prior, lik = three_atoms
     run = fsdiag.sample(prior, lik, method=method, n_particles=512, n_steps=500, t_min=1e-2, seed=7,
-                        progress=False, record=0, **PAPER.get(method, {}))
+                        progress=False, record=0, **PAPER_METHOD_PARAMS.get(method, {}))
     ref = R.sample_em(method, prior.atoms, lik, n_particles=512, n_steps=500, t_min=1e-2,
-                      generator=torch.Generator().manual_seed(7), schedule=fsdiag.VPSchedule(), **PAPER.get(method, {}))
+                      generator=torch.Generator().manual_seed(7), schedule=fsdiag.VPSchedule(), **PAPER_METHOD_PARAMS.get(method, {}))
     abar = fsdiag.VPSchedule().alpha_bar(1e-2)
     torch.testing.assert_close(atom_mass(prior, run.samples, abar), atom_mass(prior, ref, abar), rtol=0, atol=2 / 512)
     assert (run.samples - ref).abs().median() < 1e-8
@@ -42,7 +40,7 @@ def test_three_atom_testbed_masses(three_atoms):
     n = 2048
     abar = fsdiag.VPSchedule().alpha_bar(1e-2)
     mass = {m: atom_mass(prior, fsdiag.sample(prior, lik, method=m, n_particles=n, n_steps=500, seed=1,
-                                              progress=False, record=0, **PAPER.get(m, {})).samples, abar)
+                                              progress=False, record=0, **PAPER_METHOD_PARAMS.get(m, {})).samples, abar)
             for m in METHODS}
     psi = fsdiag.posterior_weights(prior, lik)
     assert psi[0] > 1 - 1e-9
