@@ -50,7 +50,8 @@ def likelihood_score(method: str, x, atoms, log_weights, abar, lik: GaussianLike
     if method in ("sigma_dps", "zeta_dps"):
         v = lik.forward.vjp(md, r / nv)
         g = torch.autograd.grad(m, x, grad_outputs=v)[0]
-        return g if method == "sigma_dps" else 2 * zeta / r.norm(dim=1, keepdim=True) * g
+        # At an exact fit (A(m) = y) g is 0 and the step must be 0, not 0/0 = NaN.
+        return g if method == "sigma_dps" else 2 * zeta / r.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny) * g
     A = lik.forward.matrix_for(atoms.shape[1], x.dtype, x.device)
     if method == "pigdm":
         rt2 = (1 - abar) / abar if r2 == "paper" else 1 - abar
