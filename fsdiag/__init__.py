@@ -4,7 +4,8 @@ Companion to Burns & Fridovich-Keil (2026), "When, why, and how do diffusion
 posterior samplers fail? A finite-sample lens".
 """
 from . import forward, methods, testbeds
-from .diagnostics import Report, diagnose, posterior_weights
+from .diagnostics import posterior_weights
+from .evaluate import Report, diagnose, evaluate
 from .likelihood import GaussianLikelihood
 from .methods import METHODS, Approximation, Guidance, Problem, register
 from .prior import EmpiricalPrior
@@ -14,5 +15,5 @@ from .schedules import DDPMSchedule, VPSchedule
 __version__ = "0.1.0"
 
 __all__ = ["EmpiricalPrior", "GaussianLikelihood", "VPSchedule", "DDPMSchedule", "sample",
-           "sample_exact", "Run", "posterior_weights", "diagnose", "Report", "METHODS",
+           "sample_exact", "Run", "posterior_weights", "diagnose", "evaluate", "Report", "METHODS",
            "Approximation", "Guidance", "Problem", "register", "forward", "methods", "testbeds"]
