@@ -4,6 +4,7 @@ Companion to Burns & Fridovich-Keil (2026), "When, why, and how do diffusion
 posterior samplers fail? A finite-sample lens".
 """
 from . import forward, methods, testbeds
+from .denoiser import ExactDenoiser
 from .diagnostics import posterior_weights
 from .evaluate import Report, diagnose, evaluate
 from .likelihood import GaussianLikelihood
@@ -14,6 +15,7 @@ from .schedules import DDPMSchedule, VPSchedule
 
 __version__ = "0.1.0"
 
-__all__ = ["EmpiricalPrior", "GaussianLikelihood", "VPSchedule", "DDPMSchedule", "sample",
+__all__ = ["EmpiricalPrior", "ExactDenoiser", "GaussianLikelihood", "VPSchedule", "DDPMSchedule",
+           "sample",
            "sample_exact", "Run", "posterior_weights", "diagnose", "evaluate", "Report", "METHODS",
            "Approximation", "Guidance", "Problem", "register", "forward", "methods", "testbeds"]

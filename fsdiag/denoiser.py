@@ -1,0 +1,367 @@
+"""The exact MMSE denoiser of an empirical prior, as a module samplers can call (DESIGN §8).
+
+`ExactDenoiser(prior)(x, sigma)` is E[x0 | x] for x = x0 + sigma z (the variance-exploding
+convention of k-diffusion, EDM and deepinv); `.vp(x_t, abar)` is the same in the VP convention
+x_t = sqrt(abar) x0 + sqrt(1 - abar) z. Both are the prior's streamed Tweedie mean
+(`EmpiricalPrior.moments`), never a (batch, N) tensor. Derivatives use the closed form
+dm/dx_t = (a / b^2) Cov(x0 | x_t) — in VE form dD/dx = Cov(x0 | x) / sigma^2, symmetric — through
+a custom autograd.Function, so `.backward()`, `torch.func.vjp`, `jvp`, `vmap`, `jacrev` and
+`jacfwd` all cost one streamed covariance-vector pass (`EmpiricalPrior.cov_matvec`) per call.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .prior import EmpiricalPrior, Moments
+
+__all__ = ["ExactDenoiser"]
+
+# Atoms kept per query by the streamed sigma = 0 search before the exact re-ranking; the
+# ||x||^2 expansion only has to put the true nearest atom among these.
+_TOPK = 8
+_BLOCK = 1 << 20
+
+_SOFT, _NEAREST, _MEAN = "soft", "nearest", "mean"
+
+
+class _Group:
+    """Rows sharing one noise level: how to compute them and the Jacobian's scale there.
+
+    kind: _SOFT (prior.moments at abar), _NEAREST (the sigma -> 0 limit) or _MEAN (abar -> 0:
+    the prior mean); x_scale: multiplies the query into the prior's VP convention; jac_scale:
+    the Jacobian is jac_scale * Cov(x0 | x); rows: a LongTensor of row indices, or None for all.
+    """
+
+    __slots__ = ("kind", "abar", "x_scale", "jac_scale", "rows")
+
+    def __init__(self, kind, abar, x_scale, jac_scale, rows):
+        self.kind, self.abar, self.x_scale, self.jac_scale, self.rows = kind, abar, x_scale, jac_scale, rows
+
+
+class _Plan:
+    """The groups of a batch of `rows` queries (an opaque leaf for torch.func, not a pytree)."""
+
+    __slots__ = ("groups", "rows", "name")
+
+    def __init__(self, groups, rows, name="x"):
+        self.groups, self.rows, self.name = tuple(groups), rows, name
+
+    def tile(self, copies: int) -> "_Plan":
+        """The plan of `copies` stacked copies of the batch (vmap folds its dimension into rows)."""
+        groups = []
+        for g in self.groups:
+            rows = g.rows
+            if rows is not None:
+                offs = torch.arange(copies, device=rows.device) * self.rows
+                rows = (offs[:, None] + rows[None, :]).reshape(-1)
+            groups.append(_Group(g.kind, g.abar, g.x_scale, g.jac_scale, rows))
+        return _Plan(groups, self.rows * copies, self.name)
+
+
+def _take(t: torch.Tensor, rows):
+    return t if rows is None else t.index_select(0, rows)
+
+
+def _put(out: torch.Tensor, rows, value: torch.Tensor) -> None:
+    if rows is None:
+        out.copy_(value)
+    else:
+        out.index_copy_(0, rows, value)
+
+
+def _limit_nearest(prior: EmpiricalPrior, x: torch.Tensor) -> torch.Tensor:
+    """lim_{sigma -> 0} E[x0 | x]: the nearest atom of positive weight; at an exact tie, the
+    pi-weighted mean of the tied atoms. Streamed: a top-k by the ||x||^2 expansion (centred),
+    then exact distances ||x - x_i||^2 on the k candidates, so rounding in the expansion
+    cannot pick a farther atom unless it reorders more than k atoms."""
+    B, d = x.shape
+    n = prior.n_atoms
+    k = min(_TOPK, n)
+    c = prior.center
+    xq = x - c
+    best = torch.full((B, k), math.inf, dtype=x.dtype, device=x.device)
+    best_idx = torch.zeros(B, k, dtype=torch.long, device=x.device)
+    size = min(prior.chunk_size, max(64, _BLOCK // max(B, 1)))
+    for s in range(0, n, size):
+        sl = slice(s, min(s + size, n))
+        xc = prior.atoms[sl] - c
+        # ||x - x_i||^2 - ||x - c||^2, with zero-weight atoms never chosen.
+        d2 = torch.addmm((xc * xc).sum(1), xq, xc.T, alpha=-2.0)
+        d2.masked_fill_(torch.isneginf(prior.log_weights[sl]), math.inf)
+        cand = torch.cat([best, d2], 1)
+        idx = torch.cat([best_idx, torch.arange(sl.start, sl.stop, device=x.device).expand(B, -1)], 1)
+        best, pos = cand.topk(k, dim=1, largest=False)
+        best_idx = idx.gather(1, pos)
+    atoms = prior.atoms[best_idx]                                   # (B, k, d): k small
+    exact = ((x.unsqueeze(1) - atoms) ** 2).sum(-1)
+    exact = exact.masked_fill(torch.isinf(best), math.inf)          # never a zero-weight atom
+    tied = exact == exact.amin(1, keepdim=True)
+    # Rows of the top-k can repeat an atom only if n < k; k = min(_TOPK, n) rules it out.
+    logw = prior.log_weights[best_idx].masked_fill(~tied, -math.inf)
+    w = torch.softmax(logw, 1)
+    return (w.unsqueeze(-1) * atoms).sum(1)
+
+
+def _prior_mean(prior: EmpiricalPrior) -> torch.Tensor:
+    """lim_{abar -> 0} E[x0 | x_t] = sum_i pi_i x_i (centred: no cancellation)."""
+    return prior.center + torch.exp(prior.log_weights) @ (prior.atoms - prior.center)
+
+
+def _check_x_finite(x: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name}: expected finite values, found {bad} NaN/Inf entries")
+
+
+class _Tweedie(torch.autograd.Function):
+    """(mean, log_norm) of the prior's streamed pass, per group of rows; the Jacobian of the
+    mean is jac_scale * Cov(x0 | x) (symmetric), applied by _CovMatvec."""
+
+    @staticmethod
+    def forward(x, prior, plan):
+        _check_x_finite(x, plan.name)
+        out = torch.empty_like(x)
+        log_norm = x.new_zeros(x.shape[0])
+        for g in plan.groups:
+            xs = _take(x, g.rows)
+            if g.kind == _SOFT:
+                mo = prior.moments(xs * g.x_scale if g.x_scale != 1.0 else xs, g.abar)
+                _put(out, g.rows, mo.mean)
+                _put(log_norm, g.rows, mo.log_norm)
+            elif g.kind == _NEAREST:
+                _put(out, g.rows, _limit_nearest(prior, xs))
+            else:
+                _put(out, g.rows, _prior_mean(prior).to(x.dtype).expand_as(xs))
+        return out, log_norm
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, prior, plan = inputs
+        mean, log_norm = output
+        ctx.mark_non_differentiable(log_norm)
+        ctx.save_for_backward(x, mean, log_norm)
+        ctx.save_for_forward(x, mean, log_norm)
+        ctx.prior, ctx.plan = prior, plan
+
+    @staticmethod
+    def backward(ctx, grad_mean, grad_log_norm):
+        x, mean, log_norm = ctx.saved_tensors
+        return _CovMatvec.apply(x, mean, log_norm, grad_mean, ctx.prior, ctx.plan), None, None
+
+    @staticmethod
+    def jvp(ctx, x_tangent, prior_tangent, plan_tangent):
+        x, mean, log_norm = ctx.saved_tensors
+        # The Jacobian is symmetric: the forward-mode product is the same matvec.
+        return _CovMatvec.apply(x, mean, log_norm, x_tangent, ctx.prior, ctx.plan), None
+
+    @staticmethod
+    def vmap(info, in_dims, x, prior, plan):
+        # Fold the vmapped dimension into the batch: one streamed pass for all copies.
+        if in_dims[0] is None:
+            return _Tweedie.apply(x, prior, plan), (None, None)
+        n = info.batch_size
+        xb = x.movedim(in_dims[0], 0)
+        mean, log_norm = _Tweedie.apply(xb.reshape(n * xb.shape[1], xb.shape[2]), prior, plan.tile(n))
+        return (mean.reshape(xb.shape), log_norm.reshape(xb.shape[:2])), (0, 0)
+
+
+class _CovMatvec(torch.autograd.Function):
+    """jac_scale * Cov(x0 | x) v per group, v (B, d) or (B, k, d), from the saved pass."""
+
+    @staticmethod
+    def forward(x, mean, log_norm, v, prior, plan):
+        out = torch.zeros_like(v)
+        for g in plan.groups:
+            if g.kind != _SOFT:
+                continue    # sigma = 0 (piecewise constant) and abar = 0 (constant): zero Jacobian
+            xs = _take(x, g.rows)
+            mo = Moments(_take(log_norm, g.rows), _take(mean, g.rows))
+            cv = prior.cov_matvec(xs * g.x_scale if g.x_scale != 1.0 else xs, g.abar,
+                                  _take(v, g.rows), moments=mo)
+            _put(out, g.rows, cv * g.jac_scale)
+        return out
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError("ExactDenoiser: second derivatives (double backward, Hessians) "
+                                  "are not supported; the first derivative is the closed form "
+                                  "Cov(x0 | x) / sigma^2")
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise NotImplementedError("ExactDenoiser: second derivatives (forward-over-reverse) "
+                                  "are not supported")
+
+    @staticmethod
+    def vmap(info, in_dims, x, mean, log_norm, v, prior, plan):
+        xd, md, ld, vd = in_dims[:4]
+        n = info.batch_size
+        if xd is None and md is None and ld is None:
+            # Only the vectors are batched (jacrev, jacfwd, many cotangents): k = n vectors per
+            # query in one pass of cov_matvec.
+            vb = v.movedim(vd, 1)
+            if vb.ndim == 3:
+                return _CovMatvec.apply(x, mean, log_norm, vb, prior, plan), 1
+            B, d = vb.shape[0], vb.shape[-1]
+            out = _CovMatvec.apply(x, mean, log_norm, vb.reshape(B, -1, d).contiguous(), prior, plan)
+            return out.reshape(vb.shape), 1
+
+        def fold(t, dim):
+            t = t.unsqueeze(0).expand(n, *t.shape) if dim is None else t.movedim(dim, 0)
+            return t.reshape(n * t.shape[1], *t.shape[2:])
+
+        B = (x if xd is None else x.movedim(xd, 0)[0]).shape[0]
+        out = _CovMatvec.apply(fold(x, xd), fold(mean, md), fold(log_norm, ld), fold(v, vd),
+                               prior, plan.tile(n))
+        return out.reshape(n, B, *out.shape[1:]), 0
+
+
+# ------------------------------------------------------------------- argument checks
+def _levels(value, name: str, batch: int, *, upper: float | None) -> list[float]:
+    """A noise level per query as Python floats: one value (any shape of numel 1), or `batch`
+    values in a (B,), (B, 1), (B, 1, 1, 1), ... tensor or array. Non-negative, not NaN,
+    at most `upper` when given."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a real number or tensor, got bool")
+    if isinstance(value, (complex, np.complexfloating)):
+        raise TypeError(f"{name}: expected a real number, got complex {value!r}")
+    if isinstance(value, torch.Tensor):
+        t = value
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+        return _check_levels([float(value)], name, upper)
+    else:
+        try:
+            arr = np.asarray(value)
+        except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
+            raise TypeError(f"{name}: expected a real number or tensor, got {type(value).__name__}") from err
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise TypeError(f"{name}: expected real numbers, got an array of dtype {arr.dtype}")
+        t = torch.as_tensor(arr)
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name}: expected a real tensor, got dtype {t.dtype}")
+    n = t.numel()
+    if n != 1:
+        if n != batch or t.ndim == 0 or t.shape[0] != batch:
+            raise ValueError(f"{name}: expected one value or one per sample, shape ({batch},) or "
+                             f"({batch}, 1, ...), got shape {tuple(t.shape)}")
+    try:
+        vals = t.detach().to("cpu", torch.float64).reshape(-1).tolist()
+    except RuntimeError as err:
+        raise ValueError(f"{name}: cannot be read as numbers here (batched by torch.func.vmap? "
+                         f"vmap over x only)") from err
+    return _check_levels(vals, name, upper)
+
+
+def _check_levels(vals: list[float], name: str, upper: float | None) -> list[float]:
+    for v in vals:
+        if math.isnan(v) or v < 0 or (upper is not None and v > upper):
+            want = f"in [0, {upper:g}]" if upper is not None else "non-negative (inf allowed)"
+            raise ValueError(f"{name}: expected values {want}, got {v}")
+    return vals
+
+
+def _ve_group(sigma: float, rows) -> _Group:
+    """D_VE(x, sigma) = m_VP(a x, abar), abar = 1 / (1 + sigma^2), a = (1 + sigma^2)^(-1/2)."""
+    s2 = sigma * sigma
+    abar = 1.0 / (1.0 + s2)
+    if sigma == 0.0 or abar == 1.0:
+        # abar rounds to 1 for sigma < ~1.05e-8: then every atom but the nearest has weight
+        # below exp(-36) ~ 1e-16 unless ||x - x_j||^2 - ||x - x_i||^2 < 72 sigma^2 < 1e-14.
+        return _Group(_NEAREST, 1.0, 1.0, 0.0, rows)
+    if abar == 0.0 or math.isinf(s2):
+        return _Group(_MEAN, 0.0, 0.0, 0.0, rows)
+    return _Group(_SOFT, abar, math.sqrt(abar), 1.0 / s2, rows)
+
+
+def _vp_group(abar: float, rows) -> _Group:
+    if abar == 1.0:
+        return _Group(_NEAREST, 1.0, 1.0, 0.0, rows)
+    if abar == 0.0:
+        return _Group(_MEAN, 0.0, 0.0, 0.0, rows)
+    return _Group(_SOFT, abar, 1.0, math.sqrt(abar) / (1.0 - abar), rows)
+
+
+def _plan(levels: list[float], batch: int, make, device, name: str) -> _Plan:
+    if len(levels) == 1 or len(set(levels)) == 1:
+        return _Plan([make(levels[0], None)], batch, name)
+    lv = torch.tensor(levels, dtype=torch.float64)
+    uniq, inv = torch.unique(lv, return_inverse=True)
+    groups = []
+    for k, value in enumerate(uniq.tolist()):
+        rows = (inv == k).nonzero().squeeze(1).to(device)
+        groups.append(make(value, rows))
+    return _Plan(groups, batch, name)
+
+
+class ExactDenoiser(torch.nn.Module):
+    """The exact MMSE denoiser D(x, sigma) = E[x0 | x0 + sigma z = x] of an EmpiricalPrior
+    (DESIGN §2, §8), streamed over atoms, with the closed-form Jacobian Cov(x0 | x) / sigma^2.
+
+    forward(x, sigma): x of shape (B, d) or (B, ...) with prod(...) = prior.dim (e.g. (B, C, H, W));
+    sigma a number, a 0-dim tensor, or one value per sample ((B,), (B, 1, 1, 1), ...), sigma >= 0.
+    Returns E[x0 | x] in x's shape, dtype and device; computed in the prior's dtype on its device.
+    sigma = 0 is the limit: the nearest atom of positive weight (at an exact tie, the pi-weighted
+    mean of the tied atoms); so is sigma < ~1.05e-8, where abar = 1/(1+sigma^2) rounds to 1 in
+    float64 and that limit is exact to float64 precision. sigma = inf (or sigma^2 overflowing)
+    gives the prior mean sum_i pi_i x_i.
+
+    Derivatives with respect to x: the custom autograd.Function applies the closed-form symmetric
+    Jacobian (one streamed pass of `prior.cov_matvec` per vector), with plain autograd and with
+    torch.func (vjp, jvp, vmap, jacrev, jacfwd). It is zero at sigma = 0 and sigma = inf.
+    Not supported: gradients with respect to sigma (sigma is read as numbers; no gradient flows
+    to it) and second derivatives (double backward raises NotImplementedError).
+
+    Precision at small sigma: the prior's kernels take abar and form 1 - abar, so the inverse
+    temperature 1/sigma^2 carries a relative error up to ~1e-16/sigma^2; this perturbs logit
+    differences by no more than the kernels' own ||x||^2 expansion already does
+    (~eps * |x - c| |x_i - c| / sigma^2), i.e. it is invisible next to the kernels' rounding.
+
+    The module holds no parameters or buffers: `prior` is a plain reference (its atoms are not
+    copied), and `.to(...)` does not move it.
+    """
+
+    def __init__(self, prior: EmpiricalPrior):
+        super().__init__()
+        if not isinstance(prior, EmpiricalPrior):
+            raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
+        self.prior = prior
+
+    def extra_repr(self) -> str:
+        return f"prior={self.prior!r}"
+
+    def _flat(self, x, name: str) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+        d = self.prior.dim
+        if x.ndim < 2 or math.prod(x.shape[1:]) != d:
+            raise ValueError(f"{name}: expected shape (batch, {d}) or (batch, ...) with "
+                             f"{d} values per sample, got {tuple(x.shape)}")
+        return x.reshape(x.shape[0], d).to(dtype=self.prior.dtype, device=self.prior.device)
+
+    def _run(self, x, plan, xf) -> torch.Tensor:
+        if x.shape[0] == 0:
+            return xf.reshape(x.shape).to(dtype=x.dtype, device=x.device)
+        mean, _ = _Tweedie.apply(xf, self.prior, plan)
+        return mean.reshape(x.shape).to(dtype=x.dtype, device=x.device)
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        """E[x0 | x] for x = x0 + sigma z (VE)."""
+        xf = self._flat(x, "x")
+        levels = _levels(sigma, "sigma", x.shape[0], upper=None)
+        return self._run(x, _plan(levels, x.shape[0], _ve_group, self.prior.device, "x"), xf)
+
+    def vp(self, x_t: torch.Tensor, abar) -> torch.Tensor:
+        """E[x0 | x_t] for x_t = sqrt(abar) x0 + sqrt(1 - abar) z (VP), abar in [0, 1]
+        (1: the nearest-atom limit; 0: the prior mean); Jacobian (sqrt(abar)/(1-abar)) Cov."""
+        xf = self._flat(x_t, "x_t")
+        levels = _levels(abar, "abar", x_t.shape[0], upper=1.0)
+        return self._run(x_t, _plan(levels, x_t.shape[0], _vp_group, self.prior.device, "x_t"), xf)
