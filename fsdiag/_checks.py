@@ -1,4 +1,9 @@
-"""Input validation shared by the public API: every error names the argument."""
+"""Input validation shared by the public API: every error names the caller's argument.
+
+One helper per kind of input, so that every entry point accepts the same things:
+`check_real` (a real number), `check_int` (an integer), `as_tensor` (an array of real
+numbers), `check_generator`, `resolve_device`.
+"""
 from __future__ import annotations
 
 import math
@@ -7,17 +12,26 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "check_finite", "check_positive", "resolve_device", "make_generator"]
+__all__ = ["as_tensor", "check_finite", "check_positive", "check_real", "check_int",
+           "check_generator", "resolve_device", "make_generator"]
+
+# torch.Generator.manual_seed takes a signed 64-bit seed.
+_SEED_LIMIT = 2 ** 63
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`"auto"` (or None) picks CUDA when present, else the CPU."""
+    """`"auto"` (or None) picks CUDA when present, else the CPU. Only cpu and cuda are
+    accepted: torch parses "meta", "mps", "xpu", ... but fsdiag's kernels cannot run there."""
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device: expected 'auto', 'cpu', 'cuda' or a torch.device, got {type(device).__name__}")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
+    except (RuntimeError, TypeError, ValueError) as err:
         raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or a torch.device, got {device!r}") from err
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: fsdiag runs on 'cpu' or 'cuda', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was requested but no CUDA device is available")
     return dev
@@ -26,7 +40,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def as_tensor(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = None,
               dtype: torch.dtype | None = None, device: torch.device | None = None,
               finite: bool = True) -> torch.Tensor:
-    """Convert an array-like to a floating tensor, checking rank and finiteness."""
+    """Convert an array-like of real numbers (bool and integers become floating point) to a
+    floating tensor, checking rank and finiteness. Complex input is refused: silently
+    dropping the imaginary part would compute the wrong thing."""
     if isinstance(value, torch.Tensor):
         out = value
     else:
@@ -34,9 +50,16 @@ def as_tensor(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = Non
             arr = np.asarray(value)
         except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
             raise TypeError(f"{name}: expected an array or tensor, got {type(value).__name__}") from err
+        if np.iscomplexobj(arr):
+            raise TypeError(f"{name}: expected real numbers, got complex dtype {arr.dtype}")
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise TypeError(f"{name}: expected numbers, got an array of dtype {arr.dtype}")
-        out = torch.as_tensor(arr)
+        try:
+            out = torch.as_tensor(arr)
+        except (TypeError, RuntimeError) as err:
+            raise TypeError(f"{name}: cannot convert an array of dtype {arr.dtype} to a tensor") from err
+    if out.is_complex():
+        raise TypeError(f"{name}: expected real numbers, got complex dtype {out.dtype}")
     if not out.is_floating_point():
         out = out.to(torch.get_default_dtype() if dtype is None else dtype)
     if dtype is not None or device is not None:
@@ -54,39 +77,69 @@ def as_tensor(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = Non
 def check_finite(x: torch.Tensor, name: str) -> None:
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name}: expected finite values, found {bad} NaN/Inf entries")
+        raise ValueError(f"{name}: expected finite values, found {bad} NaN/Inf entries "
+                         f"(or values too large for {x.dtype})")
+
+
+def check_real(value: Any, name: str, *, finite: bool = True) -> float:
+    """A real number: int, float, a numpy real scalar or a 0-dim real tensor. bool, str and
+    complex are refused (True is not a step size; "0.5" is a typo, not a number)."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 0 or value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name}: expected a real number, got a tensor of dtype {value.dtype} "
+                            f"and shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    try:
+        v = float(value)
+    except OverflowError as err:   # ints beyond float range
+        raise ValueError(f"{name}: expected a finite number, got {value!r}") from err
+    if finite and not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return v
 
 
 def check_positive(value: Any, name: str) -> float:
     """A positive finite real scalar."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name}: expected a positive number, got {value!r}") from err
-    if not math.isfinite(v) or v <= 0:
+    v = check_real(value, name)
+    if v <= 0:
         raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
     return v
 
 
-def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer (Python or numpy; bool refused), returned as a Python int."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
+            and not value.is_complex() and value.dtype != torch.bool:
+        value = int(value.item())
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
-    return int(value)
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: expected an integer <= {maximum}, got {value}")
+    return value
+
+
+def check_generator(generator: Any, name: str = "generator") -> torch.Generator:
+    """Randomness is explicit in fsdiag: a torch.Generator, never the global RNG."""
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name}: expected a torch.Generator (e.g. torch.Generator().manual_seed(0)), "
+                        f"got {type(generator).__name__}; fsdiag never draws from the global random state")
+    return generator
 
 
 def make_generator(seed: int | None, generator: torch.Generator | None,
                    device: torch.device) -> torch.Generator:
     """Every random draw in fsdiag comes from an explicit generator."""
     if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
-        return generator
+        return check_generator(generator)
     if seed is None:
         raise ValueError("seed: pass an integer seed (or a torch.Generator as generator=); "
                          "fsdiag never draws from the global random state")
-    check_int(seed, "seed", minimum=0)
+    seed = check_int(seed, "seed", minimum=0, maximum=_SEED_LIMIT - 1)
     gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
+    gen.manual_seed(seed)
     return gen

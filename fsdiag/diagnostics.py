@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ._checks import check_int, make_generator
+from ._checks import as_tensor, check_generator, check_int, check_positive, check_real, make_generator
 from .methods import Approximation, Problem, make_method
-from .prior import EmpiricalPrior
+from .prior import EmpiricalPrior, _check_abar
 
 __all__ = ["posterior_weights", "diagnose", "Report", "total_variation", "wilson_interval",
            "wasserstein_1d", "sliced_wasserstein", "sample_posterior_t", "mode_weights",
@@ -24,15 +24,49 @@ __all__ = ["posterior_weights", "diagnose", "Report", "total_variation", "wilson
 
 def posterior_weights(prior: EmpiricalPrior, lik) -> torch.Tensor:
     """Exact posterior over atoms psi_i = softmax_i(log pi_i + log p(y | x^(i))), shape (N,)."""
+    _check_prior(prior)
+    return prior.log_posterior_weights(Problem.build(prior, lik).log_lik).exp()
+
+
+def _check_prior(prior) -> None:
     if not isinstance(prior, EmpiricalPrior):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
-    return prior.log_posterior_weights(Problem.build(prior, lik).log_lik).exp()
+
+
+def _check_psi(psi, prior: EmpiricalPrior, name: str = "psi") -> torch.Tensor:
+    """A probability vector over the prior's atoms, in the prior's dtype and device."""
+    psi = as_tensor(psi, name, ndim=1, dtype=prior.dtype, device=prior.device)
+    if psi.shape[0] != prior.n_atoms:
+        raise ValueError(f"{name}: expected shape ({prior.n_atoms},) to match the atoms, got {tuple(psi.shape)}")
+    if bool((psi < 0).any()) or not bool((psi > 0).any()):
+        raise ValueError(f"{name}: expected non-negative weights with a positive sum")
+    return psi / psi.sum()
+
+
+def _check_weights(w, n: int, name: str) -> np.ndarray:
+    """Non-negative finite sample weights of length n with a positive sum, normalised."""
+    w = np.asarray(as_tensor(w, name, ndim=1, dtype=torch.float64).cpu())
+    if w.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} weights to match the sample, got {w.shape[0]}")
+    if (w < 0).any() or not (w > 0).any():
+        raise ValueError(f"{name}: expected non-negative weights with a positive sum")
+    return w / w.max() / np.sum(w / w.max())      # divide by the max first: no overflow in the sum
+
+
+def _check_run(run, prior: EmpiricalPrior) -> None:
+    if not all(hasattr(run, k) for k in ("trajectory", "tweedie", "times", "samples", "schedule")):
+        raise TypeError(f"run: expected an fsdiag.Run, got {type(run).__name__}")
+    if run.samples.ndim != 2 or run.samples.shape[1] != prior.dim:
+        raise ValueError(f"run: its particles have shape {tuple(run.samples.shape)}, the prior d = {prior.dim}")
+    if run.samples.shape[0] < 1:
+        raise ValueError("run: expected at least one particle")
 
 
 # ------------------------------------------------------------------ statistics
 def total_variation(p, q) -> float:
     """TV(p, q) = sum |p - q| / 2 for two probability vectors."""
-    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    p = np.asarray(as_tensor(p, "p", dtype=torch.float64).cpu())
+    q = np.asarray(as_tensor(q, "q", dtype=torch.float64).cpu())
     if p.shape != q.shape:
         raise ValueError(f"q: expected the shape of p {p.shape}, got {q.shape}")
     return 0.5 * float(np.abs(p - q).sum())
@@ -40,8 +74,11 @@ def total_variation(p, q) -> float:
 
 def wilson_interval(k, n: int, z: float = 1.96):
     """Wilson score interval for a binomial proportion k / n (arrays allowed)."""
-    check_int(n, "n")
-    k = np.asarray(k, dtype=float)
+    n = check_int(n, "n")
+    z = check_positive(z, "z")
+    k = np.asarray(as_tensor(k, "k", dtype=torch.float64).cpu())
+    if ((k < 0) | (k > n)).any():
+        raise ValueError(f"k: expected counts in [0, n = {n}], got {k.min()}..{k.max()}")
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -50,9 +87,13 @@ def wilson_interval(k, n: int, z: float = 1.96):
 
 def wasserstein_1d(u, v, u_weights=None, v_weights=None) -> float:
     """W1 between two weighted samples on the line: the integral of |F_u - F_v|."""
-    u, v = np.asarray(u, dtype=float).ravel(), np.asarray(v, dtype=float).ravel()
-    uw = np.full(u.size, 1.0 / u.size) if u_weights is None else np.asarray(u_weights, float) / np.sum(u_weights)
-    vw = np.full(v.size, 1.0 / v.size) if v_weights is None else np.asarray(v_weights, float) / np.sum(v_weights)
+    u = np.asarray(as_tensor(u, "u", dtype=torch.float64).cpu()).ravel()
+    v = np.asarray(as_tensor(v, "v", dtype=torch.float64).cpu()).ravel()
+    for name, arr in (("u", u), ("v", v)):
+        if arr.size == 0:
+            raise ValueError(f"{name}: expected a non-empty sample")
+    uw = np.full(u.size, 1.0 / u.size) if u_weights is None else _check_weights(u_weights, u.size, "u_weights")
+    vw = np.full(v.size, 1.0 / v.size) if v_weights is None else _check_weights(v_weights, v.size, "v_weights")
     allx = np.concatenate([u, v])
     order = np.argsort(allx, kind="stable")
     signed = np.concatenate([uw, -vw])[order]
@@ -63,8 +104,12 @@ def wasserstein_1d(u, v, u_weights=None, v_weights=None) -> float:
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, y_weights=None, n_projections: int = 64,
                        seed: int = 0) -> float:
     """Mean 1-D W1 over random directions (exact W1 when d = 1). x (n, d), y (m, d)."""
-    x = x.detach().double().cpu()
-    y = y.detach().double().cpu()
+    x = as_tensor(x, "x", ndim=2, dtype=torch.float64).detach().cpu()
+    y = as_tensor(y, "y", ndim=2, dtype=torch.float64).detach().cpu()
+    if y.shape[1] != x.shape[1]:
+        raise ValueError(f"y: expected shape (m, {x.shape[1]}) to match x, got {tuple(y.shape)}")
+    n_projections = check_int(n_projections, "n_projections")
+    seed = check_int(seed, "seed", minimum=0, maximum=2 ** 63 - 1)
     if x.shape[1] == 1:
         return wasserstein_1d(x[:, 0].numpy(), y[:, 0].numpy(), None, y_weights)
     g = torch.Generator().manual_seed(seed)
@@ -78,6 +123,13 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, y_weights=None, n_pr
 def sample_posterior_t(prior: EmpiricalPrior, psi: torch.Tensor, abar: float, n: int,
                        generator: torch.Generator) -> torch.Tensor:
     """n exact draws from p_t(x_t | y) = sum_i psi_i N(a x^(i), b^2 I)."""
+    _check_prior(prior)
+    psi = _check_psi(psi, prior)
+    abar, _, _ = _check_abar(abar)
+    n = check_int(n, "n", minimum=0)
+    check_generator(generator)
+    if n == 0:
+        return prior.atoms.new_zeros(0, prior.dim)
     idx = torch.multinomial(psi, n, replacement=True, generator=generator)
     z = torch.randn(n, prior.dim, generator=generator, dtype=prior.dtype, device=prior.device)
     return math.sqrt(abar) * prior.atoms[idx] + math.sqrt(1 - abar) * z
@@ -93,18 +145,29 @@ def _posterior_t_moments(prior, psi, abar):
 
 def atom_mass(prior: EmpiricalPrior, x: torch.Tensor, abar: float) -> torch.Tensor:
     """Fraction of particles x (at alpha_bar abar) whose most responsible atom is each atom, (N,)."""
+    _check_prior(prior)
     idx = prior.nearest_atoms(x, abar)
+    if idx.shape[0] == 0:
+        raise ValueError("x: expected at least one particle (the mass of an empty sample is undefined)")
     return torch.bincount(idx, minlength=prior.n_atoms).to(torch.float64) / x.shape[0]
 
 
 def mode_weights(mass: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor, n: int, z: float = 1.96) -> dict:
     """Per label: sampler mass with Wilson intervals (n particles) next to the exact mass."""
-    labels = labels.cpu()
+    mass = as_tensor(mass, "mass", ndim=1, dtype=torch.float64).cpu()
+    psi = as_tensor(psi, "psi", ndim=1, dtype=torch.float64).cpu()
+    labels = torch.as_tensor(labels).cpu() if not isinstance(labels, torch.Tensor) else labels.cpu()
+    if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels: expected a 1-D integer array, got dtype {labels.dtype} shape {tuple(labels.shape)}")
+    if not (mass.shape == psi.shape == labels.shape):
+        raise ValueError(f"psi: expected mass, psi and labels of one shape, got {tuple(mass.shape)}, "
+                         f"{tuple(psi.shape)}, {tuple(labels.shape)}")
+    n = check_int(n, "n")
     modes = torch.unique(labels)
     onehot = (labels[:, None] == modes[None]).to(torch.float64)
     sampler = (mass.cpu().double() @ onehot).numpy()
     exact = (psi.cpu().double() @ onehot).numpy()
-    lo, hi = wilson_interval(np.round(sampler * n), n, z)
+    lo, hi = wilson_interval(np.clip(np.round(sampler * n), 0, n), n, z)
     return {"labels": modes.tolist(), "sampler": sampler.tolist(), "lower": lo.tolist(),
             "upper": hi.tolist(), "exact": exact.tolist(), "tv": total_variation(sampler, exact)}
 
@@ -115,7 +178,19 @@ def hallucination(prior: EmpiricalPrior, lik, x: torch.Tensor, abar: float, psi:
     is below `negligible`; (b) off-support particles, farther than `radius` (default
     b (sqrt(d) + 3)) from every a x^(i), and likelihood-mode hallucination: off-support
     particles whose A(x / a) still fits y (chi-square test at `level`)."""
-    a, b = math.sqrt(abar), math.sqrt(1 - abar)
+    _check_prior(prior)
+    abar, a, b2 = _check_abar(abar)
+    b = math.sqrt(b2)
+    psi = _check_psi(psi, prior)
+    negligible = check_real(negligible, "negligible")
+    if not 0 <= negligible <= 1:
+        raise ValueError(f"negligible: expected a mass in [0, 1], got {negligible}")
+    level = check_real(level, "level")
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a probability in (0, 1), got {level}")
+    if radius is not None:
+        radius = check_positive(radius, "radius")
+    x = prior._query(x)
     mass = atom_mass(prior, x, abar)
     groups = prior.labels if prior.labels is not None else torch.arange(prior.n_atoms, device=prior.device)
     mw = mode_weights(mass, psi, groups, x.shape[0])
@@ -136,6 +211,9 @@ def hallucination(prior: EmpiricalPrior, lik, x: torch.Tensor, abar: float, psi:
 def spread(run, prior: EmpiricalPrior, psi: torch.Tensor, *, seed: int = 0) -> dict:
     """Per recorded time: total variance of the particle cloud over that of the exact p_t(x_t|y)
     (>1 over-dispersed, <1 under-dispersed), mean error, and sliced W1 to exact draws."""
+    _check_prior(prior)
+    _check_run(run, prior)
+    psi = _check_psi(psi, prior)
     gen = make_generator(seed, None, prior.device)
     out = {"times": [], "var_ratio": [], "mean_error": [], "wasserstein": []}
     for t, x in zip(run.times.tolist(), run.trajectory):
@@ -157,15 +235,20 @@ def score_agreement(prior: EmpiricalPrior, lik, method, times, *, schedule=None,
     """At exact draws from p_t(x_t | y): the method's likelihood score against the exact one.
     norm_ratio = median ||approx|| / ||exact|| (>1: likelihood over-weighted, <1: under-weighted);
     cosine = mean cosine similarity."""
-    from .schedules import VPSchedule
+    from .schedules import VPSchedule, check_time
+    _check_prior(prior)
     schedule = VPSchedule() if schedule is None else schedule
+    n_points = check_int(n_points, "n_points")
+    if isinstance(times, (str, bytes)) or not hasattr(times, "__iter__"):
+        raise TypeError(f"times: expected a sequence of times in (0, 1], got {times!r}")
+    times = [check_time(t, "times") for t in times]
     approx = make_method(method, **method_params)
     problem = Problem.build(prior, lik)
     approx.check(problem)
     psi = prior.log_posterior_weights(problem.log_lik).exp()
     gen = make_generator(seed, None, prior.device)
     out = {"times": [], "norm_ratio": [], "cosine": []}
-    for t in [float(t) for t in times]:
+    for t in times:
         abar = schedule.alpha_bar(t)
         if abar >= 1.0:
             continue
@@ -184,6 +267,9 @@ def score_agreement(prior: EmpiricalPrior, lik, method, times, *, schedule=None,
 def early_stopping(run, prior: EmpiricalPrior, psi: torch.Tensor, *, n_projections: int = 64, seed: int = 0) -> dict:
     """Stop at each recorded time and output the particle or its Tweedie mean: sliced W1 to the
     exact posterior over atoms (exact W1 for d = 1)."""
+    _check_prior(prior)
+    _check_run(run, prior)
+    psi = _check_psi(psi, prior)
     out = {"times": run.times.tolist(), "particle": [], "tweedie": []}
     atoms, w = prior.atoms, psi.detach().cpu().double().numpy()
     for x, m in zip(run.trajectory, run.tweedie):
@@ -235,12 +321,10 @@ class Report:
 def diagnose(run, prior: EmpiricalPrior, lik, *, score_times=None, n_score_points: int = 256,
              negligible: float = 1e-3, radius: float | None = None, seed: int = 0) -> Report:
     """All of DESIGN §4 for one run against the exact finite-sample posterior."""
-    if not isinstance(prior, EmpiricalPrior):
-        raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
-    if not hasattr(run, "trajectory"):
-        raise TypeError(f"run: expected an fsdiag.Run, got {type(run).__name__}")
-    if run.samples.shape[1] != prior.dim:
-        raise ValueError(f"run: its particles have d = {run.samples.shape[1]}, the prior d = {prior.dim}")
+    _check_prior(prior)
+    _check_run(run, prior)
+    n_score_points = check_int(n_score_points, "n_score_points")
+    seed = check_int(seed, "seed", minimum=0, maximum=2 ** 63 - 1)
     psi = posterior_weights(prior, lik)
     abar = run.schedule.alpha_bar(run.t_final)
     x = run.samples

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from ._checks import as_tensor
+from ._checks import as_tensor, check_int
 
 __all__ = ["ForwardModel", "Identity", "Affine", "Mask", "Radial", "PolarAngle",
            "AbsoluteValue", "MLP", "FORWARD_MODELS", "register"]
@@ -40,6 +41,7 @@ class ForwardModel:
 
     def jacobian(self, x: torch.Tensor) -> torch.Tensor:
         """(B, m, d) Jacobian from m vector-Jacobian products (fine for small m)."""
+        x = self._check_x(x)
         y = self(x)
         m = y.shape[1]
         eye = torch.eye(m, dtype=x.dtype, device=x.device)
@@ -50,10 +52,25 @@ class ForwardModel:
         """An instance for the test-suite (subclasses that need arguments override)."""
         return cls()
 
-    def _check_x(self, x: torch.Tensor, min_dim: int = 1) -> None:
+    def _check_x(self, x, min_dim: int = 1) -> torch.Tensor:
+        """x as a (batch, d) floating tensor (integers and bool become the default float
+        dtype: a model's parameters are never cast to an integer dtype)."""
+        x = as_tensor(x, "x")
         if x.ndim != 2 or x.shape[1] < min_dim:
             raise ValueError(f"x: expected shape (batch, d) with d >= {min_dim} for {self.name}, "
                              f"got {tuple(x.shape)}")
+        self.out_dim(x.shape[1])
+        return x
+
+    def _check_xv(self, x, v, min_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, d) and v (B, m) for a vector-Jacobian product, v in x's dtype and device."""
+        x = self._check_x(x, min_dim)
+        v = as_tensor(v, "v", dtype=x.dtype, device=x.device)
+        shape = (x.shape[0], self.out_dim(x.shape[1]))
+        if tuple(v.shape) != shape:
+            raise ValueError(f"v: expected shape {shape} for {self.name} at x of shape "
+                             f"{tuple(x.shape)}, got {tuple(v.shape)}")
+        return x, v
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -77,11 +94,10 @@ class Identity(LinearForwardModel):
         return d
 
     def __call__(self, x):
-        self._check_x(x)
-        return x
+        return self._check_x(x)
 
     def vjp(self, x, v):
-        return v
+        return self._check_xv(x, v)[1]
 
     def matrix_for(self, d, dtype=torch.float64, device=None):
         return torch.eye(d, dtype=dtype, device=device)
@@ -98,6 +114,8 @@ class Affine(LinearForwardModel):
         if self.matrix.ndim < 2:  # a scalar or a single row
             self.matrix = self.matrix.reshape(1, -1)
         m = self.matrix.shape[0]
+        if m < 1 or self.matrix.shape[1] < 1:
+            raise ValueError(f"matrix: expected shape (m, d) with m, d >= 1, got {tuple(self.matrix.shape)}")
         self.bias = None if bias is None else as_tensor(bias, "bias", ndim=(0, 1)).reshape(-1)
         if self.bias is not None and self.bias.shape[0] != m:
             raise ValueError(f"bias: expected shape ({m},) to match matrix rows, got {tuple(self.bias.shape)}")
@@ -111,12 +129,12 @@ class Affine(LinearForwardModel):
         return self.matrix.to(dtype=x.dtype, device=x.device)
 
     def __call__(self, x):
-        self._check_x(x)
-        self.out_dim(x.shape[1])
+        x = self._check_x(x)
         y = x @ self._m(x).T
         return y if self.bias is None else y + self.bias.to(dtype=x.dtype, device=x.device)
 
     def vjp(self, x, v):
+        x, v = self._check_xv(x, v)
         return v @ self._m(x)
 
     def matrix_for(self, d, dtype=torch.float64, device=None):
@@ -141,7 +159,10 @@ class Mask(LinearForwardModel):
     name = "mask"
 
     def __init__(self, mask):
-        mask = torch.as_tensor(mask)
+        try:
+            mask = torch.as_tensor(mask)
+        except (TypeError, RuntimeError, ValueError) as err:
+            raise TypeError(f"mask: expected a 1-D boolean array, got {type(mask).__name__}") from err
         if mask.ndim != 1 or mask.dtype != torch.bool:
             raise ValueError(f"mask: expected a 1-D boolean mask, got dtype {mask.dtype} shape {tuple(mask.shape)}")
         if not bool(mask.any()):
@@ -155,11 +176,11 @@ class Mask(LinearForwardModel):
         return int(self.index.shape[0])
 
     def __call__(self, x):
-        self._check_x(x)
-        self.out_dim(x.shape[1])
+        x = self._check_x(x)
         return x[:, self.index.to(x.device)]
 
     def vjp(self, x, v):
+        x, v = self._check_xv(x, v)
         out = torch.zeros_like(x)
         out[:, self.index.to(x.device)] = v
         return out
@@ -188,10 +209,10 @@ class Radial(ForwardModel):
         return 1
 
     def __call__(self, x):
-        self._check_x(x)
-        return x.norm(dim=1, keepdim=True)
+        return self._check_x(x).norm(dim=1, keepdim=True)
 
     def vjp(self, x, v):
+        x, v = self._check_xv(x, v)
         r = x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
         return x / r * v
 
@@ -208,10 +229,11 @@ class PolarAngle(ForwardModel):
         return 1
 
     def __call__(self, x):
-        self._check_x(x, 2)
+        x = self._check_x(x, 2)
         return torch.atan2(x[:, 1:2], x[:, 0:1])
 
     def vjp(self, x, v):
+        x, v = self._check_xv(x, v, 2)
         r2 = (x[:, 0] ** 2 + x[:, 1] ** 2).clamp_min(torch.finfo(x.dtype).tiny)
         out = torch.zeros_like(x)
         out[:, 0] = -x[:, 1] / r2 * v[:, 0]
@@ -233,10 +255,10 @@ class AbsoluteValue(ForwardModel):
         return d
 
     def __call__(self, x):
-        self._check_x(x)
-        return x.abs()
+        return self._check_x(x).abs()
 
     def vjp(self, x, v):
+        x, v = self._check_xv(x, v)
         return torch.sign(x) * v
 
 
@@ -248,9 +270,11 @@ class MLP(ForwardModel):
 
     def __init__(self, in_dim: int, out_dim: int = 1, hidden: int = 16, *, seed: int = 0):
         for arg, val in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden)):
-            if not isinstance(val, int) or val < 1:
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
                 raise ValueError(f"{arg}: expected a positive integer, got {val!r}")
-        g = torch.Generator().manual_seed(int(seed))
+        in_dim, out_dim, hidden = int(in_dim), int(out_dim), int(hidden)
+        seed = check_int(seed, "seed", minimum=0, maximum=2 ** 63 - 1)
+        g = torch.Generator().manual_seed(seed)
         self.w1 = torch.randn(hidden, in_dim, generator=g, dtype=torch.float64) * (1.5 / math.sqrt(in_dim))
         self.b1 = torch.randn(hidden, generator=g, dtype=torch.float64) * 0.5
         self.w2 = torch.randn(out_dim, hidden, generator=g, dtype=torch.float64) / math.sqrt(hidden)
@@ -266,12 +290,12 @@ class MLP(ForwardModel):
         return [p.to(dtype=x.dtype, device=x.device) for p in (self.w1, self.b1, self.w2, self.b2)]
 
     def __call__(self, x):
-        self._check_x(x)
-        self.out_dim(x.shape[1])
+        x = self._check_x(x)
         w1, b1, w2, b2 = self._p(x)
         return torch.tanh(x @ w1.T + b1) @ w2.T + b2
 
     def vjp(self, x, v):
+        x, v = self._check_xv(x, v)
         w1, b1, w2, _ = self._p(x)
         h = torch.tanh(x @ w1.T + b1)
         return ((v @ w2) * (1 - h * h)) @ w1

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ._checks import as_tensor
+from ._checks import as_tensor, check_int
 from .forward import ForwardModel
 
 __all__ = ["GaussianLikelihood"]
@@ -20,6 +20,8 @@ class GaussianLikelihood:
         self.forward = forward
         y = as_tensor(y, "y", ndim=(0, 1), dtype=torch.float64)
         self.y = y.reshape(-1)
+        if self.y.shape[0] == 0:
+            raise ValueError("y: expected at least one measurement, got an empty array")
         std = as_tensor(noise_std, "noise_std", ndim=(0, 1), dtype=torch.float64)
         if bool((std <= 0).any()):
             raise ValueError(f"noise_std: expected positive values, got {std.tolist()}")
@@ -35,9 +37,14 @@ class GaussianLikelihood:
     def noise_var(self) -> torch.Tensor:
         return self.noise_std ** 2
 
-    def check_dim(self, d: int) -> None:
-        """Raise if A maps R^d to a space whose size differs from y's."""
-        m = self.forward.out_dim(d)
+    def check_dim(self, d: int, what: str = "the prior's atoms") -> None:
+        """Raise if A does not take R^d or maps it to a space whose size differs from y's.
+        `what` names the caller's data of dimension d in the message."""
+        try:
+            m = self.forward.out_dim(d)
+        except ValueError as err:
+            raise ValueError(f"forward: {self.forward!r} cannot be applied to {what} "
+                             f"(d = {d}): {err}") from None
         if m != self.obs_dim:
             raise ValueError(f"y: the forward model {self.forward!r} maps R^{d} to R^{m}, "
                              f"but y has {self.obs_dim} entries")
@@ -50,14 +57,19 @@ class GaussianLikelihood:
         return self._like(x, self.y) - self.forward(x)
 
     def log_prob(self, x: torch.Tensor, chunk_size: int = 8192) -> torch.Tensor:
-        """log p(y | x) for each row of x (B, d), in chunks of rows."""
+        """log p(y | x) for each row of x (B, d), in chunks of rows, in x's floating dtype.
+        May hold -inf where a residual / noise_std overflows (callers that need finite values
+        check and name noise_std)."""
         x = as_tensor(x, "x", ndim=2)
-        self.check_dim(x.shape[1])
+        if x.dtype in (torch.float16, torch.bfloat16):   # too coarse for a log-density
+            x = x.float()
+        chunk_size = check_int(chunk_size, "chunk_size")
+        self.check_dim(x.shape[1], "x")
         std = self._like(x, self.noise_std)
         const = -torch.log(std).sum() - 0.5 * self.obs_dim * math.log(2 * math.pi)
         out = [(-0.5 * ((self.residual(x[s:s + chunk_size]) / std) ** 2).sum(1)) + const
                for s in range(0, x.shape[0], chunk_size)]
-        return torch.cat(out)
+        return torch.cat(out) if out else x.new_zeros(0)
 
     def grad_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """grad_x log p(y | x) = J_A(x)^T Sigma_n^-1 (y - A(x))."""

@@ -14,6 +14,7 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
+from ._checks import check_int, check_positive
 from .forward import LinearForwardModel
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior
@@ -43,7 +44,7 @@ class Problem:
 
     prior: object
     lik: GaussianLikelihood
-    log_lik: torch.Tensor | None = None   # (N,) l_i = log p(y | x^(i)) for an EmpiricalPrior
+    log_lik: torch.Tensor | None = None   # (N,) float64 l_i = log p(y | x^(i)) for an EmpiricalPrior
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -53,7 +54,15 @@ class Problem:
         lik.check_dim(prior.dim)
         log_lik = None
         if isinstance(prior, EmpiricalPrior):
-            log_lik = lik.log_prob(prior.atoms).to(prior.dtype)
+            # float64 whatever the atoms' dtype: the posterior over atoms is a softmax of l_i,
+            # and float32 l_i lose the differences that decide near ties. The kernels centre
+            # l_i before casting to the prior's dtype (EmpiricalPrior._log_lik).
+            log_lik = lik.log_prob(prior.atoms.to(torch.float64))
+            if not bool(torch.isfinite(log_lik).all()):
+                bad = int((~torch.isfinite(log_lik)).sum())
+                raise ValueError(f"noise_std: log p(y | x^(i)) overflows float64 for {bad} of "
+                                 f"{prior.n_atoms} atoms: noise_std ({float(lik.noise_std.min()):.3g}) "
+                                 "is too small for the residuals y - A(x^(i)); use a larger noise_std")
         return cls(prior, lik, log_lik)
 
     @property
@@ -156,9 +165,7 @@ class ZetaDPS(Approximation):
     name = "zeta_dps"
 
     def __init__(self, *, zeta: float = 1.0):
-        if not (isinstance(zeta, (int, float)) and math.isfinite(zeta) and zeta > 0):
-            raise ValueError(f"zeta: expected a positive number, got {zeta!r}")
-        self.zeta = float(zeta)
+        self.zeta = check_positive(zeta, "zeta")
 
     def __call__(self, problem, x, abar):
         mo = problem.prior.moments(x, abar)
@@ -179,7 +186,7 @@ class PiGDM(Approximation):
     linear_only = True
 
     def __init__(self, *, r2: str = "paper"):
-        if r2 not in ("paper", "song"):
+        if not isinstance(r2, str) or r2 not in ("paper", "song"):
             raise ValueError(f"r2: expected 'paper' or 'song', got {r2!r}")
         self.r2 = r2
 
@@ -201,12 +208,9 @@ class TMPD(Approximation):
     linear_only = True
 
     def __init__(self, *, dense_max: int = 32, cg_iters: int = 50, cg_tol: float = 1e-6):
-        for arg, val in (("dense_max", dense_max), ("cg_iters", cg_iters)):
-            if not isinstance(val, int) or val < 0:
-                raise ValueError(f"{arg}: expected a non-negative integer, got {val!r}")
-        if not (isinstance(cg_tol, (int, float)) and cg_tol > 0):
-            raise ValueError(f"cg_tol: expected a positive number, got {cg_tol!r}")
-        self.dense_max, self.cg_iters, self.cg_tol = dense_max, cg_iters, float(cg_tol)
+        self.dense_max = check_int(dense_max, "dense_max", minimum=0)
+        self.cg_iters = check_int(cg_iters, "cg_iters", minimum=0)
+        self.cg_tol = check_positive(cg_tol, "cg_tol")
 
     def __call__(self, problem, x, abar):
         a, b2 = _scales(abar)

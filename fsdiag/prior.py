@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_tensor, check_int, resolve_device
+from ._checks import as_tensor, check_generator, check_int, check_real, resolve_device
 
 __all__ = ["EmpiricalPrior", "Moments"]
 
@@ -63,8 +63,24 @@ def _with_likelihood(logits: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _start_max(heads: int, rows: int, dtype, device) -> torch.Tensor:
+    """Initial running max of a streamed log-sum-exp: a finite floor, not -inf, so that a
+    chunk whose atoms all have zero prior weight (logits -inf) never computes -inf - (-inf)."""
+    return torch.full((heads, rows), torch.finfo(dtype).min, dtype=dtype, device=device)
+
+
+def _check_result(name: str, *tensors: torch.Tensor) -> None:
+    """O(batch) check after a kernel: finite inputs can still overflow the dtype (e.g. float32
+    queries ~1e19 from the atoms); say so rather than return NaN."""
+    for t in tensors:
+        if t is not None and not bool(torch.isfinite(t).all()):
+            raise FloatingPointError(f"{name}: the kernel overflowed {t.dtype} for these queries "
+                                     "(x far from the atoms, or b^2 = 1 - abar tiny); use float64 "
+                                     "atoms or rescale the data")
+
+
 def _check_abar(abar) -> tuple[float, float, float]:
-    abar = float(abar)
+    abar = check_real(abar, "abar")
     if not (0.0 < abar < 1.0):
         raise ValueError(f"abar: expected alpha_bar in (0, 1), got {abar}")
     return abar, math.sqrt(abar), 1.0 - abar
@@ -94,9 +110,14 @@ class EmpiricalPrior:
             w = as_tensor(weights, "weights", ndim=1, dtype=torch.float64, device=dev)
             if w.shape[0] != n:
                 raise ValueError(f"weights: expected shape ({n},) to match atoms, got {tuple(w.shape)}")
-            if bool((w < 0).any()) or float(w.sum()) <= 0:
+            if bool((w < 0).any()) or not bool((w > 0).any()):
                 raise ValueError("weights: expected non-negative weights with a positive sum")
-            log_w = torch.log(w / w.sum()).to(atoms.dtype)
+            # Normalise in log space: w / w.sum() overflows for weights near 1e308.
+            log_w = torch.log(w)
+            log_w = log_w - torch.logsumexp(log_w, 0)
+        # float64 log-weights for the exact posterior over atoms, whatever the storage dtype.
+        self._log_w64 = log_w.to(torch.float64)
+        log_w = log_w.to(atoms.dtype)
         if labels is not None:
             lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
             if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):
@@ -112,7 +133,11 @@ class EmpiricalPrior:
         self.center = atoms.mean(0)
         self._xc = atoms - self.center
         self._sq = (self._xc * self._xc).sum(1)
+        if not bool(torch.isfinite(self._sq).all()):
+            raise ValueError(f"atoms: squared distances overflow {self.dtype} (max |atom| = "
+                             f"{float(atoms.abs().max()):.3g}); rescale the data or use float64")
         self.chunk_size = check_int(chunk_size, "chunk_size") if chunk_size is not None else 4096
+        self.scale = float(atoms.abs().max())   # the data's scale, for samplers' sanity checks
 
     # ------------------------------------------------------------------ basics
     @property
@@ -137,11 +162,21 @@ class EmpiricalPrior:
             raise ValueError(f"{name}: expected shape (batch, {self.dim}), got {tuple(x.shape)}")
         return x
 
-    def _log_lik(self, log_lik) -> torch.Tensor:
-        ll = as_tensor(log_lik, "log_lik", ndim=1, dtype=self.dtype, device=self.device)
+    def _log_lik64(self, log_lik) -> torch.Tensor:
+        ll = as_tensor(log_lik, "log_lik", ndim=1, dtype=torch.float64, device=self.device)
         if ll.shape[0] != self.n_atoms:
             raise ValueError(f"log_lik: expected shape ({self.n_atoms},), got {tuple(ll.shape)}")
         return ll
+
+    def _log_lik(self, log_lik) -> tuple[torch.Tensor, float]:
+        """(l - shift in the prior's dtype, shift), shift = max_i(log pi_i + l_i) in float64.
+        Centring keeps float32 from losing the differences between l_i that the posterior
+        depends on; the kernels add the shift back where it matters (log_norm_cond)."""
+        ll = self._log_lik64(log_lik)
+        shift = float((self._log_w64 + ll).max())
+        # Zero-weight atoms may carry any l_i: cap so -inf + l stays -inf, never inf - inf.
+        cap = torch.finfo(self.dtype).max / 4
+        return (ll - shift).clamp(max=cap).to(self.dtype), shift
 
     def _chunks(self, rows: int):
         """Atom slices sized so one (rows x chunk) block stays near _BLOCK elements (in cache,
@@ -159,11 +194,11 @@ class EmpiricalPrior:
         x = self._query(x)
         _, a, b2 = _check_abar(abar)
         heads = 1 if log_lik is None else 2
-        ll = None if log_lik is None else self._log_lik(log_lik)
+        ll, shift = (None, 0.0) if log_lik is None else self._log_lik(log_lik)
         B, d = x.shape
         xq = x - a * self.center
         floor = _exp_floor(self.dtype)
-        run_max = torch.full((heads, B), -math.inf, dtype=self.dtype, device=self.device)
+        run_max = _start_max(heads, B, self.dtype, self.device)
         run_sum = torch.zeros(heads, B, dtype=self.dtype, device=self.device)
         acc = torch.zeros(heads, B, d, dtype=self.dtype, device=self.device)
         for sl in self._chunks(heads * B):
@@ -174,13 +209,14 @@ class EmpiricalPrior:
             p = _shifted_exp(lg, new_max.unsqueeze(-1), floor)
             run_sum = run_sum * rescale + p.sum(-1)
             # Rescale-and-add keeps accuracy (addmm into a running sum loses ~2e-4 in float32).
-            acc = acc * rescale.unsqueeze(-1) + (p.reshape(heads * B, -1) @ self._xc[sl]).reshape(heads, B, d)
+            acc = acc * rescale.unsqueeze(-1) + (p.reshape(heads * B, p.shape[-1]) @ self._xc[sl]).reshape(heads, B, d)
             run_max = new_max
         log_norm = run_max + torch.log(run_sum)
         mean = acc / run_sum.unsqueeze(-1) + self.center
+        _check_result("x", log_norm, mean)
         if heads == 1:
             return Moments(log_norm[0], mean[0])
-        return Moments(log_norm[0], mean[0], log_norm[1], mean[1])
+        return Moments(log_norm[0], mean[0], log_norm[1] + shift, mean[1])
 
     def denoise(self, x, abar) -> torch.Tensor:
         """Tweedie mean m(x_t) = sum_i w_i(x_t) x^(i)."""
@@ -198,7 +234,9 @@ class EmpiricalPrior:
         _, a, b2 = _check_abar(abar)
         log_norm = self.moments(x, abar).log_norm
         xq = x - a * self.center
-        return log_norm - (xq * xq).sum(1) / (2 * b2) - 0.5 * self.dim * math.log(2 * math.pi * b2)
+        out = log_norm - (xq * xq).sum(1) / (2 * b2) - 0.5 * self.dim * math.log(2 * math.pi * b2)
+        _check_result("x", out)
+        return out
 
     def responsibilities(self, x, abar, log_lik=None) -> torch.Tensor:
         """Dense (batch, N) responsibilities w_i(x_t) (or w~_i given log_lik): for small N only."""
@@ -206,8 +244,10 @@ class EmpiricalPrior:
         _, a, b2 = _check_abar(abar)
         logits = torch.addmm(self._bias(slice(None), a, b2), x - a * self.center, self._xc.T, alpha=a / b2)
         if log_lik is not None:
-            logits = logits + self._log_lik(log_lik)
-        return torch.softmax(logits, dim=1)
+            logits = logits + self._log_lik(log_lik)[0]
+        out = torch.softmax(logits, dim=1)
+        _check_result("x", out)
+        return out
 
     # --------------------------------------------------------------- exact conditionals
     def posterior_denoise(self, x, abar, log_lik) -> torch.Tensor:
@@ -255,10 +295,12 @@ class EmpiricalPrior:
             q = lhs @ self._xc[sl].T
             logits = q[:B] + self._bias(sl, a, b2)
             p = _shifted_exp(logits, mo.log_norm.unsqueeze(1), floor)  # normalised w_i
-            ps = p.unsqueeze(1) * (q[B:].reshape(B, k, -1) - mv.unsqueeze(-1))  # w_i (x_i - m) . v
+            n_sl = p.shape[1]
+            ps = p.unsqueeze(1) * (q[B:].reshape(B, k, n_sl) - mv.unsqueeze(-1))  # w_i (x_i - m) . v
             wsum += ps.sum(-1)
-            acc += (ps.reshape(B * k, -1) @ self._xc[sl]).reshape(B, k, d)
+            acc += (ps.reshape(B * k, n_sl) @ self._xc[sl]).reshape(B, k, d)
         out = acc - mc.unsqueeze(1) * wsum.unsqueeze(-1)
+        _check_result("v", out)
         return out[:, 0] if squeeze else out
 
     def denoiser_vjp(self, x, abar, v, *, moments: Moments | None = None) -> torch.Tensor:
@@ -272,9 +314,11 @@ class EmpiricalPrior:
         Gumbel-max. With generator=None, the most responsible atom instead (the arg-max)."""
         x = self._query(x)
         _, a, b2 = _check_abar(abar)
-        ll = None if log_lik is None else self._log_lik(log_lik)
+        if generator is not None:
+            generator = check_generator(generator)
+        ll = None if log_lik is None else self._log_lik(log_lik)[0]
         xq = x - a * self.center
-        best = torch.full((x.shape[0],), -math.inf, dtype=self.dtype, device=self.device)
+        best = _start_max(1, x.shape[0], self.dtype, self.device)[0]
         idx = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
         for sl in self._chunks(x.shape[0]):
             logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
@@ -287,6 +331,7 @@ class EmpiricalPrior:
             better = val > best
             best = torch.where(better, val, best)
             idx = torch.where(better, arg + sl.start, idx)
+        _check_result("x", best)
         return idx
 
     def nearest_atoms(self, x, abar) -> torch.Tensor:
@@ -294,5 +339,9 @@ class EmpiricalPrior:
         return self.sample_atoms(x, abar, None)
 
     def log_posterior_weights(self, log_lik) -> torch.Tensor:
-        """log psi_i = log_softmax(log pi_i + l_i)."""
-        return torch.log_softmax(self.log_weights + self._log_lik(log_lik), 0)
+        """log psi_i = log_softmax(log pi_i + l_i), computed in float64 (exact on near ties
+        whatever the storage dtype), returned in the prior's dtype."""
+        return self._log_posterior_weights64(log_lik).to(self.dtype)
+
+    def _log_posterior_weights64(self, log_lik) -> torch.Tensor:
+        return torch.log_softmax(self._log_w64 + self._log_lik64(log_lik), 0)

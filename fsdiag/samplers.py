@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from ._checks import check_int, make_generator
+from ._checks import check_int, check_real, make_generator
 from .methods import Approximation, Problem, make_method
 from .prior import EmpiricalPrior
 from .schedules import DDPMSchedule, VPSchedule, check_time
@@ -55,35 +56,68 @@ def _record_steps(record, grid: torch.Tensor) -> set[int]:
     """Grid indices to record: an int (that many, evenly spaced), times (nearest grid points),
     or None / 0 (the final time only). The final index is always recorded."""
     last = grid.shape[0] - 1
-    if record is None or (isinstance(record, int) and not isinstance(record, bool) and record == 0):
+    if record is None:
         return {last}
-    if isinstance(record, int) and not isinstance(record, bool):
-        check_int(record, "record")
+    if isinstance(record, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"record: expected an int or a sequence of times, got {record!r}")
+    if isinstance(record, (int, np.integer)):
+        record = check_int(record, "record", minimum=0)
+        if record == 0:
+            return {last}
         return {round(i) for i in torch.linspace(0, last, min(record, last + 1)).tolist()} | {last}
     try:
-        times = torch.as_tensor(list(record), dtype=torch.float64).reshape(-1)
-    except (TypeError, ValueError) as err:
+        times = [check_real(t, "record") for t in record]
+    except TypeError as err:
         raise TypeError(f"record: expected an int or a sequence of times, got {record!r}") from err
-    if not bool(torch.isfinite(times).all()):
-        raise ValueError("record: expected finite times")
-    return {int((grid - t).abs().argmin()) for t in times.tolist()} | {last}
+    return {int((grid - t).abs().argmin()) for t in times} | {last}
 
 
 def _setup(prior, lik, *, n_particles, n_steps, t_min, t_max, schedule, seed, generator):
     if not hasattr(prior, "moments"):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior or a testbed prior, got {type(prior).__name__}")
-    check_int(n_particles, "n_particles")
-    check_int(n_steps, "n_steps")
-    check_time(t_min, "t_min")
-    if float(t_min) >= 1.0:
+    n_particles = check_int(n_particles, "n_particles")
+    n_steps = check_int(n_steps, "n_steps")
+    t_min = check_time(t_min, "t_min")
+    if t_min >= 1.0:
         raise ValueError(f"t_min: expected a time in (0, 1), got {t_min}")
+    t_max = check_time(t_max, "t_max")
     schedule = VPSchedule() if schedule is None else schedule
     if not hasattr(schedule, "alpha_bar") or not hasattr(schedule, "time_grid"):
         raise TypeError(f"schedule: expected a VPSchedule or DDPMSchedule, got {type(schedule).__name__}")
     grid = schedule.time_grid(n_steps, t_min, t_max)
     problem = Problem.build(prior, lik)
     gen = make_generator(seed, generator, prior.device)
-    return schedule, grid, problem, gen
+    return n_particles, n_steps, schedule, grid, problem, gen
+
+
+# Particles of a stable sampler stay within a few noise scales of the data: |x_t| <= a |x_0| + b |z|
+# with a, b <= 1, and the largest of n Gaussian draws is below ~9 for any feasible n. A particle a
+# thousand times farther out than (1 + the data's scale) can only come from an unstable guidance step.
+_BLOW_UP = 1e3
+
+
+def _data_scale(prior) -> float:
+    """max |x_0| coordinate of the prior's support (atoms; a mixture's means + 6 sd)."""
+    if isinstance(prior, EmpiricalPrior):
+        return prior.scale
+    if hasattr(prior, "means") and hasattr(prior, "covs"):
+        sd = torch.diagonal(prior.covs, dim1=1, dim2=2).clamp_min(0).sqrt()
+        return float((prior.means.abs() + 6 * sd).max())
+    return math.inf
+
+
+def _check_particles(x, method, s, k, n_steps, scale):
+    """One reduction per step: NaN propagates through max, and so does a blow-up."""
+    peak = float(x.abs().max()) if x.numel() else 0.0
+    where = f"at t = {s:g} (step {k + 1} of {n_steps})"
+    advice = ("try more n_steps or a larger t_min (smaller steps), a larger noise_std, float64 atoms, "
+              "or gentler method parameters (e.g. a smaller zeta for zeta_dps)")
+    if not math.isfinite(peak):
+        raise FloatingPointError(f"sample: method {method!r} produced non-finite particles {where}; {advice}")
+    if peak > _BLOW_UP * (1.0 + scale):
+        raise FloatingPointError(f"sample: method {method!r} diverged {where}: max |x| = {peak:.3g}, "
+                                 f"more than {_BLOW_UP:g} x (1 + {scale:.3g}), the data's scale "
+                                 f"(max |atom|); {advice}")
 
 
 class _Recorder:
@@ -118,10 +152,11 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
     score = prior score + the method's likelihood score. Extra keywords go to the method.
     """
     approx = make_method(method, **method_params)
-    schedule, grid, problem, gen = _setup(prior, lik, n_particles=n_particles, n_steps=n_steps,
-                                          t_min=t_min, t_max=t_max, schedule=schedule, seed=seed,
-                                          generator=generator)
+    n_particles, n_steps, schedule, grid, problem, gen = _setup(
+        prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max,
+        schedule=schedule, seed=seed, generator=generator)
     approx.check(problem)
+    scale = _data_scale(prior)
     ddpm = isinstance(schedule, DDPMSchedule)
     rec = _Recorder(_record_steps(record, grid), grid)
     dev, dt_ = prior.device, prior.dtype
@@ -142,9 +177,7 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
         else:
             beta, dt = schedule.beta(t), t - s
             x = x + (0.5 * beta * x + beta * score) * dt + math.sqrt(beta * dt) * z
-        if not bool(torch.isfinite(x).all()):
-            raise FloatingPointError(f"sample: method {approx.name!r} produced non-finite particles at "
-                                     f"t = {s:g} (step {k + 1} of {n_steps}); try float64 atoms or a larger t_min")
+        _check_particles(x, approx.name, s, k, n_steps, scale)
     rec(n_steps, x, _final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
     times, traj, tw = rec.stack()
     return Run(x, times, traj, tw, approx.name, approx, schedule, n_steps,
@@ -159,12 +192,12 @@ def sample_exact(prior: EmpiricalPrior, lik, *, n_particles: int = 4096, n_steps
     Exact at any step size; the same grid and record as `sample`."""
     if not isinstance(prior, EmpiricalPrior):
         raise TypeError(f"prior: sample_exact needs an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
-    schedule, grid, problem, gen = _setup(prior, lik, n_particles=n_particles, n_steps=n_steps,
-                                          t_min=t_min, t_max=t_max, schedule=schedule, seed=seed,
-                                          generator=generator)
+    n_particles, n_steps, schedule, grid, problem, gen = _setup(
+        prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max,
+        schedule=schedule, seed=seed, generator=generator)
     rec = _Recorder(_record_steps(record, grid), grid)
     dev, dt_ = prior.device, prior.dtype
-    psi = prior.log_posterior_weights(problem.log_lik).exp()
+    psi = prior._log_posterior_weights64(problem.log_lik).exp()   # exact, float64
     idx = torch.multinomial(psi, n_particles, replacement=True, generator=gen)
     ab = schedule.alpha_bar(float(grid[0]))
     z = torch.randn(n_particles, prior.dim, generator=gen, dtype=dt_, device=dev)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_int, check_positive
+from ._checks import check_int, check_positive, check_real
 
 __all__ = ["VPSchedule", "DDPMSchedule"]
 
@@ -23,16 +23,20 @@ class VPSchedule:
     beta_max: float = 20.0
 
     def __post_init__(self):
-        check_positive(self.beta_max, "beta_max")
-        if not (0.0 <= float(self.beta_min) <= float(self.beta_max)):
+        # Store Python floats: a str or numpy value would fail (or wrap) on first use instead.
+        beta_max = check_positive(self.beta_max, "beta_max")
+        beta_min = check_real(self.beta_min, "beta_min")
+        if not (0.0 <= beta_min <= beta_max):
             raise ValueError(f"beta_min: expected 0 <= beta_min <= beta_max, got {self.beta_min}")
+        object.__setattr__(self, "beta_min", beta_min)
+        object.__setattr__(self, "beta_max", beta_max)
 
     def beta(self, t: float) -> float:
-        return self.beta_min + (self.beta_max - self.beta_min) * float(t)
+        return self.beta_min + (self.beta_max - self.beta_min) * _check_t(t)
 
     def alpha_bar(self, t: float) -> float:
         """abar(t) = exp(-beta_min t - (beta_max - beta_min) t^2 / 2)."""
-        t = float(t)
+        t = _check_t(t)
         return math.exp(-self.beta_min * t - 0.5 * (self.beta_max - self.beta_min) * t * t)
 
     def time_grid(self, n_steps: int, t_min: float, t_max: float = 1.0) -> torch.Tensor:
@@ -57,11 +61,17 @@ class DDPMSchedule:
     n_timesteps: int = 1000
 
     def __post_init__(self):
-        check_positive(self.beta_start, "beta_start")
-        check_positive(self.beta_end, "beta_end")
-        check_int(self.n_timesteps, "n_timesteps")
-        if not self.beta_end < 1:
+        # Store Python numbers: a numpy uint8 n_timesteps would wrap in arithmetic.
+        beta_start = check_positive(self.beta_start, "beta_start")
+        beta_end = check_positive(self.beta_end, "beta_end")
+        n_timesteps = check_int(self.n_timesteps, "n_timesteps")
+        if not beta_end < 1:
             raise ValueError(f"beta_end: expected a value below 1, got {self.beta_end}")
+        if not beta_start <= beta_end:
+            raise ValueError(f"beta_start: expected beta_start <= beta_end, got {self.beta_start} > {self.beta_end}")
+        object.__setattr__(self, "beta_start", beta_start)
+        object.__setattr__(self, "beta_end", beta_end)
+        object.__setattr__(self, "n_timesteps", n_timesteps)
 
     @property
     def betas(self) -> torch.Tensor:
@@ -72,7 +82,7 @@ class DDPMSchedule:
         return torch.cumprod(1.0 - self.betas, dim=0)
 
     def alpha_bar(self, t: float) -> float:
-        pos = float(t) * self.n_timesteps  # step index, 1-based (k = 1..T)
+        pos = _check_t(t) * self.n_timesteps  # step index, 1-based (k = 1..T)
         if pos <= 0:
             return 1.0
         log_ab = torch.cat([torch.zeros(1, dtype=torch.float64), torch.log(self.alphas_cumprod)])
@@ -82,7 +92,7 @@ class DDPMSchedule:
 
     def beta(self, t: float) -> float:
         """Continuous-time rate: beta_k * T at the step containing t."""
-        k = min(max(int(math.ceil(float(t) * self.n_timesteps)), 1), self.n_timesteps)
+        k = min(max(int(math.ceil(_check_t(t) * self.n_timesteps)), 1), self.n_timesteps)
         return float(self.betas[k - 1]) * self.n_timesteps
 
     def time_grid(self, n_steps: int | None = None, t_min: float | None = None,
@@ -97,10 +107,16 @@ class DDPMSchedule:
 
 
 def check_time(t: float, name: str) -> float:
-    try:
-        t = float(t)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name}: expected a number in (0, 1], got {t!r}") from err
-    if not (0.0 < t <= 1.0) or not math.isfinite(t):
+    """A time in (0, 1], returned as a float."""
+    t = check_real(t, name)
+    if not (0.0 < t <= 1.0):
         raise ValueError(f"{name}: expected a time in (0, 1], got {t}")
+    return t
+
+
+def _check_t(t) -> float:
+    """A time at which a schedule is evaluated: finite and >= 0 (t = 0 is the data)."""
+    t = check_real(t, "t")
+    if t < 0:
+        raise ValueError(f"t: expected a time >= 0, got {t}")
     return t

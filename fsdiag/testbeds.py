@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ._checks import as_tensor, check_int, check_positive
+from ._checks import as_tensor, check_generator, check_int, check_positive, check_real, resolve_device
 from .forward import Identity, LinearForwardModel
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior, Moments, _check_abar
@@ -35,11 +35,17 @@ class GaussianMixture:
     """sum_k pi_k N(mu_k, Sigma_k); covs (K, d, d), or (K,) isotropic variances; zero is allowed."""
 
     def __init__(self, weights, means, covs, *, dtype=torch.float64, device="cpu"):
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype!r}")
+        device = resolve_device(device)
         means = as_tensor(means, "means", ndim=2, dtype=dtype, device=device)
         K, d = means.shape
-        w = as_tensor(weights, "weights", ndim=1, dtype=dtype, device=device)
-        if w.shape[0] != K or bool((w < 0).any()) or float(w.sum()) <= 0:
+        if K < 1 or d < 1:
+            raise ValueError(f"means: expected shape (K, d) with K, d >= 1, got {(K, d)}")
+        w = as_tensor(weights, "weights", ndim=1, dtype=torch.float64, device=device)
+        if w.shape[0] != K or bool((w < 0).any()) or not bool((w > 0).any()):
             raise ValueError(f"weights: expected {K} non-negative weights with a positive sum, got {w.tolist()}")
+        w = w / w.max()                       # no overflow in the sum for weights near 1e308
         covs = as_tensor(covs, "covs", ndim=(1, 3), dtype=dtype, device=device)
         if covs.ndim == 1:
             if covs.shape[0] != K or bool((covs < 0).any()):
@@ -47,8 +53,19 @@ class GaussianMixture:
             covs = covs[:, None, None] * torch.eye(d, dtype=dtype, device=device)
         if covs.shape != (K, d, d):
             raise ValueError(f"covs: expected shape ({K}, {d}, {d}), got {tuple(covs.shape)}")
-        self.weights, self.means, self.covs = w / w.sum(), means, 0.5 * (covs + covs.transpose(1, 2))
-        self.dtype, self.device = dtype, means.device
+        _check_covariances(covs)
+        self._set((w / w.sum()).to(dtype), means, covs)
+
+    def _set(self, weights, means, covs):
+        # Covariances computed here (diffuse, condition) skip the user-facing check: they are
+        # symmetric PSD up to rounding, which `sample` clamps.
+        self.weights, self.means, self.covs = weights, means, 0.5 * (covs + covs.transpose(1, 2))
+        self.dtype, self.device = means.dtype, means.device
+        return self
+
+    @classmethod
+    def _from_parts(cls, weights, means, covs) -> "GaussianMixture":
+        return cls.__new__(cls)._set(weights, means, covs)
 
     # --------------------------------------------------------------- basics
     @property
@@ -74,8 +91,7 @@ class GaussianMixture:
         """The marginal p_t = sum_k pi_k N(a mu_k, a^2 Sigma_k + b^2 I)."""
         abar, a, b2 = _check_abar(abar)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
-        return GaussianMixture(self.weights, a * self.means, abar * self.covs + b2 * eye,
-                               dtype=self.dtype, device=self.device)
+        return GaussianMixture._from_parts(self.weights, a * self.means, abar * self.covs + b2 * eye)
 
     def _component_log_prob(self, x):
         x = as_tensor(x, "x", ndim=2, dtype=self.dtype, device=self.device)
@@ -94,7 +110,8 @@ class GaussianMixture:
         return torch.softmax(self._component_log_prob(x), 1)
 
     def sample(self, n: int, generator: torch.Generator, *, return_labels: bool = False):
-        check_int(n, "n")
+        n = check_int(n, "n")
+        check_generator(generator)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         L = _psd_sqrt(self.covs)   # works for singular (e.g. zero) covariances too
         z = torch.randn(n, self.dim, generator=generator, dtype=self.dtype, device=self.device)
@@ -164,12 +181,25 @@ class GaussianMixture:
         gain = torch.linalg.solve(S, torch.einsum("ij,kjl->kil", M, self.covs)).transpose(1, 2)  # (K, d, m)
         means = self.means + torch.einsum("kdm,km->kd", gain, y - pred)
         covs = self.covs - torch.einsum("kdm,mj,kjl->kdl", gain, M, self.covs)
-        evidence = GaussianMixture(self.weights, pred, S, dtype=self.dtype)._component_log_prob(y[None])[0]
-        return GaussianMixture(torch.softmax(evidence, 0), means, covs, dtype=self.dtype, device=self.device)
+        evidence = GaussianMixture._from_parts(self.weights, pred, S)._component_log_prob(y[None])[0]
+        return GaussianMixture._from_parts(torch.softmax(evidence, 0), means, covs)
 
     def likelihood_score(self, x, abar, lik: GaussianLikelihood) -> torch.Tensor:
         """Exact grad log p(y | x_t) = grad log p_t(x_t | y) - grad log p_t(x_t)."""
         return self.condition(lik).score(x, abar) - self.score(x, abar)
+
+
+def _check_covariances(covs: torch.Tensor) -> None:
+    """Symmetric positive semi-definite up to rounding (relative tolerance 1e-6 of each
+    component's largest entry / eigenvalue), else `sample` would silently clamp."""
+    scale = covs.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(covs.dtype).tiny)
+    asym = (covs - covs.transpose(1, 2)).abs().amax(dim=(1, 2))
+    if bool((asym > 1e-6 * scale).any()):
+        raise ValueError(f"covs: expected symmetric matrices, max |C - C^T| = {float(asym.max()):.3g}")
+    evals = torch.linalg.eigvalsh(0.5 * (covs + covs.transpose(1, 2)).to(torch.float64))
+    if bool((evals[:, 0] < -1e-6 * evals.abs().amax(1).clamp_min(torch.finfo(torch.float64).tiny)).any()):
+        raise ValueError(f"covs: expected positive semi-definite matrices, smallest eigenvalue "
+                         f"{float(evals[:, 0].min()):.3g}")
 
 
 def _psd_sqrt(covs: torch.Tensor) -> torch.Tensor:
@@ -198,8 +228,11 @@ def grid_posterior(prior: GaussianMixture, lik: GaussianLikelihood, lo, hi, n: i
     returns grid points (n*n, 2) and their normalised posterior weights (n*n,)."""
     if prior.dim != 2:
         raise ValueError(f"prior: grid_posterior needs a 2-D prior, got d = {prior.dim}")
-    check_int(n, "n", minimum=2)
-    axis = torch.linspace(float(lo), float(hi), n, dtype=prior.dtype)
+    n = check_int(n, "n", minimum=2)
+    lo, hi = check_real(lo, "lo"), check_real(hi, "hi")
+    if not lo < hi:
+        raise ValueError(f"hi: expected lo < hi, got lo = {lo}, hi = {hi}")
+    axis = torch.linspace(lo, hi, n, dtype=prior.dtype)
     pts = torch.cartesian_prod(axis, axis)
     logw = prior.log_prob(pts) + lik.log_prob(pts).to(prior.dtype)
     return pts, torch.softmax(logw, 0)
@@ -207,8 +240,10 @@ def grid_posterior(prior: GaussianMixture, lik: GaussianLikelihood, lo, hi, n: i
 
 # ------------------------------------------------------------------- manifold data
 def _noisy(x, noise, generator):
+    noise = check_real(noise, "noise")
+    if noise < 0:
+        raise ValueError(f"noise: expected a non-negative number, got {noise}")
     if noise:
-        check_positive(noise, "noise")
         x = x + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     return x
 
@@ -216,7 +251,9 @@ def _noisy(x, noise, generator):
 def swiss_roll(n: int, generator: torch.Generator, *, noise: float = 0.0, turns: float = 1.5):
     """2-D Swiss roll: x = s (cos s, sin s) / (3 pi), s ~ U[pi, pi (1 + 2 turns)].
     Returns points (n, 2) and the intrinsic coordinate s (n,)."""
-    check_int(n, "n")
+    n = check_int(n, "n")
+    check_generator(generator)
+    turns = check_positive(turns, "turns")
     s = math.pi * (1 + 2 * turns * torch.rand(n, generator=generator, dtype=torch.float64))
     x = torch.stack([s * torch.cos(s), s * torch.sin(s)], 1) / (3 * math.pi)
     return _noisy(x, noise, generator), s
@@ -224,7 +261,9 @@ def swiss_roll(n: int, generator: torch.Generator, *, noise: float = 0.0, turns:
 
 def torus(n: int, generator: torch.Generator, *, major: float = 1.0, minor: float = 0.4, noise: float = 0.0):
     """Points on a torus in R^3 (uniform angles). Returns points (n, 3) and angles (n, 2)."""
-    check_int(n, "n")
+    n = check_int(n, "n")
+    check_generator(generator)
+    major, minor = check_positive(major, "major"), check_positive(minor, "minor")
     ang = 2 * math.pi * torch.rand(n, 2, generator=generator, dtype=torch.float64)
     u, v = ang[:, 0], ang[:, 1]
     r = major + minor * torch.cos(v)
@@ -234,7 +273,9 @@ def torus(n: int, generator: torch.Generator, *, major: float = 1.0, minor: floa
 
 def sphere(n: int, generator: torch.Generator, *, dim: int = 3, radius: float = 1.0, noise: float = 0.0):
     """Uniform points on the sphere of `radius` in R^dim. Returns points (n, dim)."""
-    check_int(n, "n")
-    check_int(dim, "dim", minimum=2)
+    n = check_int(n, "n")
+    check_generator(generator)
+    dim = check_int(dim, "dim", minimum=2)
+    radius = check_positive(radius, "radius")
     z = torch.randn(n, dim, generator=generator, dtype=torch.float64)
     return _noisy(radius * z / z.norm(dim=1, keepdim=True), noise, generator)
