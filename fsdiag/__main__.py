@@ -1,9 +1,14 @@
-"""`python -m fsdiag demo`: each method's mass per atom on the paper's three-atom testbed."""
+"""The fsdiag command line.
+
+`fsdiag demo`: each method's mass per atom on the paper's three-atom testbed.
+`fsdiag diagnose SAMPLER --problem NAME`: judge any sampler against the exact posterior.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from .cli_diagnose import add_parser as add_diagnose_parser
 
 from . import METHODS, VPSchedule, posterior_weights, sample, sample_exact
 from .diagnostics import atom_mass, wilson_interval
@@ -44,7 +49,10 @@ def main(argv=None) -> int:
     d.add_argument("--n-steps", type=int, default=500)
     d.add_argument("--seed", type=int, default=42)
     d.add_argument("--progress", action="store_true")
+    add_diagnose_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "diagnose":
+        return args.run(args)
     demo(args.n_particles, args.n_steps, args.seed, args.progress)
     return 0
 
