@@ -1,62 +1,410 @@
-"""Small helpers shared by the book's notebooks: parameter checks, style, atomic outputs."""
+"""Small helpers shared by the book's notebooks: declarative parameter checks, style, and
+outputs that appear all at once.
+
+A chapter's hidden validation cell lists every parameter with its kind::
+
+    nbtools.check_params(globals(), {
+        "seed": Seed(), "n_atoms": Int(min=1), "pi_1": Real(gt=0, lt=1), "methods": Methods(),
+        "device": Device(), "out_dir": OutDir(), "overwrite": Bool(),
+    })
+
+and its visible cells write figures and metrics into a staging folder that the last cell
+moves into place::
+
+    out = nbtools.setup(out_dir, "05_mode_reweighting", overwrite=overwrite)
+    nbtools.save_figure(fig, out, "mode_masses")
+    nbtools.write_metrics(out, metrics)
+    out = nbtools.finish(out)
+"""
 from __future__ import annotations
 
+import ast
+import difflib
 import json
 import math
+import numbers
 import os
-import tempfile
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["setup", "check_params", "save_figure", "write_metrics", "to_jsonable"]
+__all__ = ["Bool", "Choice", "Device", "Int", "ListOf", "Methods", "OutDir", "Real", "Seed",
+           "check_params", "injected_parameters", "resolve_out_dir", "setup", "finish",
+           "save_figure", "write_metrics", "to_jsonable"]
 
 
-def check_params(**params) -> None:
-    """Validate notebook parameters by name: ints >= 1 for sizes, a non-negative int seed,
-    'auto'/'cpu'/'cuda' for device. Raises ValueError naming the bad parameter."""
-    for name, value in params.items():
-        if name == "device":
-            from ._checks import resolve_device
+# --------------------------------------------------------------------------------------------
+# Parameter kinds. Each has `check(name, value)`, which raises TypeError (wrong type) or
+# ValueError (out of range) with the parameter's name first in the message.
+
+def _fail(exc, name, expected, value):
+    raise exc(f"{name}: expected {expected}, got {value!r}"
+              + (f" ({type(value).__name__})" if exc is TypeError else ""))
+
+
+class _Kind:
+    def __repr__(self):
+        return f"{type(self).__name__}({self.describe()})"
+
+
+class Int(_Kind):
+    """An integer (not a bool) in [min, max]."""
+
+    def __init__(self, min: int | None = None, max: int | None = None):
+        self.min, self.max = min, max
+
+    def describe(self):
+        if self.min is not None and self.max is not None:
+            return f"an integer in [{self.min}, {self.max}]"
+        if self.min is not None:
+            return f"an integer >= {self.min}"
+        if self.max is not None:
+            return f"an integer <= {self.max}"
+        return "an integer"
+
+    def check(self, name, value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            _fail(TypeError, name, self.describe(), value)
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            _fail(ValueError, name, self.describe(), value)
+
+
+class Seed(Int):
+    """A random seed: an integer in [0, 2**32 - 1] (what both torch and numpy accept)."""
+
+    def __init__(self):
+        super().__init__(min=0, max=2 ** 32 - 1)
+
+
+class Real(_Kind):
+    """A finite real number (an int is fine, a bool is not), optionally bounded:
+    gt/ge/lt/le are >, >=, <, <=. `Real(gt=0)` is a positive number, `Real(gt=0, lt=1)` a
+    probability strictly inside (0, 1)."""
+
+    def __init__(self, gt=None, ge=None, lt=None, le=None):
+        self.gt, self.ge, self.lt, self.le = gt, ge, lt, le
+
+    def describe(self):
+        lo = f"> {self.gt}" if self.gt is not None else f">= {self.ge}" if self.ge is not None else None
+        hi = f"< {self.lt}" if self.lt is not None else f"<= {self.le}" if self.le is not None else None
+        if lo and hi:
+            left = "(" if self.gt is not None else "["
+            right = ")" if self.lt is not None else "]"
+            a = self.gt if self.gt is not None else self.ge
+            b = self.lt if self.lt is not None else self.le
+            return f"a finite number in {left}{a}, {b}{right}"
+        if lo == "> 0":
+            return "a positive finite number"
+        return "a finite number" + (f" {lo or hi}" if lo or hi else "")
+
+    def check(self, name, value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            _fail(TypeError, name, self.describe(), value)
+        v = float(value)
+        if (not math.isfinite(v) or (self.gt is not None and not v > self.gt)
+                or (self.ge is not None and not v >= self.ge) or (self.lt is not None and not v < self.lt)
+                or (self.le is not None and not v <= self.le)):
+            _fail(ValueError, name, self.describe(), value)
+
+
+class Bool(_Kind):
+    """True or False (papermill's `-p flag False` arrives as a bool)."""
+
+    def describe(self):
+        return "True or False"
+
+    def check(self, name, value):
+        if not isinstance(value, (bool, np.bool_)):
+            _fail(TypeError, name, self.describe(), value)
+
+
+class Choice(_Kind):
+    """One of a fixed set of values (compared with ==)."""
+
+    def __init__(self, *options):
+        if not options:
+            raise ValueError("Choice: expected at least one option")
+        self.options = options
+
+    def describe(self):
+        return "one of " + ", ".join(repr(o) for o in self.options)
+
+    def check(self, name, value):
+        if not any(type(value) is type(o) and value == o for o in self.options):
+            _fail(ValueError, name, self.describe(), value)
+
+
+class ListOf(_Kind):
+    """A list (or tuple) of items of one kind, with min_len <= len <= max_len (`length` fixes it);
+    `unique` refuses repeated items. Items are reported as name[i]."""
+
+    def __init__(self, item: _Kind, *, min_len: int = 1, max_len: int | None = None,
+                 length: int | None = None, unique: bool = False):
+        self.item, self.unique = item, unique
+        self.min_len, self.max_len = (length, length) if length is not None else (min_len, max_len)
+
+    def describe(self):
+        if self.min_len == self.max_len:
+            n = f"{self.min_len}"
+        elif self.max_len is None:
+            n = {0: "any number of", 1: "one or more"}.get(self.min_len, f"at least {self.min_len}")
+        else:
+            n = f"{self.min_len} to {self.max_len}"
+        return f"a list of {n} {'distinct ' if self.unique else ''}items, each {self.item.describe()}"
+
+    def check(self, name, value):
+        if not isinstance(value, (list, tuple)):
+            _fail(TypeError, name, self.describe(), value)
+        if len(value) < self.min_len or (self.max_len is not None and len(value) > self.max_len):
+            _fail(ValueError, name, self.describe(), value)
+        for i, v in enumerate(value):
+            self.item.check(f"{name}[{i}]", v)
+        if self.unique and len(set(map(repr, value))) < len(value):
+            _fail(ValueError, name, self.describe(), value)
+
+
+class Methods(_Kind):
+    """A non-empty list of distinct method names registered in `fsdiag.METHODS` (looked up
+    when checked, so methods registered later count)."""
+
+    def _kind(self):
+        from . import METHODS
+        return ListOf(Choice(*sorted(METHODS)), min_len=1, unique=True)
+
+    def describe(self):
+        return self._kind().describe()
+
+    def check(self, name, value):
+        self._kind().check(name, value)
+
+
+class Device(_Kind):
+    """'auto' (CUDA when present, else the CPU), 'cpu', 'cuda' or 'cuda:N'."""
+
+    def describe(self):
+        return "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+    def check(self, name, value):
+        if not isinstance(value, str):
+            _fail(TypeError, name, self.describe(), value)
+        from ._checks import resolve_device
+        try:
             resolve_device(value)
-        elif name == "seed":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"seed: expected a non-negative integer, got {value!r}")
-        elif name.startswith("n_") or name.endswith("_steps"):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name}: {str(err).removeprefix('device: ')}") from None
 
 
-def setup(out_dir: str | os.PathLike) -> Path:
-    """Create out_dir and apply the book's seaborn style; returns out_dir as a Path."""
+class OutDir(_Kind):
+    """None (the book's own outputs folder for the chapter) or a folder path."""
+
+    def describe(self):
+        return "None or a folder path"
+
+    def check(self, name, value):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            _fail(TypeError, name, self.describe(), value)
+        if value is not None and not str(os.fspath(value)).strip():
+            _fail(ValueError, name, self.describe(), value)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+_PAPERMILL_PATHS = re.compile(r"PAPERMILL_\w+")   # papermill --inject-paths adds these
+
+
+def injected_parameters(history) -> list[str]:
+    """Names assigned by papermill's injected cell(s) found in an IPython input history
+    (`In`): papermill inserts after the parameters cell a cell whose source starts with the
+    comment "# Parameters". Without one (jupyter-book, an interactive session) it is []."""
+    names = []
+    for source in history or ():
+        if not isinstance(source, str) or not source.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AnnAssign, ast.AugAssign)) else []
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name) and n.id not in names and not _PAPERMILL_PATHS.fullmatch(n.id):
+                        names.append(n.id)
+    return names
+
+
+def check_params(namespace: dict, spec: dict) -> None:
+    """Check a notebook's parameters against `spec` ({name: kind}), which must list every
+    parameter. `namespace` is the notebook's `globals()`: the values are read from it, and its
+    IPython history `In` shows which names papermill injected, so that a mistyped
+    `-p n_partcles 10` fails here instead of running on the defaults.
+
+    Raises ValueError (unknown parameter, value out of range) or TypeError (wrong type)
+    whose message starts with the parameter's name."""
+    unknown = [n for n in injected_parameters(namespace.get("In")) if n not in spec]
+    if unknown:
+        hints = [f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, spec, 1)) else repr(n)
+                 for n in unknown]
+        raise ValueError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                         f"this notebook's parameters are: {', '.join(spec)}")
+    for name, kind in spec.items():
+        if name not in namespace:
+            raise ValueError(f"{name}: listed in the parameter spec but not set by the parameters cell")
+        kind.check(name, namespace[name])
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs: a run writes into a staging folder next to out_dir; finish() swaps it into place.
+
+def _book_notebooks() -> Path | None:
+    # The book's notebooks/ folder in a source checkout (fsdiag/ and notebooks/ side by side).
+    root = Path(__file__).resolve().parent.parent
+    return root / "notebooks" if (root / "_toc.yml").is_file() and (root / "notebooks").is_dir() else None
+
+
+BOOK_NOTEBOOKS = _book_notebooks()
+
+
+def book_outputs() -> Path:
+    """Where the book keeps its chapters' outputs: <repo>/notebooks/outputs, or ./outputs
+    when fsdiag is not run from a source checkout."""
+    return (BOOK_NOTEBOOKS / "outputs") if BOOK_NOTEBOOKS is not None else Path.cwd().resolve() / "outputs"
+
+
+def resolve_out_dir(out_dir, chapter: str) -> Path:
+    """out_dir=None is the book's own folder for the chapter (book_outputs()/chapter, whatever
+    the working directory); a relative path is relative to the working directory."""
+    if out_dir is None:
+        return book_outputs() / chapter
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(out_dir))))
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sibling(final: Path, kind: str, pid: int | None = None) -> Path:
+    return final.parent / f".{final.name}.{kind}-{os.getpid() if pid is None else pid}"
+
+
+def _clean_stale(final: Path) -> None:
+    # Leftovers of runs whose process is gone: staging folders are dropped; an old copy
+    # moved aside by a commit that was killed before it finished is put back if out_dir is missing.
+    pattern = re.compile(re.escape(f".{final.name}.") + r"(staging|old)-(\d+)")
+    if not final.parent.is_dir():
+        return
+    for p in sorted(final.parent.iterdir()):
+        m = pattern.fullmatch(p.name)
+        if not m or (_pid_alive(int(m[2])) and int(m[2]) != os.getpid()):
+            continue
+        if m[1] == "old" and not final.exists():
+            os.rename(p, final)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _check_replaceable(final: Path, name: str = "out_dir") -> None:
+    # A run replaces out_dir whole, so refuse anything that is not a previous run's outputs.
+    if not final.exists():
+        return
+    if not final.is_dir():
+        raise ValueError(f"{name}: {final} exists and is not a folder")
+    foreign = [p.name for p in final.iterdir() if not (p.is_file() and p.suffix in (".png", ".json"))]
+    if foreign:
+        raise ValueError(f"{name}: {final} exists and holds things a notebook does not write "
+                         f"({', '.join(sorted(foreign)[:5])}); each run replaces out_dir whole, "
+                         f"so give a new or empty folder")
+
+
+def _history() -> list:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return []
+    ip = get_ipython()
+    return ip.user_ns.get("In", []) if ip is not None else []
+
+
+def setup(out_dir, chapter: str, *, overwrite: bool = False) -> Path:
+    """Apply the book's seaborn style and open a staging folder for this run's outputs.
+
+    out_dir is resolved by `resolve_out_dir`. A papermill run given parameters refuses to write
+    into the book's own outputs (book_outputs()) unless overwrite=True; the book build and an
+    interactive session inject none and may. Leftovers of killed runs are cleaned up here.
+    Returns the staging folder (a hidden sibling of out_dir): pass it to save_figure and
+    write_metrics, then to finish() in the last cell."""
     import matplotlib
     import seaborn as sns
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "figure.autolayout": False})
-    path = Path(out_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    final = resolve_out_dir(out_dir, chapter)
+    injected = injected_parameters(_history())
+    if injected and not overwrite and _within(final, book_outputs()):
+        raise ValueError(f"out_dir: this run was given parameters ({', '.join(injected)}) and would replace the "
+                         f"book's own outputs in {final}; pass another folder (-p out_dir DIR) or "
+                         f"-p overwrite True")
+    _clean_stale(final)
+    _check_replaceable(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(final, "staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
 
 
-def _atomic_write(path: Path, write) -> Path:
+def finish(out) -> Path:
+    """Move the staging folder from setup() into place as out_dir, replacing an earlier run's
+    folder whole, and print what was written. Returns out_dir."""
+    staging = Path(out)
+    m = re.fullmatch(r"\.(.+)\.staging-(\d+)", staging.name)
+    if m is None or not staging.is_dir():
+        raise ValueError(f"out: expected the staging folder returned by nbtools.setup, got {str(out)!r}")
+    final = staging.parent / m[1]
+    _check_replaceable(final)
+    old = _sibling(final, "old")
+    if final.exists():
+        os.rename(final, old)
+    os.rename(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        shown = final.relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = final
+    print(f"wrote {', '.join(sorted(p.name for p in final.iterdir()))} to {shown}")
+    return final
+
+
+def _write(path: Path, write) -> Path:
+    # Write through a temporary name and rename, so that no file is ever half-written. open()
+    # creates it, so the umask applies (0644 under umask 022).
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
 def save_figure(fig, out_dir, name: str) -> Path:
-    """Save a figure as out_dir/name.png via a temporary file (never half-written)."""
-    return _atomic_write(Path(out_dir) / f"{name}.png", lambda tmp: fig.savefig(tmp, bbox_inches="tight", format="png"))
+    """Save a figure as out_dir/name.png (out_dir: the folder from setup)."""
+    return _write(Path(out_dir) / f"{name}.png", lambda tmp: fig.savefig(tmp, bbox_inches="tight", format="png"))
 
 
 def to_jsonable(obj):
@@ -75,6 +423,6 @@ def to_jsonable(obj):
 
 
 def write_metrics(out_dir, metrics: dict) -> Path:
-    """Write out_dir/metrics.json atomically."""
+    """Write out_dir/metrics.json (out_dir: the folder from setup)."""
     text = json.dumps(to_jsonable(metrics), indent=2, sort_keys=True, allow_nan=True)
-    return _atomic_write(Path(out_dir) / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    return _write(Path(out_dir) / "metrics.json", lambda tmp: Path(tmp).write_text(text))

@@ -28,4 +28,17 @@ def run_notebook(name: str, tmp_path: Path, **params) -> dict:
     pm.execute_notebook(str(ROOT / "notebooks" / name), str(tmp_path / name),
                         parameters={"out_dir": str(out_dir), **params},
                         cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    # The outputs were moved into place whole: no staging folder or old copy is left beside them.
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
     return json.loads((out_dir / "metrics.json").read_text())
+
+
+def assert_rejected(name: str, tmp_path: Path, bad: dict, match: str, error: str = "ValueError", cell: int = 3):
+    """Run notebooks/<name> with a bad parameter: it must fail with `error` naming `match` in the
+    validation cell (the 3rd executed: parameters, papermill's injected cell, validation) and
+    write nothing."""
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match=match) as info:
+        run_notebook(name, tmp_path, **bad)
+    assert (info.value.ename, info.value.exec_count) == (error, cell), info.value
+    assert not (tmp_path / "out").exists()

@@ -1,9 +1,8 @@
 """Chapter 1 (claim 1): the FSR converges to the true posterior at the Monte Carlo rate N^-1/2,
 for linear and nonlinear forward models."""
-import papermill
 import pytest
 
-from conftest import run_notebook
+from conftest import assert_rejected, run_notebook
 
 NB = "01_finite_sample_lens.ipynb"
 TINY = dict(n_atoms_max=5000, n_sizes=5, n_seeds=8, n_grid=100, n_bins=10)
@@ -57,8 +56,11 @@ def test_references_are_right(metrics):
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("bad, name", [(dict(n_atoms_min=0), "n_atoms_min"), (dict(noise_std=-1.0), "noise_std"),
-                                       (dict(n_atoms_max=50), "n_atoms_max")])
-def test_bad_parameter_fails_early(tmp_path, bad, name):
-    with pytest.raises(papermill.PapermillExecutionError, match=name):
-        run_notebook(NB, tmp_path, **{**TINY, **bad})
+@pytest.mark.parametrize("bad, name, error", [
+    (dict(n_atoms_max=50), "n_atoms_max", "ValueError"),
+    (dict(nonlinear="polar"), "nonlinear", "ValueError"),
+    (dict(n_sizse=5), "n_sizse", "ValueError"),
+    (dict(n_sizes=2.5), "n_sizes", "TypeError"),
+])
+def test_bad_or_unknown_parameter_fails_in_the_validation_cell(tmp_path, bad, name, error):
+    assert_rejected(NB, tmp_path, {**TINY, **bad}, name, error)

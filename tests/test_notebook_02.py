@@ -2,10 +2,9 @@
 and its sampler sits at the Monte Carlo floor; the approximations do not."""
 import math
 
-import papermill
 import pytest
 
-from conftest import run_notebook
+from conftest import assert_rejected, run_notebook
 
 NB = "02_headline_heatmaps.ipynb"
 TINY = dict(n_atoms=64, n_particles=512, n_steps=100, n_record=15, n_bins=40, n_quad=800,
@@ -57,8 +56,11 @@ def test_approximations_are_clearly_farther_than_fsr(metrics):
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("bad, name", [(dict(n_particles=0), "n_particles"),
-                                       (dict(noise_linear=[-1.0]), "noise_linear")])
-def test_bad_parameter_fails_early(tmp_path, bad, name):
-    with pytest.raises(papermill.PapermillExecutionError, match=name):
-        run_notebook(NB, tmp_path, **{**TINY, **bad})
+@pytest.mark.parametrize("bad, name, error", [
+    (dict(noise_linear=[-1.0]), "noise_linear", "ValueError"),
+    (dict(methods=["fsr", "bogus"]), "methods", "ValueError"),
+    (dict(n_particle=10), "n_particle", "ValueError"),
+    (dict(x_lim="4"), "x_lim", "TypeError"),
+])
+def test_bad_or_unknown_parameter_fails_in_the_validation_cell(tmp_path, bad, name, error):
+    assert_rejected(NB, tmp_path, {**TINY, **bad}, name, error)

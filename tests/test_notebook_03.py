@@ -2,10 +2,9 @@
 intermediate times; their likelihood scores are too strong or too weak. The FSR is exact."""
 import math
 
-import papermill
 import pytest
 
-from conftest import run_notebook
+from conftest import assert_rejected, run_notebook
 
 NB = "03_posterior_spread.ipynb"
 # 1000 steps: at t_min the spread of a one-atom posterior is b^2 ~ 1e-3, which coarser
@@ -60,7 +59,11 @@ def test_approximations_misweigh_the_likelihood_and_misestimate_the_spread(metri
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("bad, name", [(dict(n_score_points=0), "n_score_points"), (dict(zeta=-1.0), "zeta")])
-def test_bad_parameter_fails_early(tmp_path, bad, name):
-    with pytest.raises(papermill.PapermillExecutionError, match=name):
-        run_notebook(NB, tmp_path, **{**TINY, **bad})
+@pytest.mark.parametrize("bad, name, error", [
+    (dict(n_score_points=0), "n_score_points", "ValueError"),
+    (dict(n_score_point=10), "n_score_point", "ValueError"),
+    (dict(zeta="0.3"), "zeta", "TypeError"),
+    (dict(methods="fsr"), "methods", "TypeError"),
+])
+def test_bad_or_unknown_parameter_fails_in_the_validation_cell(tmp_path, bad, name, error):
+    assert_rejected(NB, tmp_path, {**TINY, **bad}, name, error)

@@ -2,10 +2,9 @@
 Monte Carlo error; the likelihood approximations do not."""
 import math
 
-import papermill
 import pytest
 
-from conftest import run_notebook
+from conftest import assert_rejected, run_notebook
 from fsdiag.diagnostics import wilson_interval
 
 NB = "05_mode_reweighting.ipynb"
@@ -85,7 +84,11 @@ def test_digits_class_weights(tmp_path):
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("bad, name", [({"n_particles": 0}, "n_particles"), ({"noise_std": -1.0}, "noise_std")])
-def test_bad_parameter_fails_early(tmp_path, bad, name):
-    with pytest.raises(papermill.PapermillExecutionError, match=name):
-        run_notebook(NB, tmp_path, **bad)
+@pytest.mark.parametrize("bad, name, error", [
+    ({"noise_std": -1.0}, "noise_std", "ValueError"),
+    ({"pi_1": 1.0}, "pi_1", "ValueError"),
+    ({"n_partcles": 10}, "n_partcles", "ValueError"),
+    ({"digit_methods": "fsr"}, "digit_methods", "TypeError"),
+])
+def test_bad_or_unknown_parameter_fails_in_the_validation_cell(tmp_path, bad, name, error):
+    assert_rejected(NB, tmp_path, bad, name, error)

@@ -1,10 +1,9 @@
 """Chapter 6 (claims 5 and 7): the FSR sampler stays on the data and off excluded prior modes; the
 DPS variants leave the manifold under nonlinear operators and low noise, and the approximations land on
 prior modes the posterior excludes."""
-import papermill
 import pytest
 
-from conftest import run_notebook
+from conftest import assert_rejected, run_notebook
 from fsdiag.diagnostics import wilson_interval
 
 NB = "06_hallucination.ipynb"
@@ -68,7 +67,11 @@ def test_linear_only_methods_are_not_applicable_to_nonlinear_models(metrics):
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("bad, name", [({"n_particles": 0}, "n_particles"), ({"manifold_noise": -1.0}, "manifold_noise")])
-def test_bad_parameter_fails_early(tmp_path, bad, name):
-    with pytest.raises(papermill.PapermillExecutionError, match=name):
-        run_notebook(NB, tmp_path, **bad)
+@pytest.mark.parametrize("bad, name, error", [
+    ({"mlp_hidden": -1}, "mlp_hidden", "ValueError"),
+    ({"ring_modes": 2.5}, "ring_modes", "TypeError"),
+    ({"ring_mode": 4}, "ring_mode", "ValueError"),
+    ({"sweep_dataset": "torus", "sweep_operator": "polar_angle"}, "sweep_operator", "ValueError"),
+])
+def test_bad_or_unknown_parameter_fails_in_the_validation_cell(tmp_path, bad, name, error):
+    assert_rejected(NB, tmp_path, bad, name, error)

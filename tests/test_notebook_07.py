@@ -1,9 +1,8 @@
 """Chapter 7 (claim 6): a multimodal prior with a linear model and a unimodal posterior is enough
 for hallucinated prior modes; with a unimodal prior the mode errors vanish."""
-import papermill
 import pytest
 
-from conftest import run_notebook
+from conftest import assert_rejected, run_notebook
 
 NB = "07_minimal_cause.ipynb"
 TINY = dict(n_particles=1024, n_steps=200, n_record=5, n_control_atoms=64)
@@ -66,7 +65,17 @@ def test_control_errors_vanish(metrics):
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("bad, name", [(dict(n_particles=0), "n_particles"), (dict(noise_std=-1.0), "noise_std")])
-def test_bad_parameter_fails_early(tmp_path, bad, name):
-    with pytest.raises(papermill.PapermillExecutionError, match=name):
-        run_notebook(NB, tmp_path, **{**TINY, **bad})
+@pytest.mark.parametrize("bad, name, error", [
+    (dict(noise_std=-1.0), "noise_std", "ValueError"),
+    (dict(noise=0.5), "noise", "ValueError"),
+    (dict(atoms="[-1, 1]"), "atoms", "TypeError"),
+])
+def test_bad_or_unknown_parameter_fails_in_the_validation_cell(tmp_path, bad, name, error):
+    assert_rejected(NB, tmp_path, {**TINY, **bad}, name, error)
+
+
+@pytest.mark.notebooks
+def test_a_run_with_parameters_does_not_replace_the_book_outputs(tmp_path):
+    # out_dir=None is the book's own notebooks/outputs/07_minimal_cause: refused without overwrite=True,
+    # in the setup cell (the 4th executed), before anything is written.
+    assert_rejected(NB, tmp_path, dict(out_dir=None, seed=1), "overwrite True", "ValueError", cell=4)

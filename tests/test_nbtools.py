@@ -1,0 +1,317 @@
+"""nbtools: the declarative parameter specs, papermill's unknown parameters, and outputs that
+appear all at once (staging folder, commit, cleanup of killed runs)."""
+import json
+import math
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fsdiag import nbtools
+from fsdiag.nbtools import Bool, Choice, Device, Int, ListOf, Methods, OutDir, Real, Seed
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+
+
+def rejects(kind, value, error=ValueError, name="knob"):
+    with pytest.raises(error, match=rf"^{name}"):
+        kind.check(name, value)
+
+
+# ---------------------------------------------------------------------------------- kinds
+
+def test_int():
+    Int(min=1).check("n", 1)
+    Int(min=1, max=7).check("n", 7)
+    rejects(Int(min=1), 0)
+    rejects(Int(min=1, max=7), 8)
+    rejects(Int(), 2.5, TypeError)
+    rejects(Int(), True, TypeError)
+    rejects(Int(), "3", TypeError)
+    rejects(Seed(), -1)
+    rejects(Seed(), 2 ** 32)
+    Seed().check("seed", 2 ** 32 - 1)
+
+
+def test_real():
+    Real().check("x", -3)                          # an int is a number
+    Real(gt=0).check("x", 1e-300)
+    Real(gt=0, lt=1).check("p", 0.5)
+    for v in (0.0, 1.0, -0.1):
+        rejects(Real(gt=0, lt=1), v)
+    Real(ge=0, le=1).check("p", 0.0)
+    rejects(Real(ge=0, le=1), 1.5)
+    for v in (math.nan, math.inf, -math.inf):
+        rejects(Real(), v)
+    rejects(Real(), "0.3", TypeError)
+    rejects(Real(), False, TypeError)
+    rejects(Real(), None, TypeError)
+
+
+def test_bool_choice_device_outdir():
+    Bool().check("flag", False)
+    rejects(Bool(), 0, TypeError)
+    rejects(Bool(), "False", TypeError)
+    Choice("radial", "polar_angle").check("op", "radial")
+    rejects(Choice("radial", "polar_angle"), "polar")
+    rejects(Choice(1, 2), True)                       # True == 1, but it is not the option 1
+    Device().check("device", "auto")
+    Device().check("device", "cpu")
+    rejects(Device(), "tpu")
+    rejects(Device(), 0, TypeError)
+    OutDir().check("out_dir", None)
+    OutDir().check("out_dir", "runs/05")
+    rejects(OutDir(), "  ")
+    rejects(OutDir(), 5, TypeError)
+
+
+def test_lists_report_the_item():
+    ListOf(Real(gt=0)).check("noise", [0.5, 1])
+    ListOf(Real(), length=2).check("means", (-2.0, 2.0))
+    rejects(ListOf(Real()), [])                       # non-empty by default
+    rejects(ListOf(Real(), length=2), [1.0])
+    rejects(ListOf(Real(), max_len=2), [1, 2, 3])
+    rejects(ListOf(Real()), 1.0, TypeError)
+    rejects(ListOf(Real()), "1, 2", TypeError)
+    with pytest.raises(ValueError, match=r"^noise\[1\]: expected a positive"):
+        ListOf(Real(gt=0)).check("noise", [0.5, -1])
+    with pytest.raises(ValueError, match=r"^methods\[1\]: expected one of .*'pigdm'"):
+        Methods().check("methods", ["fsr", "bogus"])
+    rejects(Methods(), ["fsr", "fsr"], name="methods")
+    rejects(Methods(), "fsr", TypeError, name="methods")
+    Methods().check("methods", ["fsr", "pigdm"])
+
+
+@given(v=st.integers(-50, 50), lo=st.integers(-20, 20), span=st.integers(0, 20))
+def test_int_accepts_exactly_its_range(v, lo, span):
+    kind = Int(min=lo, max=lo + span)
+    if lo <= v <= lo + span:
+        kind.check("n", v)
+    else:
+        rejects(kind, v, name="n")
+
+
+@given(v=st.floats(allow_nan=True, allow_infinity=True), lo=st.floats(-10, 10), hi=st.floats(-10, 10))
+def test_real_accepts_exactly_its_open_interval(v, lo, hi):
+    kind = Real(gt=lo, lt=hi)
+    if math.isfinite(v) and lo < v < hi:
+        kind.check("x", v)
+    else:
+        rejects(kind, v, name="x")
+
+
+@given(values=st.lists(st.one_of(st.floats(-5, 5), st.text(max_size=3), st.booleans(), st.none()), max_size=5),
+       lo=st.integers(0, 3), extra=st.integers(0, 3))
+def test_list_errors_always_name_the_parameter(values, lo, extra):
+    kind = ListOf(Real(gt=0), min_len=lo, max_len=lo + extra)
+    ok = lo <= len(values) <= lo + extra and all(
+        isinstance(v, float) and v > 0 for v in values)
+    if ok:
+        kind.check("levels", values)
+    else:
+        with pytest.raises((TypeError, ValueError), match=r"^levels"):
+            kind.check("levels", values)
+
+
+# ------------------------------------------------------------------- check_params and history
+
+SPEC = {"seed": Seed(), "n_particles": Int(min=1), "noise_std": Real(gt=0), "methods": Methods(),
+        "device": Device(), "out_dir": OutDir(), "overwrite": Bool()}
+DEFAULTS = dict(seed=0, n_particles=64, noise_std=0.3, methods=["fsr"], device="cpu", out_dir=None, overwrite=False)
+PARAMS_CELL = "seed = 0\nn_particles = 64\nnoise_std = 0.3\n"
+
+
+def test_check_params_reads_the_namespace():
+    nbtools.check_params(dict(DEFAULTS), SPEC)
+    with pytest.raises(ValueError, match="^n_particles: expected an integer >= 1, got 0"):
+        nbtools.check_params({**DEFAULTS, "n_particles": 0}, SPEC)
+    with pytest.raises(TypeError, match="^noise_std"):
+        nbtools.check_params({**DEFAULTS, "noise_std": "x"}, SPEC)
+    with pytest.raises(ValueError, match="^overwrite: listed in the parameter spec but not set"):
+        nbtools.check_params({k: v for k, v in DEFAULTS.items() if k != "overwrite"}, SPEC)
+
+
+def test_injected_parameters_from_a_fake_history():
+    history = ["", PARAMS_CELL, "# Parameters\nn_partcles = 10\nseed = 3\nPAPERMILL_INPUT_PATH = 'a.ipynb'\n",
+               "nbtools.check_params(globals(), SPEC)"]
+    assert nbtools.injected_parameters(history) == ["n_partcles", "seed"]
+    assert nbtools.injected_parameters(["", PARAMS_CELL]) == []          # the book build: nothing injected
+    assert nbtools.injected_parameters(None) == []
+    assert nbtools.injected_parameters(["# Parameters\nthis is not python("]) == []
+
+
+def test_an_unknown_injected_parameter_fails_with_the_known_ones():
+    ns = {**DEFAULTS, "In": ["", PARAMS_CELL, "# Parameters\nn_partcles = 10\n", "..."]}
+    with pytest.raises(ValueError, match=r"unknown parameter 'n_partcles' \(did you mean 'n_particles'\?\); "
+                                         r"this notebook's parameters are: seed, n_particles, noise_std"):
+        nbtools.check_params(ns, SPEC)
+    ns["In"][2] = "# Parameters\nseed = 3\nn_particles = 10\n"                     # known names are fine
+    nbtools.check_params(ns, SPEC)
+
+
+def test_the_real_papermill_injection_is_recognised():
+    from papermill.translators import PythonTranslator
+    cell = PythonTranslator.codify({"n_partcles": 10, "methods": ["fsr"], "out_dir": None}, "Parameters")
+    assert nbtools.injected_parameters([cell]) == ["n_partcles", "methods", "out_dir"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_parameter_of_every_notebook_has_a_spec(path, monkeypatch):
+    # Run the parameters cell and the validation cell in-process: the spec names exactly the
+    # parameters, the defaults pass, and the validation cell is the one collapsed in the book.
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    params, check = ("".join(c["source"]) for c in cells[:2])
+    assert cells[0]["metadata"]["tags"] == ["parameters"]
+    assert cells[1]["metadata"]["tags"] == ["hide-input"]
+    assert "".join(cells[-1]["source"]).strip().endswith("out = nbtools.finish(out)")
+    ns = {}
+    exec(params, ns)
+    names = set(ns) - {"__builtins__"}
+    seen = {}
+    real = nbtools.check_params
+    monkeypatch.setattr(nbtools, "check_params", lambda namespace, spec: (seen.update(spec), real(namespace, spec)))
+    exec(check, ns)
+    assert set(seen) == names
+    assert ns["out_dir"] is None and ns["overwrite"] is False
+    assert len(check.splitlines()) <= 20
+
+
+# ---------------------------------------------------------------------------- staging and commit
+
+@pytest.fixture
+def umask():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def fig():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    f, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1])
+    return f
+
+
+def mode(p):
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_outputs_appear_at_the_end_with_the_usual_modes(tmp_path, umask):
+    final = tmp_path / "out"
+    out = nbtools.setup(final, "x")
+    assert out.parent == tmp_path and out.name == f".out.staging-{os.getpid()}" and not final.exists()
+    nbtools.save_figure(fig(), out, "a")
+    nbtools.write_metrics(out, {"x": 1.5})
+    assert not final.exists()                                   # nothing visible before the commit
+    assert nbtools.finish(out) == final
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]              # no staging, no temp litter
+    assert sorted(p.name for p in final.iterdir()) == ["a.png", "metrics.json"]
+    assert mode(final) == 0o755 and mode(final / "a.png") == mode(final / "metrics.json") == 0o644
+    assert json.loads((final / "metrics.json").read_text()) == {"x": 1.5}
+
+
+def test_umask_is_respected(tmp_path):
+    old = os.umask(0o077)
+    try:
+        out = nbtools.setup(tmp_path / "out", "x")
+        nbtools.write_metrics(out, {})
+        final = nbtools.finish(out)
+    finally:
+        os.umask(old)
+    assert mode(final / "metrics.json") == 0o600 and mode(final) == 0o700
+
+
+def test_a_rerun_replaces_out_dir_whole(tmp_path):
+    out = nbtools.setup(tmp_path / "out", "x")
+    nbtools.save_figure(fig(), out, "old_only")
+    nbtools.write_metrics(out, {"run": 1})
+    nbtools.finish(out)
+    out = nbtools.setup(tmp_path / "out", "x")
+    nbtools.write_metrics(out, {"run": 2})
+    assert (tmp_path / "out" / "old_only.png").exists()           # the old run stays until the commit
+    final = nbtools.finish(out)
+    assert sorted(p.name for p in final.iterdir()) == ["metrics.json"]
+    assert json.loads((final / "metrics.json").read_text()) == {"run": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_killed_run_leaves_the_old_outputs_and_the_next_setup_cleans_up(tmp_path):
+    out = nbtools.setup(tmp_path / "out", "x")
+    nbtools.write_metrics(out, {"run": 1})
+    nbtools.finish(out)
+    pid = os.fork()                      # a run killed while writing: SIGKILL, so no cleanup code runs
+    if pid == 0:
+        try:
+            out = nbtools.setup(tmp_path / "out", "x")
+            nbtools.write_metrics(out, {"run": 2})
+            (out / ".half.png.tmp-1").write_text("half")
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir()]
+    assert "out" in left and any(n.startswith(".out.staging-") for n in left)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == {"run": 1}   # old outputs, untouched
+    out = nbtools.setup(tmp_path / "out", "x")                  # the next run's setup removes the leftover
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", out.name])
+    nbtools.finish(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_commit_killed_halfway_is_undone_by_the_next_setup(tmp_path):
+    # Killed between "rename old away" and "rename new in": out is missing, the old copy is put back.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / f".out.old-{pid}").mkdir()
+    (tmp_path / f".out.old-{pid}" / "metrics.json").write_text("{}")
+    (tmp_path / f".out.staging-{pid}").mkdir()
+    out = nbtools.setup(tmp_path / "out", "x")
+    assert (tmp_path / "out" / "metrics.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", out.name])
+
+
+def test_a_folder_that_is_not_a_notebooks_outputs_is_never_replaced(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="^out_dir: .*notes.txt"):
+        nbtools.setup(tmp_path / "mine", "x")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="^out_dir: .*not a folder"):
+        nbtools.setup(tmp_path / "file", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
+
+
+def test_finish_needs_the_staging_folder(tmp_path):
+    with pytest.raises(ValueError, match="^out: expected the staging folder"):
+        nbtools.finish(tmp_path)
+
+
+# -------------------------------------------------------------------------------- out_dir rule
+
+def test_out_dir_none_is_the_book_folder_wherever_the_kernel_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert nbtools.resolve_out_dir(None, "05_x") == ROOT / "notebooks" / "outputs" / "05_x"
+    assert nbtools.resolve_out_dir("runs/05", "05_x") == tmp_path / "runs" / "05"
+    assert nbtools.resolve_out_dir(tmp_path / "a", "05_x") == tmp_path / "a"
+
+
+def test_a_run_given_parameters_needs_overwrite_for_the_book_outputs(tmp_path, monkeypatch):
+    monkeypatch.setattr(nbtools, "BOOK_NOTEBOOKS", tmp_path / "notebooks")
+    monkeypatch.setattr(nbtools, "_history", lambda: ["", "seed = 0", "# Parameters\nseed = 3\n"])
+    with pytest.raises(ValueError, match=r"^out_dir: this run was given parameters \(seed\).*overwrite True"):
+        nbtools.setup(None, "05_x")
+    assert not (tmp_path / "notebooks").exists()
+    nbtools.finish(nbtools.setup(tmp_path / "elsewhere", "05_x"))           # any other folder is fine
+    out = nbtools.setup(None, "05_x", overwrite=True)
+    assert nbtools.finish(out) == tmp_path / "notebooks" / "outputs" / "05_x"
+    monkeypatch.setattr(nbtools, "_history", lambda: ["", "seed = 0"])      # the book build injects nothing
+    nbtools.finish(nbtools.setup(None, "05_x"))
