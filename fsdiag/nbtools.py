@@ -283,8 +283,11 @@ def resolve_out_dir(out_dir, chapter: str) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(out_dir))))
 
 
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
+def _is_chapter_folder(path: Path) -> bool:
+    # Is this the book's own outputs folder of some chapter (notebooks/outputs/<chapter>)?
+    path = Path(os.path.realpath(path))
+    return path.parent == book_outputs().resolve() and (
+        BOOK_NOTEBOOKS is None or (BOOK_NOTEBOOKS / f"{path.name}.ipynb").is_file())
 
 
 def _pid_alive(pid: int) -> bool:
@@ -343,8 +346,8 @@ def setup(out_dir, chapter: str, *, overwrite: bool = False) -> Path:
     """Apply the book's seaborn style and open a staging folder for this run's outputs.
 
     out_dir is resolved by `resolve_out_dir`. A papermill run given parameters refuses to write
-    into the book's own outputs (book_outputs()) unless overwrite=True; the book build and an
-    interactive session inject none and may. Leftovers of killed runs are cleaned up here.
+    into a chapter's own folder of the book's outputs (book_outputs()/<chapter>) unless
+    overwrite=True; the book build and an interactive session inject none and may. Leftovers of killed runs are cleaned up here.
     Returns the staging folder (a hidden sibling of out_dir): pass it to save_figure and
     write_metrics, then to finish() in the last cell."""
     import matplotlib
@@ -353,7 +356,7 @@ def setup(out_dir, chapter: str, *, overwrite: bool = False) -> Path:
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "figure.autolayout": False})
     final = resolve_out_dir(out_dir, chapter)
     injected = injected_parameters(_history())
-    if injected and not overwrite and _within(final, book_outputs()):
+    if injected and not overwrite and _is_chapter_folder(final):
         raise ValueError(f"out_dir: this run was given parameters ({', '.join(injected)}) and would replace the "
                          f"book's own outputs in {final}; pass another folder (-p out_dir DIR) or "
                          f"-p overwrite True")

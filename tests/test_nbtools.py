@@ -305,12 +305,18 @@ def test_out_dir_none_is_the_book_folder_wherever_the_kernel_runs(tmp_path, monk
 
 
 def test_a_run_given_parameters_needs_overwrite_for_the_book_outputs(tmp_path, monkeypatch):
-    monkeypatch.setattr(nbtools, "BOOK_NOTEBOOKS", tmp_path / "notebooks")
+    book = tmp_path / "notebooks"
+    book.mkdir()
+    (book / "05_x.ipynb").write_text("{}")
+    (book / "06_y.ipynb").write_text("{}")
+    monkeypatch.setattr(nbtools, "BOOK_NOTEBOOKS", book)
     monkeypatch.setattr(nbtools, "_history", lambda: ["", "seed = 0", "# Parameters\nseed = 3\n"])
-    with pytest.raises(ValueError, match=r"^out_dir: this run was given parameters \(seed\).*overwrite True"):
-        nbtools.setup(None, "05_x")
-    assert not (tmp_path / "notebooks").exists()
-    nbtools.finish(nbtools.setup(tmp_path / "elsewhere", "05_x"))           # any other folder is fine
+    for out_dir in (None, book / "outputs" / "06_y", book / "outputs" / "." / "05_x"):     # any chapter's own folder
+        with pytest.raises(ValueError, match=r"^out_dir: this run was given parameters \(seed\).*overwrite True"):
+            nbtools.setup(out_dir, "05_x")
+    assert sorted(p.name for p in book.iterdir()) == ["05_x.ipynb", "06_y.ipynb"]
+    nbtools.finish(nbtools.setup(tmp_path / "elsewhere", "05_x"))           # any other folder is fine,
+    nbtools.finish(nbtools.setup(book / "outputs" / "05_x_seed3", "05_x"))  # even next to the book's
     out = nbtools.setup(None, "05_x", overwrite=True)
     assert nbtools.finish(out) == tmp_path / "notebooks" / "outputs" / "05_x"
     monkeypatch.setattr(nbtools, "_history", lambda: ["", "seed = 0"])      # the book build injects nothing
