@@ -2,6 +2,8 @@
 
 `fsdiag demo`: each method's mass per atom on the paper's three-atom testbed.
 `fsdiag diagnose SAMPLER --problem NAME`: judge any sampler against the exact posterior.
+`fsdiag regenerate --profile NAME`: execute the book's notebooks in batch (locally or on Dask).
+`fsdiag book --from DIR`: build the website from a regeneration run.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import argparse
 import sys
 
 from .cli_diagnose import add_parser as add_diagnose_parser
+from .regenerate import add_parsers as add_regenerate_parsers
 
 from . import METHODS, VPSchedule, posterior_weights, sample, sample_exact
 from .diagnostics import atom_mass, wilson_interval
@@ -50,8 +53,9 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=42)
     d.add_argument("--progress", action="store_true")
     add_diagnose_parser(sub)
+    add_regenerate_parsers(sub)
     args = parser.parse_args(argv)
-    if args.command == "diagnose":
+    if args.command in ("diagnose", "regenerate", "book"):
         return args.run(args)
     demo(args.n_particles, args.n_steps, args.seed, args.progress)
     return 0

@@ -1,0 +1,460 @@
+"""`fsdiag regenerate`: execute the book's notebooks in batch under a profile, locally or on Dask.
+
+A profile (notebooks/profiles.yml) expands into runs: one notebook with one set of parameters.
+Each run executes with papermill into a staging folder that is renamed, complete, to
+`OUT/<profile>/<notebook>/<key>/` (the executed notebook, its figures and metrics.json, and
+run.json); `key` hashes the notebook's content, the parameters and the fsdiag version, so an
+unchanged run is skipped, a killed batch resumes, and `force` reruns. A failing run never
+stops the others; it lands in `<key>.failed/` and the batch's exit code is 1.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunSpec", "load_profiles", "expand", "execute_run", "regenerate", "build_book_from",
+           "REPO", "PROFILES"]
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = REPO / "notebooks" / "profiles.yml"
+
+
+@dataclass
+class RunSpec:
+    """One notebook with one set of parameters, and where its outputs land."""
+
+    profile: str
+    notebook: str          # name without .ipynb
+    path: str              # the source notebook
+    params: dict
+    key: str
+    out: str               # OUT/<profile>/<notebook>/<key>
+    threads: int = 0       # torch/BLAS threads for the kernel (0: leave as is)
+
+    @property
+    def label(self) -> str:
+        varying = {k: v for k, v in self.params.items() if k in ("seed",)}
+        return self.notebook + (f" {varying}" if varying else "")
+
+
+# ------------------------------------------------------------------ profiles
+def load_profiles(path: str | os.PathLike = PROFILES) -> dict:
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"profiles: no profile file at {path}")
+    profiles = yaml.safe_load(path.read_text())
+    if not isinstance(profiles, dict) or not all(isinstance(p, dict) and isinstance(p.get("notebooks"), dict)
+                                                 for p in profiles.values()):
+        raise ValueError(f"profiles: {path} must map each profile name to a mapping with 'notebooks'")
+    return profiles
+
+
+def _grid(grid) -> list[dict]:
+    if not grid:
+        return [{}]
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ValueError(f"profile: a grid maps parameter names to non-empty lists, got {grid!r}")
+    names = sorted(grid)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+
+
+def run_key(notebook: Path, params: dict) -> str:
+    """Hash of the notebook's content, its parameters and the fsdiag version."""
+    from . import __version__
+    h = hashlib.sha256(notebook.read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(__version__.encode())
+    return h.hexdigest()[:16]
+
+
+def expand(profile: str, *, profiles: dict | None = None, notebooks_dir: str | os.PathLike | None = None,
+           only=None, out: str | os.PathLike = "runs") -> list[RunSpec]:
+    """The runs of a profile (optionally only some notebooks), in a stable order."""
+    profiles = load_profiles() if profiles is None else profiles
+    if profile not in profiles:
+        raise ValueError(f"profile: expected one of {sorted(profiles)}, got {profile!r}")
+    spec = profiles[profile]
+    nb_dir = Path(notebooks_dir) if notebooks_dir is not None else REPO / "notebooks"
+    names = list(spec["notebooks"])
+    if only:
+        picked = []
+        for want in only:
+            hits = [n for n in names if n == want or n == Path(want).stem or n.startswith(f"{want}_")]
+            if not hits:
+                raise ValueError(f"only: {want!r} matches no notebook of profile {profile!r} ({', '.join(names)})")
+            picked += [h for h in hits if h not in picked]
+        names = picked
+    runs = []
+    for name in names:
+        nb_spec = spec["notebooks"][name] or {}
+        path = nb_dir / f"{name}.ipynb"
+        if not path.is_file():
+            raise ValueError(f"profile: {profile!r} names {name!r}, but there is no {path}")
+        fixed = {k: v for k, v in nb_spec.items() if k != "grid"}
+        for point in itertools.product(_grid(spec.get("grid")), _grid(nb_spec.get("grid"))):
+            params = {**(spec.get("defaults") or {}), **fixed, **point[0], **point[1]}
+            key = run_key(path, params)
+            runs.append(RunSpec(profile, name, str(path), params, key, str(Path(out) / profile / name / key)))
+    return runs
+
+
+# ------------------------------------------------------------------ one run
+def _headline(metrics: dict, depth: int = 3, prefix: str = "") -> dict:
+    """Scalar numbers of a metrics.json, flattened as 'a/b/c' (a notebook's `headline` dict first)."""
+    out = {}
+    if isinstance(metrics.get("headline"), dict) and not prefix:
+        out.update({f"headline/{k}": v for k, v in metrics["headline"].items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for k, v in metrics.items():
+        if k in ("params", "headline"):
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[f"{prefix}{k}"] = v
+        elif isinstance(v, dict) and depth > 1:
+            out.update(_headline(v, depth - 1, f"{prefix}{k}/"))
+    return out
+
+
+def notebook_parameters(path) -> list[str]:
+    """Names assigned in a notebook's cell tagged `parameters` (parsed with ast)."""
+    import ast
+    nb = json.loads(Path(path).read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(cell["source"]))
+            return [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(t, ast.Name)]
+    return []
+
+
+def _cell_error(err) -> str:
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        cell = getattr(err, "exec_count", None)
+        return f"{ename}: {evalue}" + (f" (cell {cell})" if cell is not None else "")
+    return f"{type(err).__name__}: {err}"
+
+
+def execute_run(spec: RunSpec) -> dict:
+    """Execute one run into a staging folder and rename it into place. Never raises: a failure is
+    reported in the returned row (status 'failed', the failing cell's error)."""
+    import papermill as pm
+
+    if spec.threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(spec.threads)
+    final = Path(spec.out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{spec.key}.staging-", dir=final.parent))
+    row = {"profile": spec.profile, "notebook": spec.notebook, "key": spec.key, "params": spec.params,
+           "status": "failed", "time_s": 0.0, "error": None, "headline": {}, "out": str(final)}
+    start = time.perf_counter()
+    try:
+        declared = notebook_parameters(spec.path)
+        unknown = sorted(set(spec.params) - set(declared))
+        if unknown:
+            raise ValueError(f"profile {spec.profile!r}: {', '.join(unknown)} not a parameter of {spec.notebook} "
+                             f"(its parameters: {', '.join(sorted(declared))})")
+        params = {**spec.params, "out_dir": str(stage / "outputs")}
+        pm.execute_notebook(spec.path, str(stage / f"{spec.notebook}.ipynb"), parameters=params,
+                            cwd=str(Path(spec.path).parent), progress_bar=False, kernel_name="python3",
+                            log_output=False)
+        metrics_file = stage / "outputs" / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        row.update(status="done", headline=_headline(metrics))
+    except Exception as err:  # noqa: BLE001 - a failing run is reported, never raised
+        row["error"] = _cell_error(err)
+    row["time_s"] = time.perf_counter() - start
+    (stage / "run.json").write_text(json.dumps(row, indent=2, sort_keys=True, default=str))
+    target = final if row["status"] == "done" else final.with_name(f"{spec.key}.failed")
+    old = None
+    if target.exists():
+        old = target.with_name(f".{spec.key}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(stage, target)
+    os.chmod(target, 0o777 & ~_umask())
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    if row["status"] == "done":   # a success supersedes an earlier failure of the same run
+        shutil.rmtree(final.with_name(f"{spec.key}.failed"), ignore_errors=True)
+    return row
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _done_row(spec: RunSpec) -> dict | None:
+    run_json = Path(spec.out) / "run.json"
+    if not run_json.is_file():
+        return None
+    row = json.loads(run_json.read_text())
+    row["status"], row["time_s"] = "skipped", 0.0
+    return row
+
+
+def _clean_staging(root: Path) -> None:
+    """Staging folders that a killed batch left behind."""
+    if root.is_dir():
+        for stale in list(root.glob("*/.*.staging-*")) + list(root.glob("*/.*.old-*")):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ the batch
+def regenerate(profile: str, *, only=None, jobs: int = 1, scheduler: str | None = None, out="runs",
+               force: bool = False, progress: bool = True, profiles_file=PROFILES, notebooks_dir=None,
+               stream=None) -> tuple[int, dict]:
+    """Run a profile; returns (exit code, summary). scheduler: a Dask scheduler address
+    ('tcp://host:8786') or 'local' for a dask.distributed.LocalCluster of `jobs` workers."""
+    from tqdm import tqdm
+
+    stream = sys.stdout if stream is None else stream
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: expected a positive integer, got {jobs!r}")
+    runs = expand(profile, profiles=load_profiles(profiles_file), notebooks_dir=notebooks_dir, only=only, out=out)
+    root = Path(out) / profile
+    _clean_staging(root)
+    rows, todo = {}, []
+    for spec in runs:
+        row = None if force else _done_row(spec)
+        if row is None:
+            todo.append(spec)
+        else:
+            rows[spec.key] = row
+    cores = os.cpu_count() or 1
+    for spec in todo:
+        spec.threads = max(1, cores // jobs)
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"regenerate {profile}", unit="run", disable=not progress or not todo)
+    for row in _execute(todo, jobs, scheduler):
+        rows[row["key"]] = row
+        bar.set_postfix_str(f"{row['notebook']}: {row['status']}")
+        bar.update()
+    bar.close()
+    ordered = [rows[spec.key] for spec in runs]
+    summary = {"profile": profile, "out": str(root), "wall_time_s": time.perf_counter() - start,
+               "runs": ordered, "across_seeds": _across_seeds(ordered)}
+    _write_summary(root, summary)
+    print(_table(summary), file=stream)
+    return (1 if any(r["status"] == "failed" for r in ordered) else 0), summary
+
+
+def _execute(todo: list[RunSpec], jobs: int, scheduler: str | None):
+    """Yield rows as runs finish: in this process, a local process pool, or a Dask cluster."""
+    if not todo:
+        return
+    if scheduler is not None:
+        from dask.distributed import Client, LocalCluster, as_completed
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None) \
+            if scheduler == "local" else None
+        client = Client(cluster if cluster is not None else scheduler)
+        try:
+            futures = [client.submit(execute_run, spec, pure=False, key=f"{spec.notebook}-{spec.key}")
+                       for spec in todo]
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    elif jobs == 1:
+        for spec in todo:
+            yield execute_run(spec)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(execute_run, spec) for spec in todo]):
+                yield fut.result()
+
+
+def _across_seeds(rows: list[dict]) -> list[dict]:
+    """Mean and 95% t-interval of each headline number over runs that differ only in their seed."""
+    from scipy import stats
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] != "failed" and "seed" in r["params"]:
+            rest = json.dumps({k: v for k, v in r["params"].items() if k != "seed"}, sort_keys=True, default=str)
+            groups.setdefault((r["notebook"], rest), []).append(r)
+    out = []
+    for (notebook, rest), members in groups.items():
+        if len(members) < 2:
+            continue
+        keys = sorted(set.intersection(*(set(m["headline"]) for m in members)))
+        for k in keys:
+            vals = [float(m["headline"][k]) for m in members]
+            n = len(vals)
+            mean = sum(vals) / n
+            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+            half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+            out.append({"notebook": notebook, "params": json.loads(rest), "metric": k, "n_seeds": n,
+                        "mean": mean, "ci95": half})
+    return out
+
+
+def _write_summary(root: Path, summary: dict) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["notebook", "key", "status", "time_s", "params", "error", "metric", "value"])
+    for r in summary["runs"]:
+        base = [r["notebook"], r["key"], r["status"], f"{r['time_s']:.2f}", json.dumps(r["params"], sort_keys=True),
+                r["error"] or ""]
+        for k, v in (sorted(r["headline"].items()) or [("", "")]):
+            writer.writerow(base + [k, v])
+    for name, text in (("summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str)),
+                       ("summary.csv", buf.getvalue())):
+        tmp = root / f".{name}.tmp-{os.getpid()}"
+        tmp.write_text(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, root / name)
+
+
+def _table(summary: dict, n_metrics: int = 3) -> str:
+    lines = [f"{'run':<44} {'status':<8} {'time':>8}  headline metrics"]
+    for r in summary["runs"]:
+        label = r["notebook"] + (f" seed={r['params']['seed']}" if "seed" in r["params"] else "")
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(r["headline"].items())[:n_metrics])
+        lines.append(f"{label:<44} {r['status']:<8} {r['time_s']:>7.1f}s  {shown}")
+        if r["error"]:
+            lines.append(f"{'':<44} error: {r['error']}  params: {json.dumps(r['params'], sort_keys=True)}")
+    if summary["across_seeds"]:
+        lines.append("\nacross seeds (mean ± 95% interval):")
+        for a in summary["across_seeds"][:40]:
+            lines.append(f"  {a['notebook']} {a['metric']}: {a['mean']:.4g} ± {a['ci95']:.2g} (n={a['n_seeds']})")
+    failed = sum(r["status"] == "failed" for r in summary["runs"])
+    lines.append(f"\n{len(summary['runs'])} runs: {sum(r['status'] == 'done' for r in summary['runs'])} done, "
+                 f"{sum(r['status'] == 'skipped' for r in summary['runs'])} skipped, {failed} failed; "
+                 f"summary in {summary['out']}/summary.json and summary.csv")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the book from a batch
+def _pick(runs_dir: Path, notebook: str) -> Path | None:
+    """The executed notebook of a finished run: the lowest seed, then the first key."""
+    best = None
+    for run_json in sorted((runs_dir / notebook).glob("*/run.json")):
+        row = json.loads(run_json.read_text())
+        rank = (row["params"].get("seed", 0), run_json.parent.name)
+        if best is None or rank < best[0]:
+            best = (rank, run_json.parent / f"{notebook}.ipynb")
+    return None if best is None else best[1]
+
+
+def build_book_from(runs_dir, *, site=None, repo: Path = REPO, strict: bool = True, stream=None) -> Path:
+    """Build the website from the executed notebooks of a regeneration run (nothing is executed):
+    chapters missing from the run are left out of the table of contents. Returns the html folder."""
+    import subprocess
+
+    import yaml
+    stream = sys.stdout if stream is None else stream
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise ValueError(f"runs_dir: no folder {runs_dir}")
+    src = Path(tempfile.mkdtemp(prefix=".book-src-", dir=runs_dir))
+    try:
+        for item in ("_config.yml", "references.bib", "book"):
+            (shutil.copytree if (repo / item).is_dir() else shutil.copy2)(repo / item, src / item)
+        (src / "notebooks").mkdir()
+        toc = yaml.safe_load((repo / "_toc.yml").read_text())
+        used, missing = [], []
+        for part in toc.get("parts", []):
+            kept = []
+            for ch in part.get("chapters", []):
+                f = ch["file"]
+                if not f.startswith("notebooks/"):
+                    kept.append(ch)
+                    continue
+                executed = _pick(runs_dir, Path(f).name)
+                if executed is None or not executed.is_file():
+                    missing.append(Path(f).name)
+                    continue
+                shutil.copy2(executed, src / "notebooks" / f"{Path(f).name}.ipynb")
+                used.append(Path(f).name)
+                kept.append(ch)
+            part["chapters"] = kept
+        toc["parts"] = [p for p in toc.get("parts", []) if p["chapters"]]
+        if not used:
+            raise ValueError(f"runs_dir: no finished runs of any chapter in {runs_dir}")
+        (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+        config = yaml.safe_load((src / "_config.yml").read_text())
+        config.setdefault("execute", {})["execute_notebooks"] = "off"
+        (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        site = Path(site) if site is not None else runs_dir / "_site"
+        # jupyter-book 1.x has no `python -m` entry; call its click command in this interpreter.
+        cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(src),
+               "--path-output", str(src)]
+        if strict:
+            cmd += ["-W", "-n", "--keep-going"]
+        print(f"building the book from {len(used)} executed chapters in {runs_dir}"
+              + (f" (left out, no finished run: {', '.join(missing)})" if missing else ""), file=stream)
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"jupyter-book build failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+        html = src / "_build" / "html"
+        if site.exists():
+            shutil.rmtree(site)
+        shutil.move(str(html), str(site))
+        print(f"site written to {site}/index.html", file=stream)
+        return site
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ command line
+def add_parsers(sub) -> None:
+    import argparse
+    p = sub.add_parser("regenerate", help="execute the book's notebooks in batch under a profile",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="cpu", help="a profile of notebooks/profiles.yml (ci, cpu, gpu, paper)")
+    p.add_argument("--only", nargs="+", metavar="NB", help="only these notebooks (e.g. 05 or 05_mode_reweighting)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
+    where.add_argument("--scheduler", help="a Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--dask", choices=["local"], help="run on a dask.distributed.LocalCluster of --jobs workers")
+    p.add_argument("--out", default="runs", help="output folder (default ./runs)")
+    p.add_argument("--force", action="store_true", help="rerun runs that already finished")
+    p.add_argument("--profiles", default=str(PROFILES), help=argparse.SUPPRESS)
+    p.set_defaults(run=_main_regenerate)
+    b = sub.add_parser("book", help="build the website from a regeneration run, executing nothing")
+    b.add_argument("--from", dest="runs_dir", required=True, metavar="DIR", help="OUT/<profile> of fsdiag regenerate")
+    b.add_argument("--site", default=None, help="where the html goes (default DIR/_site)")
+    b.set_defaults(run=_main_book)
+
+
+def _main_regenerate(args) -> int:
+    if args.jobs < 1:
+        print("fsdiag regenerate: --jobs: expected a positive integer", file=sys.stderr)
+        return 2
+    scheduler = "local" if args.dask == "local" else args.scheduler
+    try:
+        code, _ = regenerate(args.profile, only=args.only, jobs=args.jobs, scheduler=scheduler, out=args.out,
+                             force=args.force, profiles_file=args.profiles)
+    except ValueError as err:
+        print(f"fsdiag regenerate: {err}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _main_book(args) -> int:
+    try:
+        build_book_from(args.runs_dir, site=args.site)
+    except (ValueError, RuntimeError) as err:
+        print(f"fsdiag book: {err}", file=sys.stderr)
+        return 1
+    return 0
