@@ -4,6 +4,7 @@ FSDIAG_REQUIRE_BROWSER=1 (then those are failures). Build first: jupyter-book bu
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -162,3 +163,42 @@ def test_screenshot(page, chromium, built, tmp_path):
     assert res.returncode == 0, f"{page}: chromium failed: {res.stderr[-2000:]}"
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f"{page}: empty screenshot {shot}"
+
+
+# What a page loads (not what it links to): scripts, stylesheets, fonts, images, frames.
+_LOADS = re.compile(r"<(script|img|iframe)\b[^>]*\bsrc=\"([^\"]+)\"|<link\b([^>]*)>", re.I)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", PAGES)
+def test_page_loads_nothing_from_the_network(page, built):
+    html = (built / f"{page}.html").read_text()
+    remote = []
+    for tag, src, link in _LOADS.findall(html):
+        if link:
+            rel = re.search(r"rel=\"([^\"]*)\"", link)
+            href = re.search(r"href=\"([^\"]*)\"", link)
+            if rel and href and set(rel.group(1).split()) & {"stylesheet", "preload", "icon", "modulepreload"}:
+                src = href.group(1)
+            else:
+                continue
+        if re.match(r"(https?:)?//", src):
+            remote.append(src)
+    assert not remote, f"{page}: loads {remote} from the network"
+    assert "github.com/fsdiag" not in html, f"{page}: links to a repository that does not exist"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", ["book/fsr_math"] + [p for p in NOTEBOOK_PAGES if "05_" in p])
+def test_math_renders_with_the_network_off(page, chromium, built, tmp_path):
+    # Every request off this machine goes to a closed local port: only the site's own files load.
+    res = _run_chromium(chromium, tmp_path / "profile", "--proxy-server=http://127.0.0.1:9",
+                        "--proxy-bypass-list=<-loopback>", "--virtual-time-budget=15000", "--dump-dom",
+                        (built / f"{page}.html").as_uri())
+    assert res.returncode == 0 and "</html>" in res.stdout, f"{page}: chromium failed: {res.stderr[-2000:]}"
+    assert "<mjx-container" in res.stdout, f"{page}: MathJax rendered nothing offline"
+    dom = _Page()
+    dom.feed(res.stdout)
+    visible = "".join(dom.text)
+    for raw in ("\\(", "\\[", "$$"):
+        assert raw not in visible, f"{page}: raw TeX {raw!r} left in the visible text"
