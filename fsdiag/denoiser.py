@@ -6,7 +6,7 @@ x_t = sqrt(abar) x0 + sqrt(1 - abar) z. Both are the prior's streamed Tweedie me
 (`EmpiricalPrior.moments`), never a (batch, N) tensor. Derivatives use the closed form
 dm/dx_t = (a / b^2) Cov(x0 | x_t) — in VE form dD/dx = Cov(x0 | x) / sigma^2, symmetric — through
 a custom autograd.Function, so `.backward()`, `torch.func.vjp`, `jvp`, `vmap`, `jacrev` and
-`jacfwd` all cost one streamed covariance-vector pass (`EmpiricalPrior.cov_matvec`) per call.
+`jacfwd` all cost one streamed covariance-vector pass per call (k vectors per query in one pass).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from .prior import EmpiricalPrior, Moments
+from .prior import EmpiricalPrior
 
 __all__ = ["ExactDenoiser"]
 
@@ -105,6 +105,47 @@ def _limit_nearest(prior: EmpiricalPrior, x: torch.Tensor) -> torch.Tensor:
     return (w.unsqueeze(-1) * atoms).sum(1)
 
 
+def _cov_matvec(prior: EmpiricalPrior, x: torch.Tensor, abar: float, mean: torch.Tensor,
+                v: torch.Tensor) -> torch.Tensor:
+    """Cov(x0 | x_t) v = sum_i w_i (x_i - m)((x_i - m) . v) for v (B, k, d), m the saved mean.
+
+    `EmpiricalPrior.cov_matvec` normalises w_i by the log_norm of the earlier moments pass, whose
+    logits are rounded differently; at small b in float32 the two differ by >> 1 (logits ~
+    eps a |x| |x_i| / b^2), scaling the product by exp(difference) (seen: 1e20x at sigma = 3e-4,
+    d = 64) or overflowing. Here the weights are normalised within this pass (a streamed
+    softmax, as in `moments`), so such rounding only moves w_i by its own size. The centring at
+    the saved m costs nothing: a slightly different m changes C v only at second order."""
+    B, d = x.shape
+    k = v.shape[1]
+    a, b2 = math.sqrt(abar), 1.0 - abar
+    c = prior.center
+    mc = mean - c
+    mv = (mc.unsqueeze(1) * v).sum(-1)                                # (B, k)
+    lhs = torch.cat([(x - a * c) * (a / b2), v.reshape(B * k, d)])   # logits and x_i . v: one matmul
+    floor = -80.0 if x.dtype == torch.float32 else -700.0             # exp's fast path (DESIGN §7)
+    cut = 2.0 * math.exp(floor)
+    run_max = torch.full((B,), torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device)
+    run_sum = x.new_zeros(B)
+    wsum = x.new_zeros(B, k)
+    acc = x.new_zeros(B, k, d)
+    n = prior.n_atoms
+    size = min(prior.chunk_size, max(64, _BLOCK // max(B * (k + 1), 1)))
+    for s in range(0, n, size):
+        sl = slice(s, min(s + size, n))
+        xc = prior.atoms[sl] - c
+        q = lhs @ xc.T
+        logits = q[:B].add_(prior.log_weights[sl] - (a * a / (2 * b2)) * (xc * xc).sum(1))
+        new_max = torch.maximum(run_max, logits.amax(1))
+        rescale = torch.exp((run_max - new_max).clamp_min(floor))
+        p = torch.nn.functional.threshold_(logits.sub_(new_max[:, None]).clamp_(min=floor).exp_(), cut, 0.0)
+        ps = p.unsqueeze(1) * (q[B:].reshape(B, k, -1) - mv.unsqueeze(-1))   # p_i (x_i - m) . v
+        run_sum = run_sum * rescale + p.sum(1)
+        wsum = wsum * rescale[:, None] + ps.sum(-1)
+        acc = acc * rescale[:, None, None] + (ps.reshape(B * k, -1) @ xc).reshape(B, k, d)
+        run_max = new_max
+    return (acc - mc.unsqueeze(1) * wsum.unsqueeze(-1)) / run_sum[:, None, None]
+
+
 def _prior_mean(prior: EmpiricalPrior) -> torch.Tensor:
     """lim_{abar -> 0} E[x0 | x_t] = sum_i pi_i x_i (centred: no cancellation)."""
     return prior.center + torch.exp(prior.log_weights) @ (prior.atoms - prior.center)
@@ -117,71 +158,66 @@ def _check_x_finite(x: torch.Tensor, name: str) -> None:
 
 
 class _Tweedie(torch.autograd.Function):
-    """(mean, log_norm) of the prior's streamed pass, per group of rows; the Jacobian of the
-    mean is jac_scale * Cov(x0 | x) (symmetric), applied by _CovMatvec."""
+    """The prior's streamed Tweedie mean, per group of rows; its Jacobian is
+    jac_scale * Cov(x0 | x) (symmetric), applied by _CovMatvec."""
 
     @staticmethod
     def forward(x, prior, plan):
         _check_x_finite(x, plan.name)
         out = torch.empty_like(x)
-        log_norm = x.new_zeros(x.shape[0])
         for g in plan.groups:
             xs = _take(x, g.rows)
             if g.kind == _SOFT:
-                mo = prior.moments(xs * g.x_scale if g.x_scale != 1.0 else xs, g.abar)
-                _put(out, g.rows, mo.mean)
-                _put(log_norm, g.rows, mo.log_norm)
+                _put(out, g.rows, prior.denoise(xs * g.x_scale if g.x_scale != 1.0 else xs, g.abar))
             elif g.kind == _NEAREST:
                 _put(out, g.rows, _limit_nearest(prior, xs))
             else:
                 _put(out, g.rows, _prior_mean(prior).to(x.dtype).expand_as(xs))
-        return out, log_norm
+        return out
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, prior, plan = inputs
-        mean, log_norm = output
-        ctx.mark_non_differentiable(log_norm)
-        ctx.save_for_backward(x, mean, log_norm)
-        ctx.save_for_forward(x, mean, log_norm)
+        ctx.save_for_backward(x, output)
+        ctx.save_for_forward(x, output)
         ctx.prior, ctx.plan = prior, plan
 
     @staticmethod
-    def backward(ctx, grad_mean, grad_log_norm):
-        x, mean, log_norm = ctx.saved_tensors
-        return _CovMatvec.apply(x, mean, log_norm, grad_mean, ctx.prior, ctx.plan), None, None
+    def backward(ctx, grad_mean):
+        x, mean = ctx.saved_tensors
+        return _CovMatvec.apply(x, mean, grad_mean, ctx.prior, ctx.plan), None, None
 
     @staticmethod
     def jvp(ctx, x_tangent, prior_tangent, plan_tangent):
-        x, mean, log_norm = ctx.saved_tensors
+        x, mean = ctx.saved_tensors
         # The Jacobian is symmetric: the forward-mode product is the same matvec.
-        return _CovMatvec.apply(x, mean, log_norm, x_tangent, ctx.prior, ctx.plan), None
+        return _CovMatvec.apply(x, mean, x_tangent, ctx.prior, ctx.plan)
 
     @staticmethod
     def vmap(info, in_dims, x, prior, plan):
         # Fold the vmapped dimension into the batch: one streamed pass for all copies.
         if in_dims[0] is None:
-            return _Tweedie.apply(x, prior, plan), (None, None)
+            return _Tweedie.apply(x, prior, plan), None
         n = info.batch_size
         xb = x.movedim(in_dims[0], 0)
-        mean, log_norm = _Tweedie.apply(xb.reshape(n * xb.shape[1], xb.shape[2]), prior, plan.tile(n))
-        return (mean.reshape(xb.shape), log_norm.reshape(xb.shape[:2])), (0, 0)
+        mean = _Tweedie.apply(xb.reshape(n * xb.shape[1], xb.shape[2]), prior, plan.tile(n))
+        return mean.reshape(xb.shape), 0
 
 
 class _CovMatvec(torch.autograd.Function):
     """jac_scale * Cov(x0 | x) v per group, v (B, d) or (B, k, d), from the saved pass."""
 
     @staticmethod
-    def forward(x, mean, log_norm, v, prior, plan):
+    def forward(x, mean, v, prior, plan):
         out = torch.zeros_like(v)
         for g in plan.groups:
             if g.kind != _SOFT:
                 continue    # sigma = 0 (piecewise constant) and abar = 0 (constant): zero Jacobian
             xs = _take(x, g.rows)
-            mo = Moments(_take(log_norm, g.rows), _take(mean, g.rows))
-            cv = prior.cov_matvec(xs * g.x_scale if g.x_scale != 1.0 else xs, g.abar,
-                                  _take(v, g.rows), moments=mo)
-            _put(out, g.rows, cv * g.jac_scale)
+            vs = _take(v, g.rows)
+            cv = _cov_matvec(prior, xs * g.x_scale if g.x_scale != 1.0 else xs, g.abar,
+                             _take(mean, g.rows), vs if vs.ndim == 3 else vs.unsqueeze(1))
+            _put(out, g.rows, cv.reshape(vs.shape) * g.jac_scale)
         return out
 
     @staticmethod
@@ -200,17 +236,17 @@ class _CovMatvec(torch.autograd.Function):
                                   "are not supported")
 
     @staticmethod
-    def vmap(info, in_dims, x, mean, log_norm, v, prior, plan):
-        xd, md, ld, vd = in_dims[:4]
+    def vmap(info, in_dims, x, mean, v, prior, plan):
+        xd, md, vd = in_dims[:3]
         n = info.batch_size
-        if xd is None and md is None and ld is None:
+        if xd is None and md is None:
             # Only the vectors are batched (jacrev, jacfwd, many cotangents): k = n vectors per
-            # query in one pass of cov_matvec.
+            # query in one pass.
             vb = v.movedim(vd, 1)
             if vb.ndim == 3:
-                return _CovMatvec.apply(x, mean, log_norm, vb, prior, plan), 1
+                return _CovMatvec.apply(x, mean, vb, prior, plan), 1
             B, d = vb.shape[0], vb.shape[-1]
-            out = _CovMatvec.apply(x, mean, log_norm, vb.reshape(B, -1, d).contiguous(), prior, plan)
+            out = _CovMatvec.apply(x, mean, vb.reshape(B, -1, d).contiguous(), prior, plan)
             return out.reshape(vb.shape), 1
 
         def fold(t, dim):
@@ -218,8 +254,7 @@ class _CovMatvec(torch.autograd.Function):
             return t.reshape(n * t.shape[1], *t.shape[2:])
 
         B = (x if xd is None else x.movedim(xd, 0)[0]).shape[0]
-        out = _CovMatvec.apply(fold(x, xd), fold(mean, md), fold(log_norm, ld), fold(v, vd),
-                               prior, plan.tile(n))
+        out = _CovMatvec.apply(fold(x, xd), fold(mean, md), fold(v, vd), prior, plan.tile(n))
         return out.reshape(n, B, *out.shape[1:]), 0
 
 
@@ -306,22 +341,25 @@ class ExactDenoiser(torch.nn.Module):
 
     forward(x, sigma): x of shape (B, d) or (B, ...) with prod(...) = prior.dim (e.g. (B, C, H, W));
     sigma a number, a 0-dim tensor, or one value per sample ((B,), (B, 1, 1, 1), ...), sigma >= 0.
-    Returns E[x0 | x] in x's shape, dtype and device; computed in the prior's dtype on its device.
-    sigma = 0 is the limit: the nearest atom of positive weight (at an exact tie, the pi-weighted
-    mean of the tied atoms); so is sigma < ~1.05e-8, where abar = 1/(1+sigma^2) rounds to 1 in
-    float64 and that limit is exact to float64 precision. sigma = inf (or sigma^2 overflowing)
-    gives the prior mean sum_i pi_i x_i.
+    Returns E[x0 | x] in x's shape, dtype and device, computed in the prior's dtype on its
+    device. Per-sample sigma costs one streamed pass per distinct value.
+    sigma = 0 is the limit: the nearest atom of positive weight (at an exact tie, the
+    pi-weighted mean of the tied atoms); so is sigma < ~1.05e-8, where abar = 1/(1+sigma^2)
+    rounds to 1 in float64 and that limit is exact to float64 precision. sigma = inf (or
+    sigma^2 overflowing) gives the prior mean sum_i pi_i x_i.
 
-    Derivatives with respect to x: the custom autograd.Function applies the closed-form symmetric
-    Jacobian (one streamed pass of `prior.cov_matvec` per vector), with plain autograd and with
-    torch.func (vjp, jvp, vmap, jacrev, jacfwd). It is zero at sigma = 0 and sigma = inf.
-    Not supported: gradients with respect to sigma (sigma is read as numbers; no gradient flows
-    to it) and second derivatives (double backward raises NotImplementedError).
+    Derivatives with respect to x: a custom autograd.Function applies the closed-form symmetric
+    Jacobian (one streamed covariance-vector pass, self-normalised: see _cov_matvec) under plain
+    autograd and torch.func (vjp, jvp, vmap, grad, jacrev, jacfwd); zero at sigma = 0 and inf.
+    Not supported: derivatives with respect to sigma (read as numbers: no gradient flows to it;
+    torch.func.grad over sigma would return zeros) and second derivatives (double backward and
+    forward-over-reverse raise NotImplementedError).
 
-    Precision at small sigma: the prior's kernels take abar and form 1 - abar, so the inverse
-    temperature 1/sigma^2 carries a relative error up to ~1e-16/sigma^2; this perturbs logit
-    differences by no more than the kernels' own ||x||^2 expansion already does
-    (~eps * |x - c| |x_i - c| / sigma^2), i.e. it is invisible next to the kernels' rounding.
+    Precision at small sigma: the prior's kernels take abar and form 1 - abar, so 1/sigma^2
+    carries a relative error up to ~1e-16/sigma^2; this moves logit differences by less than the
+    kernels' own ||x||^2 expansion already does (~eps |x - c| |x_i - c| / sigma^2). Near a tie
+    between atoms D is ill-conditioned (dD/dx ~ |x_i - x_j|^2 / sigma^2): expect float32 to lose
+    the split between tied atoms once eps32 |x| |x_i - x_j| approaches sigma^2.
 
     The module holds no parameters or buffers: `prior` is a plain reference (its atoms are not
     copied), and `.to(...)` does not move it.
@@ -350,7 +388,7 @@ class ExactDenoiser(torch.nn.Module):
     def _run(self, x, plan, xf) -> torch.Tensor:
         if x.shape[0] == 0:
             return xf.reshape(x.shape).to(dtype=x.dtype, device=x.device)
-        mean, _ = _Tweedie.apply(xf, self.prior, plan)
+        mean = _Tweedie.apply(xf, self.prior, plan)
         return mean.reshape(x.shape).to(dtype=x.dtype, device=x.device)
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
