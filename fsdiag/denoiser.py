@@ -24,21 +24,26 @@ __all__ = ["ExactDenoiser"]
 _TOPK = 8
 _BLOCK = 1 << 20
 
-_SOFT, _NEAREST, _MEAN = "soft", "nearest", "mean"
+_SOFT, _ROWS, _NEAREST, _MEAN = "soft", "rows", "nearest", "mean"
+# Above this many distinct noise levels in one batch, one per-row pass beats a pass per level.
+_MAX_LEVEL_GROUPS = 4
 
 
 class _Group:
     """Rows sharing one noise level: how to compute them and the Jacobian's scale there.
 
-    kind: _SOFT (prior.moments at abar), _NEAREST (the sigma -> 0 limit) or _MEAN (abar -> 0:
-    the prior mean); x_scale: multiplies the query into the prior's VP convention; jac_scale:
-    the Jacobian is jac_scale * Cov(x0 | x); rows: a LongTensor of row indices, or None for all.
+    kind: _SOFT (prior.denoise at one abar), _ROWS (a noise level per row, by this module's
+    streamed pass), _NEAREST (the sigma -> 0 limit) or _MEAN (abar -> 0: the prior mean);
+    x_scale: multiplies the query into the prior's VP convention; jac_scale: the Jacobian is
+    jac_scale * Cov(x0 | x); rows: a LongTensor of row indices, or None for all. For _ROWS,
+    abar is the pair (a, b2) and x_scale, jac_scale are (rows, 1) float64 tensors.
     """
 
-    __slots__ = ("kind", "abar", "x_scale", "jac_scale", "rows")
+    __slots__ = ("kind", "abar", "x_scale", "jac_scale", "rows", "pair")
 
-    def __init__(self, kind, abar, x_scale, jac_scale, rows):
+    def __init__(self, kind, abar, x_scale, jac_scale, rows, pair=None):
         self.kind, self.abar, self.x_scale, self.jac_scale, self.rows = kind, abar, x_scale, jac_scale, rows
+        self.pair = pair    # (a, b^2) as floats, b^2 computed without cancellation (for _ROWS)
 
 
 class _Plan:
@@ -57,7 +62,11 @@ class _Plan:
             if rows is not None:
                 offs = torch.arange(copies, device=rows.device) * self.rows
                 rows = (offs[:, None] + rows[None, :]).reshape(-1)
-            groups.append(_Group(g.kind, g.abar, g.x_scale, g.jac_scale, rows))
+            abar, xs, js = g.abar, g.x_scale, g.jac_scale
+            if g.kind == _ROWS:
+                abar = tuple(t.repeat(copies, 1) for t in abar)
+                xs, js = xs.repeat(copies, 1), js.repeat(copies, 1)
+            groups.append(_Group(g.kind, abar, xs, js, rows))
         return _Plan(groups, self.rows * copies, self.name)
 
 
@@ -105,9 +114,46 @@ def _limit_nearest(prior: EmpiricalPrior, x: torch.Tensor) -> torch.Tensor:
     return (w.unsqueeze(-1) * atoms).sum(1)
 
 
-def _cov_matvec(prior: EmpiricalPrior, x: torch.Tensor, abar: float, mean: torch.Tensor,
+def _coefs(abar, x: torch.Tensor):
+    """(a, a / b^2, a^2 / 2b^2) from abar (a float) or (a, b^2) as (B, 1) tensors."""
+    if isinstance(abar, tuple):
+        a, b2 = (t.to(dtype=x.dtype, device=x.device) for t in abar)
+        return a, a / b2, a * a / (2 * b2)
+    a, b2 = math.sqrt(abar), 1.0 - abar
+    return a, a / b2, a * a / (2 * b2)
+
+
+def _mean_rows(prior: EmpiricalPrior, x: torch.Tensor, abar) -> torch.Tensor:
+    """Tweedie mean with a noise level per row (abar = (a, b2) as (B, 1) tensors): the prior's
+    streamed softmax (`moments`) with per-row coefficients, one pass for any number of levels."""
+    B, d = x.shape
+    a, alpha, beta = _coefs(abar, x)
+    c = prior.center
+    xq = (x - a * c) * alpha
+    floor = -80.0 if x.dtype == torch.float32 else -700.0             # exp's fast path (DESIGN §7)
+    cut = 2.0 * math.exp(floor)
+    run_max = torch.full((B,), torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device)
+    run_sum = x.new_zeros(B)
+    acc = x.new_zeros(B, d)
+    n = prior.n_atoms
+    size = min(prior.chunk_size, max(64, _BLOCK // max(B, 1)))
+    for s in range(0, n, size):
+        sl = slice(s, min(s + size, n))
+        xc = prior.atoms[sl] - c
+        logits = (xq @ xc.T).add_(prior.log_weights[sl]).sub_(beta * (xc * xc).sum(1))
+        new_max = torch.maximum(run_max, logits.amax(1))
+        rescale = torch.exp((run_max - new_max).clamp_min(floor))
+        p = torch.nn.functional.threshold_(logits.sub_(new_max[:, None]).clamp_(min=floor).exp_(), cut, 0.0)
+        run_sum = run_sum * rescale + p.sum(1)
+        acc = acc * rescale[:, None] + p @ xc        # rescale-and-add (DESIGN §7)
+        run_max = new_max
+    return acc / run_sum[:, None] + c
+
+
+def _cov_matvec(prior: EmpiricalPrior, x: torch.Tensor, abar, mean: torch.Tensor,
                 v: torch.Tensor) -> torch.Tensor:
-    """Cov(x0 | x_t) v = sum_i w_i (x_i - m)((x_i - m) . v) for v (B, k, d), m the saved mean.
+    """Cov(x0 | x_t) v = sum_i w_i (x_i - m)((x_i - m) . v) for v (B, k, d), m the saved mean;
+    abar a float or per row (a, b2) as (B, 1) tensors.
 
     `EmpiricalPrior.cov_matvec` normalises w_i by the log_norm of the earlier moments pass, whose
     logits are rounded differently; at small b in float32 the two differ by >> 1 (logits ~
@@ -117,11 +163,11 @@ def _cov_matvec(prior: EmpiricalPrior, x: torch.Tensor, abar: float, mean: torch
     the saved m costs nothing: a slightly different m changes C v only at second order."""
     B, d = x.shape
     k = v.shape[1]
-    a, b2 = math.sqrt(abar), 1.0 - abar
+    a, alpha, beta = _coefs(abar, x)
     c = prior.center
     mc = mean - c
     mv = (mc.unsqueeze(1) * v).sum(-1)                                # (B, k)
-    lhs = torch.cat([(x - a * c) * (a / b2), v.reshape(B * k, d)])   # logits and x_i . v: one matmul
+    lhs = torch.cat([(x - a * c) * alpha, v.reshape(B * k, d)])      # logits and x_i . v: one matmul
     floor = -80.0 if x.dtype == torch.float32 else -700.0             # exp's fast path (DESIGN §7)
     cut = 2.0 * math.exp(floor)
     run_max = torch.full((B,), torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device)
@@ -134,7 +180,7 @@ def _cov_matvec(prior: EmpiricalPrior, x: torch.Tensor, abar: float, mean: torch
         sl = slice(s, min(s + size, n))
         xc = prior.atoms[sl] - c
         q = lhs @ xc.T
-        logits = q[:B].add_(prior.log_weights[sl] - (a * a / (2 * b2)) * (xc * xc).sum(1))
+        logits = q[:B].add_(prior.log_weights[sl]).sub_(beta * (xc * xc).sum(1))
         new_max = torch.maximum(run_max, logits.amax(1))
         rescale = torch.exp((run_max - new_max).clamp_min(floor))
         p = torch.nn.functional.threshold_(logits.sub_(new_max[:, None]).clamp_(min=floor).exp_(), cut, 0.0)
@@ -169,6 +215,8 @@ class _Tweedie(torch.autograd.Function):
             xs = _take(x, g.rows)
             if g.kind == _SOFT:
                 _put(out, g.rows, prior.denoise(xs * g.x_scale if g.x_scale != 1.0 else xs, g.abar))
+            elif g.kind == _ROWS:
+                _put(out, g.rows, _mean_rows(prior, xs * g.x_scale.to(xs), g.abar))
             elif g.kind == _NEAREST:
                 _put(out, g.rows, _limit_nearest(prior, xs))
             else:
@@ -211,13 +259,18 @@ class _CovMatvec(torch.autograd.Function):
     def forward(x, mean, v, prior, plan):
         out = torch.zeros_like(v)
         for g in plan.groups:
-            if g.kind != _SOFT:
+            if g.kind not in (_SOFT, _ROWS):
                 continue    # sigma = 0 (piecewise constant) and abar = 0 (constant): zero Jacobian
             xs = _take(x, g.rows)
             vs = _take(v, g.rows)
-            cv = _cov_matvec(prior, xs * g.x_scale if g.x_scale != 1.0 else xs, g.abar,
-                             _take(mean, g.rows), vs if vs.ndim == 3 else vs.unsqueeze(1))
-            _put(out, g.rows, cv.reshape(vs.shape) * g.jac_scale)
+            vs3 = vs if vs.ndim == 3 else vs.unsqueeze(1)
+            if g.kind == _SOFT:
+                cv = _cov_matvec(prior, xs * g.x_scale if g.x_scale != 1.0 else xs, g.abar,
+                                 _take(mean, g.rows), vs3) * g.jac_scale
+            else:
+                cv = _cov_matvec(prior, xs * g.x_scale.to(xs), g.abar, _take(mean, g.rows), vs3)
+                cv = cv * g.jac_scale.to(xs).unsqueeze(-1)
+            _put(out, g.rows, cv.reshape(vs.shape))
         return out
 
     @staticmethod
@@ -312,7 +365,8 @@ def _ve_group(sigma: float, rows) -> _Group:
         return _Group(_NEAREST, 1.0, 1.0, 0.0, rows)
     if abar == 0.0 or math.isinf(s2):
         return _Group(_MEAN, 0.0, 0.0, 0.0, rows)
-    return _Group(_SOFT, abar, math.sqrt(abar), 1.0 / s2, rows)
+    # b^2 = sigma^2 / (1 + sigma^2), not 1 - abar, for the per-row pass (the prior takes abar).
+    return _Group(_SOFT, abar, math.sqrt(abar), 1.0 / s2, rows, (math.sqrt(abar), s2 / (1.0 + s2)))
 
 
 def _vp_group(abar: float, rows) -> _Group:
@@ -320,18 +374,38 @@ def _vp_group(abar: float, rows) -> _Group:
         return _Group(_NEAREST, 1.0, 1.0, 0.0, rows)
     if abar == 0.0:
         return _Group(_MEAN, 0.0, 0.0, 0.0, rows)
-    return _Group(_SOFT, abar, 1.0, math.sqrt(abar) / (1.0 - abar), rows)
+    return _Group(_SOFT, abar, 1.0, math.sqrt(abar) / (1.0 - abar), rows, (math.sqrt(abar), 1.0 - abar))
 
 
 def _plan(levels: list[float], batch: int, make, device, name: str) -> _Plan:
-    if len(levels) == 1 or len(set(levels)) == 1:
+    """Group the rows by noise level: one group per limit (sigma = 0, abar = 0); each distinct
+    level its own group (the prior's kernel) up to _MAX_LEVEL_GROUPS levels, else one per-row pass."""
+    if len(set(levels)) == 1:
         return _Plan([make(levels[0], None)], batch, name)
-    lv = torch.tensor(levels, dtype=torch.float64)
-    uniq, inv = torch.unique(lv, return_inverse=True)
+    uniq, inv = torch.unique(torch.tensor(levels, dtype=torch.float64), return_inverse=True)
+    protos = [make(v, None) for v in uniq.tolist()]
+
+    def rows_of(ks):
+        return torch.isin(inv, torch.tensor(ks)).nonzero().squeeze(1)
+
     groups = []
-    for k, value in enumerate(uniq.tolist()):
-        rows = (inv == k).nonzero().squeeze(1).to(device)
-        groups.append(make(value, rows))
+    for kind in (_NEAREST, _MEAN):
+        ks = [k for k, g in enumerate(protos) if g.kind == kind]
+        if ks:
+            g = protos[ks[0]]
+            groups.append(_Group(kind, g.abar, g.x_scale, g.jac_scale, rows_of(ks).to(device)))
+    soft = [k for k, g in enumerate(protos) if g.kind == _SOFT]
+    if len(soft) <= _MAX_LEVEL_GROUPS:
+        for k in soft:
+            g = protos[k]
+            groups.append(_Group(_SOFT, g.abar, g.x_scale, g.jac_scale, rows_of([k]).to(device)))
+    elif soft:
+        rows = rows_of(soft)
+        per = [protos[k] for k in inv[rows].tolist()]
+        col = lambda vals: torch.tensor(vals, dtype=torch.float64).unsqueeze(1)  # noqa: E731
+        pair = (col([g.pair[0] for g in per]), col([g.pair[1] for g in per]))
+        groups.append(_Group(_ROWS, pair, col([g.x_scale for g in per]), col([g.jac_scale for g in per]),
+                             rows.to(device)))
     return _Plan(groups, batch, name)
 
 

@@ -80,6 +80,29 @@ def test_per_sample_sigma(shape, gen):
     torch.testing.assert_close(out[pos], dense_mean(prior, x[pos], sig[pos]), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_many_distinct_sigmas_one_pass_per_row(dtype, gen):
+    """More distinct levels than _MAX_LEVEL_GROUPS: the per-row streamed pass, value and
+    Jacobian against the dense reference, mixed with the sigma = 0 and sigma = inf limits."""
+    prior = make_prior(gen, dtype=dtype)
+    den = ExactDenoiser(prior)
+    sig = torch.rand(12, generator=gen, dtype=F64) * 3 + 0.05
+    sig[0], sig[1] = 0.0, math.inf
+    x = near_atoms(prior, gen, 12, sig.clamp(max=3.0)).to(dtype)
+    v = torch.randn(12, prior.dim, generator=gen, dtype=F64)
+    out, vjp_fn = torch.func.vjp(lambda z: den(z, sig), x)
+    (vj,) = vjp_fn(v.to(dtype))
+    soft = slice(2, None)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == F64 else dict(rtol=1e-4, atol=1e-4)
+    xs = x[soft].to(F64)
+    torch.testing.assert_close(out[soft].to(F64), dense_mean(prior, xs, sig[soft]), **tol)
+    jac = dense_cov(prior, xs, sig[soft]) / (sig[soft] ** 2)[:, None, None]
+    torch.testing.assert_close(vj[soft].to(F64), torch.einsum("bij,bi->bj", jac, v[soft]), **tol)
+    torch.testing.assert_close(out[0], den(x[:1], 0.0)[0], rtol=0, atol=0)
+    torch.testing.assert_close(out[1], den(x[:1], math.inf)[0], rtol=0, atol=0)
+    assert torch.equal(vj[:2], torch.zeros_like(vj[:2]))
+
+
 def test_input_dtype_and_device_follow_x(gen):
     """Computed in the prior's dtype, returned in x's: a float32 query of a float64 prior keeps
     the float64 accuracy up to the final rounding."""
