@@ -304,8 +304,8 @@ sigmas = st.one_of(st.just(0.0), st.floats(1e-12, 1e6), st.just(math.inf))
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(b=st.integers(0, 6), shape=st.sampled_from([(4,), (2, 2), (1, 2, 2), (4, 1, 1)]),
-       sigma=sigmas, per_sample=st.booleans(), f32=st.booleans(), x_dtype=st.sampled_from([torch.float32, F64]),
-       scale=st.floats(0.0, 30.0), seed=st.integers(0, 2**16))
+       sigma=sigmas, per_sample=st.booleans(), f32=st.booleans(),
+       x_dtype=st.sampled_from([torch.float32, F64]), scale=st.floats(0.0, 30.0), seed=st.integers(0, 2**16))
 def test_property_finite_shape_dtype(b, shape, sigma, per_sample, f32, x_dtype, scale, seed):
     prior = _PRIOR32 if f32 else _PRIOR
     den = ExactDenoiser(prior)
