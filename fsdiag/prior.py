@@ -112,9 +112,11 @@ class EmpiricalPrior:
                 raise ValueError(f"weights: expected shape ({n},) to match atoms, got {tuple(w.shape)}")
             if bool((w < 0).any()) or not bool((w > 0).any()):
                 raise ValueError("weights: expected non-negative weights with a positive sum")
-            # Normalise in log space: w / w.sum() overflows for weights near 1e308.
-            log_w = torch.log(w)
-            log_w = log_w - torch.logsumexp(log_w, 0)
+            total = w.sum()
+            if not bool(torch.isfinite(total)):   # weights near 1e308: the sum overflows
+                w = w / w.max()
+                total = w.sum()
+            log_w = torch.log(w / total)
         # float64 log-weights for the exact posterior over atoms, whatever the storage dtype.
         self._log_w64 = log_w.to(torch.float64)
         log_w = log_w.to(atoms.dtype)

@@ -45,7 +45,8 @@ class GaussianMixture:
         w = as_tensor(weights, "weights", ndim=1, dtype=torch.float64, device=device)
         if w.shape[0] != K or bool((w < 0).any()) or not bool((w > 0).any()):
             raise ValueError(f"weights: expected {K} non-negative weights with a positive sum, got {w.tolist()}")
-        w = w / w.max()                       # no overflow in the sum for weights near 1e308
+        if not bool(torch.isfinite(w.sum())):  # weights near 1e308: the sum overflows
+            w = w / w.max()
         covs = as_tensor(covs, "covs", ndim=(1, 3), dtype=dtype, device=device)
         if covs.ndim == 1:
             if covs.shape[0] != K or bool((covs < 0).any()):
