@@ -167,6 +167,11 @@ def test_vp_agrees_with_prior_and_with_forward(gen):
         x_t = a * near_atoms(prior, gen, 6, s)
         torch.testing.assert_close(den.vp(x_t, abar), prior.denoise(x_t, abar), rtol=0, atol=1e-14)
         torch.testing.assert_close(den.vp(x_t, abar), den(x_t / a, s), rtol=1e-10, atol=1e-10)
+        # Jacobian (a / b^2) Cov(x0 | x_t), as the prior's closed-form VJP
+        v = torch.randn(x_t.shape, generator=gen, dtype=F64)
+        (vj,) = torch.func.vjp(lambda z: den.vp(z, abar), x_t)[1](v)
+        ref = prior.denoiser_vjp(x_t, abar, v)
+        torch.testing.assert_close(vj, ref, rtol=1e-9, atol=1e-9 * (1 + float(ref.abs().max())))
         # per-sample abar
         ab = torch.tensor([abar, 0.3] * 3, dtype=F64)
         out = den.vp(x_t.reshape(6, 2, 6), ab).reshape(6, -1)
