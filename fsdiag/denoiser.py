@@ -334,6 +334,10 @@ def _levels(value, name: str, batch: int, *, upper: float | None) -> list[float]
         t = torch.as_tensor(arr)
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"{name}: expected a real tensor, got dtype {t.dtype}")
+    if t.requires_grad:
+        # Read as numbers, it would get no gradient: say so rather than return zeros (torch.func.grad).
+        raise ValueError(f"{name}: derivatives with respect to {name} are not supported; "
+                         f"pass {name}.detach()")
     n = t.numel()
     if n != 1:
         if n != batch or t.ndim == 0 or t.shape[0] != batch:
@@ -425,9 +429,9 @@ class ExactDenoiser(torch.nn.Module):
     Derivatives with respect to x: a custom autograd.Function applies the closed-form symmetric
     Jacobian (one streamed covariance-vector pass, self-normalised: see _cov_matvec) under plain
     autograd and torch.func (vjp, jvp, vmap, grad, jacrev, jacfwd); zero at sigma = 0 and inf.
-    Not supported: derivatives with respect to sigma (read as numbers: no gradient flows to it;
-    torch.func.grad over sigma would return zeros) and second derivatives (double backward and
-    forward-over-reverse raise NotImplementedError).
+    Not supported: derivatives with respect to sigma (it is read as numbers; a sigma that
+    requires grad raises ValueError rather than silently getting none) and second derivatives
+    (double backward and forward-over-reverse raise NotImplementedError).
 
     Precision at small sigma: the prior's kernels take abar and form 1 - abar, so 1/sigma^2
     carries a relative error up to ~1e-16/sigma^2; this moves logit differences by less than the

@@ -282,6 +282,17 @@ def test_vmap_over_inputs_equals_the_loop(gen):
     torch.testing.assert_close(g, ref, rtol=1e-12, atol=1e-14)
 
 
+def test_sigma_requiring_grad_is_refused(gen):
+    den = ExactDenoiser(make_prior(gen, n=20, d=3))
+    x = torch.randn(2, 3, dtype=F64)
+    with pytest.raises(ValueError, match=r"^sigma: derivatives"):
+        den(x, torch.tensor(0.5, requires_grad=True))
+    with pytest.raises(ValueError, match=r"^sigma: derivatives"):
+        torch.func.grad(lambda s: den(x, s).sum())(torch.tensor(0.5))
+    with pytest.raises(ValueError, match=r"^abar: derivatives"):
+        den.vp(x, torch.full((2,), 0.5, requires_grad=True))
+
+
 def test_second_derivatives_raise(gen):
     den = ExactDenoiser(make_prior(gen, n=20, d=3))
     x = torch.randn(2, 3, dtype=F64, requires_grad=True)
