@@ -292,6 +292,8 @@ class _CovMatvec(torch.autograd.Function):
     def vmap(info, in_dims, x, mean, v, prior, plan):
         xd, md, vd = in_dims[:3]
         n = info.batch_size
+        if xd is None and md is None and vd is None:
+            return _CovMatvec.apply(x, mean, v, prior, plan), None
         if xd is None and md is None:
             # Only the vectors are batched (jacrev, jacfwd, many cotangents): k = n vectors per
             # query in one pass.

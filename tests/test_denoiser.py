@@ -276,6 +276,11 @@ def test_vmap_over_inputs_equals_the_loop(gen):
     _, vjp_fn = torch.func.vjp(f, X[0])
     torch.testing.assert_close(torch.func.vmap(vjp_fn)(V)[0], torch.stack([vjp_fn(v)[0] for v in V]),
                                rtol=1e-12, atol=1e-14)
+    # per-example Jacobians: vmap(jacrev) and vmap(jacfwd) against the dense Cov / sigma^2
+    one = lambda z: den(z[None], 0.5)[0]  # noqa: E731
+    jac = dense_cov(prior, X[0], 0.5) / 0.25
+    torch.testing.assert_close(torch.func.vmap(torch.func.jacrev(one))(X[0]), jac, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(torch.func.vmap(torch.func.jacfwd(one))(X[0]), jac, rtol=1e-9, atol=1e-11)
     # grad of a scalar loss, vmapped over points
     g = torch.func.vmap(torch.func.grad(lambda z: (f(z[None]) ** 2).sum()))(X[0])
     ref = torch.stack([torch.func.grad(lambda z: (f(z[None]) ** 2).sum())(z) for z in X[0]])
