@@ -4,6 +4,7 @@ Companion to Burns & Fridovich-Keil (2026), "When, why, and how do diffusion
 posterior samplers fail? A finite-sample lens".
 """
 from . import forward, methods, testbeds
+from . import data, imaging
 from .denoiser import ExactDenoiser
 from .diagnostics import posterior_weights
 from .evaluate import Report, diagnose, evaluate
