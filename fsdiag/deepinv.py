@@ -264,7 +264,7 @@ def settings_for(name: str, which: str, *, noise_std: float) -> dict:
         "DiffPIR": {"zeta": 1.0, "lambda_": 7.0},
         "DDRM": {"num_steps": 20},  # 20 NFEs, eta = 0.85, eta_b = 1 (deepinv's defaults)
         "PD-DPS": {"guidance": "annealed"},
-        "PD-PiGDM": {"num_steps": 100, "solver": "ddim"},  # Song et al.: 100 DDIM steps
+        "PD-PiGDM": {"num_steps": 100, "solver": "ddpm"},  # Song et al.: 100 steps, eta = 1
         "PD-MM": {"num_steps": 100, "cg_max_iter": 1},
         "ULA": {"sigma": sigma_pnp, "step_size": _langevin_step(noise_std, sigma_pnp) / 3, "max_iter": 2000,
                 "thinning": 1},
@@ -276,11 +276,12 @@ def settings_for(name: str, which: str, *, noise_std: float) -> dict:
 SETTINGS_NOTES = {
     "DPS": "Chung et al. 2023: zeta' = 1, 1000 DDPM steps; weight = 4 zeta' / mean(beta_i) (deepinv's "
            "weight multiplies grad ||r|| and is scaled by beta_i per step)",
-    "DiffPIR": "Zhu et al. 2023: lambda = 7, zeta = 1 (fully stochastic), 100 steps",
+    "DiffPIR": "Zhu et al. 2023: lambda = 7 (deepinv's default too), zeta = 1 for inpainting (our reading), "
+               "100 steps",
     "DDRM": "Kawar et al. 2022: 20 steps, eta = 0.85, eta_b = 1",
     "PD-DPS": "DPS data fidelity with guidance='annealed' (weight ~ 1 is natural, deepinv's docs)",
-    "PD-PiGDM": "Song et al. 2023: 100 DDIM steps",
-    "PD-MM": "Rozet et al. 2024: 100 steps, one CG iteration",
+    "PD-PiGDM": "Song et al. 2023: 100 steps, eta = 1 (DDPM-like ancestral steps)",
+    "PD-MM": "Rozet et al. 2024: few steps and CG iterations (here 100 steps, one CG iteration)",
     "ULA": "Laumont et al. 2022: sigma = 5/255, step = 1 / (3 (L_y + 1/sigma^2)), alpha = 1",
     "SKRock": "Pereyra et al. 2020: s = 10, eta = 0.05, step = 1 / (L_y + 1/sigma^2)",
 }

@@ -141,3 +141,37 @@ def test_run_refuses_unknown_settings_and_names(two_atoms):
     for name in fdi.SAMPLERS:
         for which in fdi.SETTINGS:
             fdi._check_settings(dinv, name, fdi.settings_for(name, which, noise_std=0.1))
+
+
+# ------------------------------------------------------------------ what deepinv 0.5 does (chapter 9's notes)
+def test_fact_diffpir_returns_a_noisy_state_ddrm_an_atom(two_atoms):
+    prior, physics, y = two_atoms
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diffpir = fdi.run("DiffPIR", fsdiag.ExactDenoiser(prior), physics, y, n=4, max_iter=10).samples
+        ddrm = fdi.run("DDRM", fsdiag.ExactDenoiser(prior), physics, y, n=4, num_steps=10).samples
+    atom = prior.atoms[0].double()
+    assert float((ddrm - atom).abs().max()) < 1e-6                  # the last denoiser call, at sigma = 0
+    assert float((diffpir - atom).norm(dim=1).min()) > 1e-3         # DiffPIR's last noisy iterate
+
+
+def test_fact_ddrm_needs_a_decomposable_physics(two_atoms):
+    prior, _, _ = two_atoms
+    physics = _physics()["blur"]
+    with pytest.raises(AttributeError, match="mask"):
+        fdi.run("DDRM", fsdiag.ExactDenoiser(prior), physics, torch.zeros(1, *SHAPE), n=2, num_steps=3)
+
+
+def test_fact_dps_needs_a_float32_convolution_physics(two_atoms):
+    prior, _, _ = two_atoms
+    physics = _physics()["blur"].to(torch.float64)
+    with pytest.raises(RuntimeError, match="type"):
+        fdi.run("DPS", fsdiag.ExactDenoiser(prior), physics, torch.zeros(1, *SHAPE, dtype=torch.float64), n=2,
+                num_steps=3)
+
+
+def test_fact_langevin_default_max_iter_is_a_float():
+    import inspect
+    for cls in (dinv.sampling.ULA, dinv.sampling.SKRock):
+        assert isinstance(inspect.signature(cls).parameters["max_iter"].default, float)
+    assert fdi.settings_for("ULA", "defaults", noise_std=0.1) == {"max_iter": 1000}
