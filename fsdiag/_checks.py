@@ -108,8 +108,9 @@ def check_positive(value: Any, name: str) -> float:
     return v
 
 
-def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
-    """An integer (Python or numpy; bool refused), returned as a Python int."""
+def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int = _SEED_LIMIT - 1) -> int:
+    """An integer (Python or numpy; bool refused), returned as a Python int. At most
+    2**63 - 1 by default: torch takes sizes and seeds as signed 64-bit integers."""
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
             and not value.is_complex() and value.dtype != torch.bool:
         value = int(value.item())
@@ -118,7 +119,7 @@ def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = 
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
+    if value > maximum:
         raise ValueError(f"{name}: expected an integer <= {maximum}, got {value}")
     return value
 

@@ -106,6 +106,9 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, y_weights=None, n_pr
     """Mean 1-D W1 over random directions (exact W1 when d = 1). x (n, d), y (m, d)."""
     x = as_tensor(x, "x", ndim=2, dtype=torch.float64).detach().cpu()
     y = as_tensor(y, "y", ndim=2, dtype=torch.float64).detach().cpu()
+    for name, t in (("x", x), ("y", y)):
+        if t.shape[0] == 0 or t.shape[1] == 0:
+            raise ValueError(f"{name}: expected a non-empty sample, got shape {tuple(t.shape)}")
     if y.shape[1] != x.shape[1]:
         raise ValueError(f"y: expected shape (m, {x.shape[1]}) to match x, got {tuple(y.shape)}")
     n_projections = check_int(n_projections, "n_projections")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from ._checks import as_tensor, check_int
@@ -269,11 +268,10 @@ class MLP(ForwardModel):
     name = "mlp"
 
     def __init__(self, in_dim: int, out_dim: int = 1, hidden: int = 16, *, seed: int = 0):
-        for arg, val in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden)):
-            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-                raise ValueError(f"{arg}: expected a positive integer, got {val!r}")
-        in_dim, out_dim, hidden = int(in_dim), int(out_dim), int(hidden)
-        seed = check_int(seed, "seed", minimum=0, maximum=2 ** 63 - 1)
+        # Sizes beyond 2**20 are typos here (the weights would not fit in memory).
+        in_dim, out_dim, hidden = (check_int(val, arg, maximum=2 ** 20) for arg, val in
+                                   (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden)))
+        seed = check_int(seed, "seed", minimum=0)
         g = torch.Generator().manual_seed(seed)
         self.w1 = torch.randn(hidden, in_dim, generator=g, dtype=torch.float64) * (1.5 / math.sqrt(in_dim))
         self.b1 = torch.randn(hidden, generator=g, dtype=torch.float64) * 0.5

@@ -192,7 +192,10 @@ class EmpiricalPrior:
 
     # --------------------------------------------------------------- pass one
     def moments(self, x, abar, log_lik=None) -> Moments:
-        """Tweedie mean (and, given per-atom log p(y|x^(i)), the exact conditional one) in one pass."""
+        """Tweedie mean (and, given per-atom log p(y|x^(i)), the exact conditional one) in one pass.
+
+        Raises FloatingPointError (as do the other kernels) if finite inputs overflow the dtype,
+        e.g. float32 queries ~1e19 from the atoms."""
         x = self._query(x)
         _, a, b2 = _check_abar(abar)
         heads = 1 if log_lik is None else 2

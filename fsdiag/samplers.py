@@ -150,6 +150,11 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
     linspace(t_max, t_min, n_steps + 1). DDPMSchedule: ancestral DDPM steps
     x <- (x + beta_k score) / sqrt(alpha_k) + sigma_k z down to t = 0.
     score = prior score + the method's likelihood score. Extra keywords go to the method.
+
+    Raises FloatingPointError, naming the method, time and step, when the particles become
+    non-finite or leave 1000 x (1 + max |atom|) — the data's scale, which a stable sampler's
+    particles never exceed by more than a few noise scales: an unstable guidance step
+    (too large a step, too small a noise_std, float32, or too strong a method parameter).
     """
     approx = make_method(method, **method_params)
     n_particles, n_steps, schedule, grid, problem, gen = _setup(

@@ -6,6 +6,7 @@ a = sqrt(abar) and b^2 = 1 - abar, so any schedule with these methods plugs in.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,8 @@ class VPSchedule:
         beta_max = check_positive(self.beta_max, "beta_max")
         beta_min = check_real(self.beta_min, "beta_min")
         if not (0.0 <= beta_min <= beta_max):
-            raise ValueError(f"beta_min: expected 0 <= beta_min <= beta_max, got {self.beta_min}")
+            raise ValueError(f"beta_min, beta_max: expected 0 <= beta_min <= beta_max, got "
+                             f"beta_min = {self.beta_min}, beta_max = {self.beta_max}")
         object.__setattr__(self, "beta_min", beta_min)
         object.__setattr__(self, "beta_max", beta_max)
 
@@ -37,7 +39,7 @@ class VPSchedule:
     def alpha_bar(self, t: float) -> float:
         """abar(t) = exp(-beta_min t - (beta_max - beta_min) t^2 / 2)."""
         t = _check_t(t)
-        return math.exp(-self.beta_min * t - 0.5 * (self.beta_max - self.beta_min) * t * t)
+        return _positive(math.exp(-self.beta_min * t - 0.5 * (self.beta_max - self.beta_min) * t * t))
 
     def time_grid(self, n_steps: int, t_min: float, t_max: float = 1.0) -> torch.Tensor:
         """The paper's uniform reverse grid linspace(t_max, t_min, n_steps + 1) (float64)."""
@@ -68,7 +70,8 @@ class DDPMSchedule:
         if not beta_end < 1:
             raise ValueError(f"beta_end: expected a value below 1, got {self.beta_end}")
         if not beta_start <= beta_end:
-            raise ValueError(f"beta_start: expected beta_start <= beta_end, got {self.beta_start} > {self.beta_end}")
+            raise ValueError(f"beta_start, beta_end: expected beta_start <= beta_end, got "
+                             f"beta_start = {self.beta_start} > beta_end = {self.beta_end}")
         object.__setattr__(self, "beta_start", beta_start)
         object.__setattr__(self, "beta_end", beta_end)
         object.__setattr__(self, "n_timesteps", n_timesteps)
@@ -85,10 +88,11 @@ class DDPMSchedule:
         pos = _check_t(t) * self.n_timesteps  # step index, 1-based (k = 1..T)
         if pos <= 0:
             return 1.0
-        log_ab = torch.cat([torch.zeros(1, dtype=torch.float64), torch.log(self.alphas_cumprod)])
+        # log abar as a sum of logs: the product underflows to 0 (log -inf) for large betas.
+        log_ab = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.log1p(-self.betas), 0)])
         k = min(int(math.floor(pos)), self.n_timesteps - 1)
         frac = min(pos - k, 1.0)
-        return math.exp(float(log_ab[k] * (1 - frac) + log_ab[k + 1] * frac))
+        return _positive(math.exp(float(log_ab[k] * (1 - frac) + log_ab[k + 1] * frac)))
 
     def beta(self, t: float) -> float:
         """Continuous-time rate: beta_k * T at the step containing t."""
@@ -104,6 +108,12 @@ class DDPMSchedule:
         ks = torch.arange(self.n_timesteps, 0, -self.n_timesteps // n_steps, dtype=torch.float64)
         grid = torch.cat([ks, torch.zeros(1, dtype=torch.float64)]) / self.n_timesteps
         return grid
+
+
+def _positive(abar: float) -> float:
+    """abar underflows to 0 for very noisy schedules; the smallest positive float keeps
+    a = sqrt(abar) > 0 for the kernels (the data is invisible at that noise either way)."""
+    return max(abar, sys.float_info.min)
 
 
 def check_time(t: float, name: str) -> float:
