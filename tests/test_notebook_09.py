@@ -44,6 +44,7 @@ def test_dps_at_its_default_weight_samples_the_prior(metrics):
     # whose mass lies mostly on classes the exact posterior rules out.
     rec = metrics["samplers"]["DPS"]["defaults"]
     assert rec["excluded_mass"] > 0.3
+    assert rec["excluded_mass"] > 0.5 * metrics["problem"]["prior_excluded_mass"]
     assert rec["tv_modes"] > 2 * rec["tv_floor_modes"] + 0.1
 
 
