@@ -72,11 +72,11 @@ class ImageOperator(ForwardModel):
                              f"{self.image_shape}, got d = {d}")
         return self._m()
 
-    def _on(self, key: str, t: torch.Tensor, device) -> torch.Tensor:
-        """A constant tensor (mask index, ...) moved once per device, not once per call."""
-        k = (key, str(device))
+    def _on(self, key: str, t: torch.Tensor, device, dtype=None) -> torch.Tensor:
+        """A constant tensor (mask index, kernel) moved once per device and dtype, not per call."""
+        k = (key, str(device), dtype)
         if k not in self._device_cache:
-            self._device_cache[k] = t.to(device)
+            self._device_cache[k] = t.to(device=device, dtype=dtype)
         return self._device_cache[k]
 
     def _image(self, x: torch.Tensor) -> torch.Tensor:
@@ -268,8 +268,8 @@ class GaussianBlur(LinearImageOperator):
 
     def _consts(self, axis, t):
         idx, valid = self._pads[axis]
-        kernel = self._on(f"kernel{t.dtype}", self.kernel.to(t.dtype), t.device)
-        return self._on("i" + axis, idx, t.device), self._on("v" + axis, valid.to(t.dtype), t.device), kernel
+        return (self._on(f"index {axis}", idx, t.device), self._on(f"valid {axis}", valid, t.device, t.dtype),
+                self._on("kernel", self.kernel, t.device, t.dtype))
 
     def _blur_last(self, t, axis):
         """Blur along the last axis: pad (gather), then a 'valid' 1-D correlation."""
