@@ -506,6 +506,7 @@ def mnist(path, *, split: str = "train", dtype=torch.float32,
 _PICKLE_ALLOWED = {(mod, name) for mod in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray",
                                             "numpy.core.numeric", "numpy._core.numeric")
                    for name in ("_reconstruct", "ndarray", "dtype", "_frombuffer", "scalar")}
+_PICKLE_ALLOWED.add(("_codecs", "encode"))     # how protocol 2 stores bytes from Python 3
 
 
 class _ArrayUnpickler(pickle.Unpickler):
