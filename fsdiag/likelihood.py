@@ -61,15 +61,16 @@ class GaussianLikelihood:
         May hold -inf where a residual / noise_std overflows (callers that need finite values
         check and name noise_std)."""
         x = as_tensor(x, "x", ndim=2)
-        if x.dtype in (torch.float16, torch.bfloat16):   # too coarse for a log-density
-            x = x.float()
         chunk_size = check_int(chunk_size, "chunk_size")
         self.check_dim(x.shape[1], "x")
-        std = self._like(x, self.noise_std)
+        # In float64 (B x m work): a float32 noise_std of 1e-300 would be 0, and 0/0 NaN.
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        x64 = x.to(torch.float64)
+        std = self._like(x64, self.noise_std)
         const = -torch.log(std).sum() - 0.5 * self.obs_dim * math.log(2 * math.pi)
-        out = [(-0.5 * ((self.residual(x[s:s + chunk_size]) / std) ** 2).sum(1)) + const
+        out = [(-0.5 * ((self.residual(x64[s:s + chunk_size]) / std) ** 2).sum(1)) + const
                for s in range(0, x.shape[0], chunk_size)]
-        return torch.cat(out) if out else x.new_zeros(0)
+        return (torch.cat(out) if out else x64.new_zeros(0)).to(dtype)
 
     def grad_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """grad_x log p(y | x) = J_A(x)^T Sigma_n^-1 (y - A(x))."""
