@@ -31,7 +31,7 @@ from .forward import ForwardModel, LinearForwardModel
 from .likelihood import GaussianLikelihood
 
 __all__ = ["import_deepinv", "from_physics", "likelihood", "PhysicsForward", "LinearPhysicsForward",
-           "SAMPLERS", "SETTINGS", "SamplerRun", "run"]
+           "SAMPLERS", "SETTINGS", "SETTINGS_NOTES", "settings_for", "SamplerRun", "run"]
 
 _TORCHVISION_LIB = None
 
