@@ -138,19 +138,24 @@ def hold_out(data: ImageData, n: int = 1, *, seed: int | None = None,
     return HeldOut(data.atoms[keep], data.labels[keep], truths, data.labels[held.to(data.labels.device)])
 
 
-def _equals_any(atoms: torch.Tensor, truths: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
-    """(N,) bool: rows of atoms exactly equal to some truth. A random projection narrows the
-    candidates in one O(N d) pass; exact comparison only on those."""
+def _equals_any(atoms: torch.Tensor, truths: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+    """(N,) bool: rows of atoms exactly equal to some truth, in O(N d + N log n). A random
+    projection sorts the (distinct) truths; each atom is compared exactly with the truths whose
+    projection is nearest to its own (a tolerance: two matmul calls need not round alike)."""
+    truths = torch.unique(truths, dim=0)
     r = torch.randn(atoms.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     r = r.to(atoms.device)
-    key_t = truths.double() @ r
-    out = torch.zeros(atoms.shape[0], dtype=torch.bool)
+    keys, order = torch.sort(truths.double() @ r)
+    truths, tol = truths[order], 1e-9 * (1.0 + keys.abs())
+    out = torch.zeros(atoms.shape[0], dtype=torch.bool, device=atoms.device)
     for s in range(0, atoms.shape[0], chunk):
         block = atoms[s:s + chunk]
-        cand = torch.nonzero(torch.isin(block.double() @ r, key_t)).flatten()
-        for i in cand.tolist():
-            out[s + i] = bool((block[i] == truths).all(1).any())
-    return out
+        k = block.double() @ r
+        pos = torch.searchsorted(keys, k)
+        for c in ((pos - 1).clamp_min(0), pos.clamp_max(len(keys) - 1)):
+            i = torch.nonzero((k - keys[c]).abs() <= tol[c]).flatten()
+            out[s + i] |= (block[i] == truths[c[i]]).all(1)
+    return out.cpu()
 
 
 def _from_uint8(arr: np.ndarray, dtype) -> torch.Tensor:
@@ -188,6 +193,7 @@ PATCH_SOURCES = ("brick", "grass", "gravel", "camera", "astronaut", "coffee", "c
                  "page", "text", "clock", "cell", "chelsea", "rocket", "immunohistochemistry",
                  "hubble_deep_field", "retina")
 _DEFAULT_SOURCES = ("brick", "grass", "gravel", "camera", "astronaut", "coffee")
+_PATCH_BLOCK = 1 << 16
 
 
 @lru_cache(maxsize=None)
@@ -213,7 +219,7 @@ def patches(n: int, size: int = 8, *, sources=_DEFAULT_SOURCES, color: bool = Fa
     images (`PATCH_SOURCES`); label = the source's index in `sources`; the classes are balanced
     (n // len(sources), the first n % len(sources) sources one more) and shuffled.
     Gray (1, size, size) by default, color=True (3, size, size) needs color sources.
-    Pixels in [0, 1]. Memory: n size^2 C floats for the result, nothing per patch beyond it."""
+    Pixels in [0, 1]. Memory: the result (n C size^2 floats) plus one block of 65536 patches."""
     n = check_int(n, "n", maximum=10 ** 8)
     size = check_int(size, "size", maximum=4096)
     if isinstance(sources, str) or not hasattr(sources, "__iter__"):
@@ -229,19 +235,21 @@ def patches(n: int, size: int = 8, *, sources=_DEFAULT_SOURCES, color: bool = Fa
     c = 3 if color else 1
     labels = torch.arange(n) % len(sources)
     labels = labels[torch.randperm(n, generator=g)]
-    out = torch.empty(n, size, size, c, dtype=dtype)
+    out = torch.empty(n, c, size, size, dtype=dtype)
     for k, name in enumerate(sources):
         img = torch.from_numpy(_source_image(name, color))
         h, w = img.shape[:2]
         if size > min(h, w):
             raise ValueError(f"size: {size} exceeds the {h}x{w} source image {name!r}")
+        # a strided view of every window (no copy), (h', w', C, size, size): indexing copies
+        # only the chosen windows, a block of rows at a time
+        windows = img.unfold(0, size, 1).unfold(1, size, 1)
         rows = torch.nonzero(labels == k).flatten()
         top = torch.randint(0, h - size + 1, (len(rows),), generator=g)
         left = torch.randint(0, w - size + 1, (len(rows),), generator=g)
-        # a strided view of every window (no copy); indexing copies only the chosen ones
-        windows = img.unfold(0, size, 1).unfold(1, size, 1)           # (h', w', C, size, size)
-        out[rows] = windows[top, left].permute(0, 2, 3, 1).to(dtype)
-    atoms = out.permute(0, 3, 1, 2).reshape(n, c * size * size)        # rows in (C, H, W) order
+        for s in range(0, len(rows), _PATCH_BLOCK):
+            out[rows[s:s + _PATCH_BLOCK]] = windows[top[s:s + _PATCH_BLOCK], left[s:s + _PATCH_BLOCK]].to(dtype)
+    atoms = out.reshape(n, c * size * size)                             # rows in (C, H, W) order
     return ImageData(atoms, labels.long(), (c, size, size), (0.0, 1.0), sources,
                      f"{n} {size}x{size} {'color' if color else 'gray'} patches of scikit-image's "
                      f"{', '.join(sources)}; pixels in [0, 1]")

@@ -43,14 +43,18 @@ def test_patches_are_windows_of_their_sources():
     check(data, 60, (1, 8, 8), 6)
     assert data.class_names == D._DEFAULT_SOURCES and torch.bincount(data.labels).tolist() == [10] * 6
     for i in (0, 17):           # each patch is a window of its source image
-        src = torch.from_numpy(D._source_image(data.class_names[data.labels[i]], False))[..., 0]
-        windows = src.unfold(0, 8, 1).unfold(1, 8, 1).reshape(-1, 64)
-        assert bool((windows == data.atoms[i]).all(1).any())
+        assert is_window(data.atoms[i], D._source_image(data.class_names[data.labels[i]], False), 8)
     color = D.patches(9, 5, sources=("astronaut", "coffee", "chelsea"), color=True, seed=1)
     check(color, 9, (3, 5, 5), 3)
-    src = torch.from_numpy(D._source_image(color.class_names[color.labels[0]], True))    # (H, W, 3)
-    windows = src.unfold(0, 5, 1).unfold(1, 5, 1).reshape(-1, 75)                       # (.., C, h, w) rows
-    assert bool((windows == color.atoms[0]).all(1).any())
+    assert is_window(color.atoms[0], D._source_image(color.class_names[color.labels[0]], True), 5)
+
+
+def is_window(row, src, size):
+    """row (C size size,) equals the (C, H, W)-ordered window of src (H, W, C) at some position."""
+    chw = np.transpose(src, (2, 0, 1))
+    win = np.lib.stride_tricks.sliding_window_view(chw, (size, size), axis=(1, 2))   # (C, h', w', s, s)
+    win = np.moveaxis(win, 0, 2).reshape(-1, row.numel())                          # (h' w', C s s)
+    return bool((win == row.numpy()).all(1).any())
 
 
 def test_patches_are_seeded():
