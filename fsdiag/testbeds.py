@@ -96,7 +96,12 @@ class GaussianMixture:
 
     def _component_log_prob(self, x):
         x = as_tensor(x, "x", ndim=2, dtype=self.dtype, device=self.device)
-        L = torch.linalg.cholesky(self.covs)                                   # (K, d, d)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"x: expected shape (batch, {self.dim}), got {tuple(x.shape)}")
+        L, info = torch.linalg.cholesky_ex(self.covs)                          # (K, d, d)
+        if bool((info != 0).any()):
+            raise ValueError("covs: the density needs positive-definite covariances; diffuse a "
+                             "discrete (zero-covariance) prior first")
         diff = (x[None] - self.means[:, None]).transpose(1, 2)                 # (K, d, B)
         sol = torch.linalg.solve_triangular(L, diff, upper=False)              # (K, d, B)
         logdet = 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)       # (K,)
@@ -170,6 +175,8 @@ class GaussianMixture:
     # --------------------------------------------------------------- posteriors
     def condition(self, lik: GaussianLikelihood) -> "GaussianMixture":
         """Exact posterior p(x_0 | y) under y = M x + c + N(0, diag(noise_std^2))."""
+        if not isinstance(lik, GaussianLikelihood):
+            raise TypeError(f"lik: expected an fsdiag.GaussianLikelihood, got {type(lik).__name__}")
         fwd = lik.forward
         if not isinstance(fwd, LinearForwardModel):
             raise ValueError(f"lik: closed-form conditioning needs a linear forward model, got {fwd!r}")
@@ -227,6 +234,10 @@ def GaussianPrior(mean, cov, **kwargs) -> GaussianMixture:
 def grid_posterior(prior: GaussianMixture, lik: GaussianLikelihood, lo, hi, n: int = 400):
     """Posterior of a 2-D GMM prior under any forward model on an n x n grid over [lo, hi]^2:
     returns grid points (n*n, 2) and their normalised posterior weights (n*n,)."""
+    if not isinstance(prior, GaussianMixture):
+        raise TypeError(f"prior: expected a testbeds.GaussianMixture, got {type(prior).__name__}")
+    if not isinstance(lik, GaussianLikelihood):
+        raise TypeError(f"lik: expected an fsdiag.GaussianLikelihood, got {type(lik).__name__}")
     if prior.dim != 2:
         raise ValueError(f"prior: grid_posterior needs a 2-D prior, got d = {prior.dim}")
     n = check_int(n, "n", minimum=2)

@@ -409,6 +409,15 @@ def test_testbeds(which, data):
             assert abs(float(gm.weights.sum()) - 1) < 1e-9
             x = gm.sample(5, torch.Generator().manual_seed(0))
             assert x.shape == (5, d) and finite(x)
+            q, _ = data.draw(arrays((data.draw(st.integers(0, 3)), data.draw(st.sampled_from([d, d + 1])))))
+            abar = data.draw(st.one_of(st.floats(0.01, 0.99), REALS))
+            for kernel in ("denoise", "score"):
+                out = call(lambda: getattr(gm, kernel)(q, abar), "x", "abar")
+                assert out is None or (out.shape[1] == d and finite(out))
+            lp = call(lambda: gm.log_prob(q), "x", "covs")
+            assert lp is None or not bool(torch.isnan(lp).any())
+            post = call(lambda: gm.condition(data.draw(st.one_of(likelihoods(d), st.just("lik")))), "lik", "forward")
+            assert post is None or abs(float(post.weights.sum()) - 1) < 1e-9
         return
     fn = getattr(T, which)
     n = data.draw(INTS)
