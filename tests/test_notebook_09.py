@@ -8,7 +8,7 @@ from conftest import run_notebook
 
 NB = "09_judging_deepinv.ipynb"
 TINY = dict(n_candidates=30, n_samples=32, samplers=["DPS", "DDRM", "PD-PiGDM", "ULA"], pd_num_steps=20,
-            langevin_max_iter=50, run_downsampling=True, n_show=4)
+            langevin_max_iter=50, extra_operators=["blur", "downsampling"], n_extra_samples=8, n_show=4)
 
 pytestmark = [pytest.mark.notebooks,
               pytest.mark.skipif(importlib.util.find_spec("deepinv") is None,
@@ -29,8 +29,16 @@ def test_every_run_is_reported(metrics):
             assert sum(rec["classes"]) == pytest.approx(1.0)
             assert all(lo - 1e-9 <= s <= hi + 1e-9 for lo, s, hi in zip(rec["lower"], rec["classes"], rec["upper"]))
             assert 0 <= rec["tv_modes"] <= 1 and 0 <= rec["excluded_mass"] <= 1 and rec["wall_s"] > 0
-    down = metrics["downsampling"]["samplers"]
-    assert "DDRM" not in down and set(down) == set(TINY["samplers"]) - {"DDRM"}
+    ops = metrics["operators"]
+    assert set(ops) == {"blur", "downsampling"}
+    # DDRM runs on the FFT blur (decomposable), not on downsampling (no SVD in deepinv).
+    assert set(ops["blur"]["samplers"]) == set(TINY["samplers"]) and ops["blur"]["unsupported"] == []
+    assert set(ops["downsampling"]["samplers"]) == set(TINY["samplers"]) - {"DDRM"}
+    assert ops["downsampling"]["unsupported"] == ["DDRM"]
+    for op in ops.values():
+        assert sum(op["exact_classes"]) == pytest.approx(1.0)
+        for rec in op["samplers"].values():
+            assert sum(rec["classes"]) == pytest.approx(1.0) and rec["wall_s"] > 0
 
 
 def test_every_sampler_is_farther_than_the_monte_carlo_floor(metrics):
