@@ -8,7 +8,7 @@ from conftest import run_notebook
 
 NB = "09_judging_deepinv.ipynb"
 TINY = dict(n_candidates=30, n_samples=32, samplers=["DPS", "DDRM", "PD-PiGDM", "ULA"], pd_num_steps=20,
-            langevin_max_iter=50, extra_operators=["blur", "downsampling"], n_extra_samples=8, n_show=4)
+            langevin_max_iter=50, extra_operators=["downsampling"], n_extra_samples=8, n_show=4)
 
 pytestmark = [pytest.mark.notebooks,
               pytest.mark.skipif(importlib.util.find_spec("deepinv") is None,
@@ -30,9 +30,8 @@ def test_every_run_is_reported(metrics):
             assert all(lo - 1e-9 <= s <= hi + 1e-9 for lo, s, hi in zip(rec["lower"], rec["classes"], rec["upper"]))
             assert 0 <= rec["tv_modes"] <= 1 and 0 <= rec["excluded_mass"] <= 1 and rec["wall_s"] > 0
     ops = metrics["operators"]
-    assert set(ops) == {"blur", "downsampling"}
-    # DDRM runs on the FFT blur (decomposable), not on downsampling (no SVD in deepinv).
-    assert set(ops["blur"]["samplers"]) == set(TINY["samplers"]) and ops["blur"]["unsupported"] == []
+    assert set(ops) == {"downsampling"}
+    # DDRM does not run on downsampling (no SVD in deepinv); the others do.
     assert set(ops["downsampling"]["samplers"]) == set(TINY["samplers"]) - {"DDRM"}
     assert ops["downsampling"]["unsupported"] == ["DDRM"]
     for op in ops.values():
