@@ -375,8 +375,13 @@ class FourierMagnitude(ImageOperator):
 
     def _vjp(self, img, v):
         z = self._fft(img)
-        mag = z.abs()
-        phase = torch.where(mag > 0, z / torch.where(mag > 0, mag, 1), 0)
+        # the phase z / |z| of a subnormal or huge z over- or underflows: divide by the larger
+        # of |Re z|, |Im z| first (then 1 <= |w| <= sqrt 2); phase 0 where z = 0
+        scale = torch.maximum(z.real.abs(), z.imag.abs())
+        safe = torch.where(scale > 0, scale, 1)
+        wr, wi = z.real / safe, z.imag / safe
+        norm = torch.hypot(wr, wi).clamp_min(1)
+        phase = torch.complex(wr / norm, wi / norm)           # 0 where z = 0 (wr = wi = 0)
         u = v.reshape(z.shape) * phase
         _, h, w = self.image_shape
         return torch.fft.ifft2(u, norm="ortho").real[..., :h, :w]

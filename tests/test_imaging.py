@@ -108,6 +108,10 @@ def test_fourier_magnitude_vjp_at_zero_is_the_subgradient_zero():
     xr = x.clone().requires_grad_(True)
     (ref,) = torch.autograd.grad(fm(xr).sum(), xr)
     torch.testing.assert_close(fm.vjp(x, torch.ones(2, 16, dtype=torch.float64)), ref)
+    # subnormal and huge float32 spectra: the phase z / |z| is still finite and right
+    for scale in (1e-40, 1e37):
+        g32 = fm.vjp((x * scale).float(), torch.ones(2, 16))
+        torch.testing.assert_close(g32.double(), fm.vjp(x, torch.ones(2, 16, dtype=torch.float64)))
 
 
 @pytest.mark.parametrize("shape,op", CASES, ids=IDS)
