@@ -10,6 +10,7 @@ from .diagnostics import posterior_weights
 from .evaluate import Report, diagnose, evaluate
 from .likelihood import GaussianLikelihood
 from .methods import METHODS, Approximation, Guidance, Problem, register
+from .original_dps import OriginalDPS
 from .prior import EmpiricalPrior
 from .samplers import Run, sample, sample_exact
 from .schedules import DDPMSchedule, VPSchedule
