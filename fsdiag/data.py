@@ -37,6 +37,15 @@ def _check_dtype(dtype) -> torch.dtype:
     return dtype
 
 
+def _require(module: str, package: str):
+    """Import an optional dependency (the `book` extra) or say how to install it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"this loader needs {package}: pip install {package} (or fsdiag[book])") from err
+
+
 def _check_path(path, *, folder: bool | None = None) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a file or folder path, got {type(path).__name__}")
@@ -51,10 +60,12 @@ def _check_path(path, *, folder: bool | None = None) -> Path:
 
 
 # ------------------------------------------------------------------ the container
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class ImageData:
-    """atoms (N, C*H*W) floating, labels (N,) int64 indexing class_names, image_shape (C, H, W),
-    pixel_range (lo, hi) the range the pixels were scaled to (not the observed min/max)."""
+    """atoms (N, C*H*W) floating, rows in (C, H, W) order; labels (N,) int64 indexing
+    class_names; pixel_range (lo, hi): [0, 1] for every bundled loader and 8/16-bit files (the
+    range the pixels were scaled to, not their observed min/max); for float arrays that
+    `from_array` keeps as they are, their observed (min, max)."""
 
     atoms: torch.Tensor
     labels: torch.Tensor
@@ -166,9 +177,7 @@ def _from_uint8(arr: np.ndarray, dtype) -> torch.Tensor:
 def digits(*, dtype=torch.float32) -> ImageData:
     """scikit-learn's 8x8 digits: 1797 images (1, 8, 8), 10 classes '0'..'9'; pixels in [0, 1]
     (the 0..16 counts divided by 16)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
+    d = _require("sklearn.datasets", "scikit-learn").load_digits()
     atoms = torch.from_numpy(d.data / 16.0).to(_check_dtype(dtype))
     return ImageData(atoms, torch.from_numpy(d.target).long(), (1, 8, 8), (0.0, 1.0),
                      tuple(str(i) for i in range(10)), "scikit-learn 8x8 digits, pixels in [0, 1]")
@@ -177,9 +186,7 @@ def digits(*, dtype=torch.float32) -> ImageData:
 def lfw_subset(*, dtype=torch.float32) -> ImageData:
     """scikit-image's LFW subset: 200 gray images (1, 25, 25); the first 100 are faces (label 0,
     'face'), the last 100 non-faces cut from the photos' backgrounds (label 1); pixels in [0, 1]."""
-    from skimage.data import lfw_subset as load
-
-    imgs = np.asarray(load(), dtype=np.float64)
+    imgs = np.asarray(_require("skimage.data", "scikit-image").lfw_subset(), dtype=np.float64)
     if imgs.max() > 1.0:       # documented as uint8 in some versions: scale to [0, 1] either way
         imgs = imgs / 255.0
     atoms = torch.from_numpy(imgs.reshape(len(imgs), -1)).to(_check_dtype(dtype))
@@ -199,10 +206,7 @@ _PATCH_BLOCK = 1 << 16
 @lru_cache(maxsize=None)
 def _source_image(name: str, color: bool) -> np.ndarray:
     """(H, W, C) float32 in [0, 1]; gray from color with scikit-image's luminance weights."""
-    import skimage.color
-    import skimage.data
-
-    img = getattr(skimage.data, name)()
+    img = getattr(_require("skimage.data", "scikit-image"), name)()
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
     img = np.asarray(img, dtype=np.float64) / (255.0 if img.dtype == np.uint8 else 1.0)
@@ -210,7 +214,7 @@ def _source_image(name: str, color: bool) -> np.ndarray:
         if img.ndim != 3:
             raise ValueError(f"sources: {name!r} is a gray image; color=True needs color sources")
         return img.astype(np.float32)
-    return (skimage.color.rgb2gray(img) if img.ndim == 3 else img).astype(np.float32)[..., None]
+    return (_require("skimage.color", "scikit-image").rgb2gray(img) if img.ndim == 3 else img).astype(np.float32)[..., None]
 
 
 def patches(n: int, size: int = 8, *, sources=_DEFAULT_SOURCES, color: bool = False,
@@ -412,18 +416,14 @@ def from_array(path_or_array, *, labels=None, image_shape=None, images_key: str 
 
 def _png_array(path: Path, mode: str) -> np.ndarray:
     """One PNG as (H, W, C) float64 in [0, 1] (8- and 16-bit), C = 1 for mode 'L', 3 for 'RGB'."""
-    from PIL import Image
-
-    with Image.open(path) as img:
+    with _require("PIL.Image", "pillow").open(path) as img:
         if img.mode in ("I;16", "I;16B", "I") and mode == "L":
             return np.asarray(img, dtype=np.float64)[..., None] / 65535.0
         return np.asarray(img.convert(mode), dtype=np.float64).reshape(img.height, img.width, -1) / 255.0
 
 
 def _is_gray(path: Path) -> bool:
-    from PIL import Image
-
-    with Image.open(path) as img:
+    with _require("PIL.Image", "pillow").open(path) as img:
         return img.mode in ("1", "L", "LA", "I", "I;16", "I;16B")
 
 
