@@ -76,7 +76,8 @@ class ImageData:
 
     def __post_init__(self):
         if self.atoms.ndim != 2 or not self.atoms.is_floating_point():
-            raise ValueError(f"atoms: expected a floating (N, d) tensor, got {self.atoms.dtype} {tuple(self.atoms.shape)}")
+            raise ValueError(f"atoms: expected a floating (N, d) tensor, got {self.atoms.dtype} "
+                             f"{tuple(self.atoms.shape)}")
         if math.prod(self.image_shape) != self.atoms.shape[1]:
             raise ValueError(f"image_shape: {self.image_shape} has {math.prod(self.image_shape)} pixels, "
                              f"the atoms have d = {self.atoms.shape[1]}")
@@ -214,7 +215,9 @@ def _source_image(name: str, color: bool) -> np.ndarray:
         if img.ndim != 3:
             raise ValueError(f"sources: {name!r} is a gray image; color=True needs color sources")
         return img.astype(np.float32)
-    return (_require("skimage.color", "scikit-image").rgb2gray(img) if img.ndim == 3 else img).astype(np.float32)[..., None]
+    if img.ndim == 3:
+        img = _require("skimage.color", "scikit-image").rgb2gray(img)
+    return img.astype(np.float32)[..., None]
 
 
 def patches(n: int, size: int = 8, *, sources=_DEFAULT_SOURCES, color: bool = False,

@@ -89,9 +89,11 @@ def test_shapes_on_every_device_agree(device):
 def test_bundled_loaders_validate():
     bad = [(lambda: D.shapes(0, seed=0), "n"), (lambda: D.shapes(5, 2, seed=0), "size"),
            (lambda: D.shapes(5), "seed"), (lambda: D.shapes(5, seed="1"), "seed"),
-           (lambda: D.shapes(5, classes=("blob",), seed=0), "classes"), (lambda: D.shapes(5, classes="disc", seed=0), "classes"),
+           (lambda: D.shapes(5, classes=("blob",), seed=0), "classes"),
+           (lambda: D.shapes(5, classes="disc", seed=0), "classes"),
            (lambda: D.shapes(5, seed=0, dtype=torch.float16), "dtype"),
-           (lambda: D.patches(5, seed=0, sources=("lena",)), "sources"), (lambda: D.patches(5, seed=0, sources=()), "sources"),
+           (lambda: D.patches(5, seed=0, sources=("lena",)), "sources"),
+           (lambda: D.patches(5, seed=0, sources=()), "sources"),
            (lambda: D.patches(5, 1000, seed=0), "size"), (lambda: D.patches(-1, seed=0), "n"),
            (lambda: D.patches(5, 4, seed=0, sources=("camera",), color=True), "sources"),
            (lambda: D.patches(5, seed=0, color="yes"), "color"), (lambda: D.digits(dtype="float32"), "dtype")]
@@ -159,7 +161,8 @@ def test_from_array(tmp_path):
     assert D.from_array(tmp_path / "c.npz", images_key="pics", labels_key="y").labels.tolist() == list(range(5))
     bad = [(lambda: D.from_array(tmp_path / "nope.npy"), "path"), (lambda: D.from_array(tmp_path), "path"),
            (lambda: D.from_array(tmp_path / "c.npz"), "images_key"), (lambda: D.from_array(3), "path_or_array"),
-           (lambda: D.from_array(u8, labels=[0, 1]), "labels"), (lambda: D.from_array(u8, labels=[0, 1, 2, 1, -1]), "labels"),
+           (lambda: D.from_array(u8, labels=[0, 1]), "labels"),
+           (lambda: D.from_array(u8, labels=[0, 1, 2, 1, -1]), "labels"),
            (lambda: D.from_array(np.zeros((3, 12))), "image_shape"),
            (lambda: D.from_array(np.zeros((3, 12)), image_shape=(2, 2)), "image_shape"),
            (lambda: D.from_array(np.zeros((0, 4, 4))), "path_or_array"),
@@ -247,7 +250,8 @@ def test_mnist_reads_idx_files(tmp_path):
     (tmp_path / "short").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, 10) + b"\x00" * 3)
     for make, name in [(lambda: D.mnist(tmp_path, split="val"), "split"), (lambda: D.mnist(tmp_path / "nope"), "path"),
                        (lambda: D.mnist(tmp_path / "raw" / "t10k-images-idx3-ubyte"), "path"),
-                       (lambda: D.read_idx(tmp_path / "junk"), "path"), (lambda: D.read_idx(tmp_path / "short"), "path")]:
+                       (lambda: D.read_idx(tmp_path / "junk"), "path"),
+                       (lambda: D.read_idx(tmp_path / "short"), "path")]:
         with pytest.raises((ValueError, TypeError), match=f"^{name}: "):
             make()
     (tmp_path / "raw" / "t10k-labels-idx1-ubyte").unlink()
@@ -282,7 +286,8 @@ def test_cifar10_reads_python_batches(tmp_path):
             return (print, ("pwned",))
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": Evil(), b"labels": [0]}))
     for make, name in [(lambda: D.cifar10(folder, split="test"), "path"), (lambda: D.cifar10(tmp_path / "x"), "path"),
-                       (lambda: D.cifar10(folder, split="all"), "split"), (lambda: D.cifar10(tmp_path / "empty"), "path")]:
+                       (lambda: D.cifar10(folder, split="all"), "split"),
+                       (lambda: D.cifar10(tmp_path / "empty"), "path")]:
         (tmp_path / "empty").mkdir(exist_ok=True)
         with pytest.raises((ValueError, TypeError), match=f"^{name}: "):
             make()
