@@ -291,3 +291,11 @@ def test_cifar10_reads_python_batches(tmp_path):
         (tmp_path / "empty").mkdir(exist_ok=True)
         with pytest.raises((ValueError, TypeError), match=f"^{name}: "):
             make()
+
+
+def test_importing_fsdiag_loads_no_image_library():
+    import subprocess
+    import sys
+    code = ("import sys, fsdiag; heavy = [m for m in ('sklearn', 'skimage', 'PIL') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
