@@ -53,12 +53,14 @@ def _check_weights(w, n: int, name: str) -> np.ndarray:
     return w / w.max() / np.sum(w / w.max())      # divide by the max first: no overflow in the sum
 
 
-def _check_run(run, prior: EmpiricalPrior) -> None:
-    if not all(hasattr(run, k) for k in ("trajectory", "tweedie", "times", "samples", "schedule")):
+def _check_run(run, prior: EmpiricalPrior, needs=("trajectory", "tweedie", "times", "samples", "schedule")) -> None:
+    """A Run, or any object with the attributes this diagnostic reads (duck typing)."""
+    if not all(hasattr(run, k) for k in needs):
         raise TypeError(f"run: expected an fsdiag.Run, got {type(run).__name__}")
-    if run.samples.ndim != 2 or run.samples.shape[1] != prior.dim:
-        raise ValueError(f"run: its particles have shape {tuple(run.samples.shape)}, the prior d = {prior.dim}")
-    if run.samples.shape[0] < 1:
+    x = run.samples if "samples" in needs else run.trajectory[-1]
+    if x.ndim != 2 or x.shape[1] != prior.dim:
+        raise ValueError(f"run: its particles have shape {tuple(x.shape)}, the prior d = {prior.dim}")
+    if x.shape[0] < 1:
         raise ValueError("run: expected at least one particle")
 
 
@@ -215,7 +217,7 @@ def spread(run, prior: EmpiricalPrior, psi: torch.Tensor, *, seed: int = 0) -> d
     """Per recorded time: total variance of the particle cloud over that of the exact p_t(x_t|y)
     (>1 over-dispersed, <1 under-dispersed), mean error, and sliced W1 to exact draws."""
     _check_prior(prior)
-    _check_run(run, prior)
+    _check_run(run, prior, ("times", "trajectory", "schedule"))
     psi = _check_psi(psi, prior)
     gen = make_generator(seed, None, prior.device)
     out = {"times": [], "var_ratio": [], "mean_error": [], "wasserstein": []}
@@ -271,7 +273,7 @@ def early_stopping(run, prior: EmpiricalPrior, psi: torch.Tensor, *, n_projectio
     """Stop at each recorded time and output the particle or its Tweedie mean: sliced W1 to the
     exact posterior over atoms (exact W1 for d = 1)."""
     _check_prior(prior)
-    _check_run(run, prior)
+    _check_run(run, prior, ("times", "trajectory", "tweedie"))
     psi = _check_psi(psi, prior)
     out = {"times": run.times.tolist(), "particle": [], "tweedie": []}
     atoms, w = prior.atoms, psi.detach().cpu().double().numpy()

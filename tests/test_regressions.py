@@ -95,19 +95,19 @@ def test_empty_batch_in_conditional_kernels_and_likelihood():
 def test_diagnose_validates_n_score_points(bad, exc):
     prior, lik = testbeds.three_atoms()
     run = fsdiag.sample(prior, lik, method="sigma_dps", n_particles=8, n_steps=3, progress=False)
-    with pytest.raises(exc, match="n_score_points"):
+    with pytest.raises(exc, match="^n_score_points:"):
         fsdiag.diagnose(run, prior, lik, n_score_points=bad)
 
 
 @pytest.mark.parametrize("device", ["meta", "mps", "xpu"])
 def test_unusable_devices_are_refused(device):
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(ValueError, match="^device:"):
         EP([[0.0]], device=device)
 
 
 @pytest.mark.parametrize("where", ["y", "noise_std", "atoms", "x"])
 def test_complex_inputs_are_refused(where):
-    with pytest.raises(TypeError, match=where):
+    with pytest.raises(TypeError, match=f"^{where}:"):
         if where == "y":
             GL(F.Identity(), [0.5 + 1j], 1.0)
         elif where == "noise_std":
@@ -119,19 +119,19 @@ def test_complex_inputs_are_refused(where):
 
 
 def test_float32_atoms_whose_squares_overflow():
-    with pytest.raises(ValueError, match="atoms"):
+    with pytest.raises(ValueError, match="^atoms:"):
         EP(torch.tensor([[2e19], [-2e19]]), device="cpu")
 
 
 def test_ddpm_schedule_beta_start_above_beta_end():
-    with pytest.raises(ValueError, match="beta_start"):
+    with pytest.raises(ValueError, match="^beta_start"):
         fsdiag.DDPMSchedule(beta_start=1.0)
 
 
 @pytest.mark.parametrize("schedule", [fsdiag.VPSchedule(), fsdiag.DDPMSchedule()])
 @pytest.mark.parametrize("t", [math.inf, math.nan, -0.5])
 def test_schedule_times_are_validated(schedule, t):
-    with pytest.raises(ValueError, match="t"):
+    with pytest.raises(ValueError, match="^t:"):
         schedule.alpha_bar(t)
 
 
@@ -142,15 +142,15 @@ def test_numpy_n_timesteps_does_not_wrap():
 
 
 def test_schedule_parameter_types():
-    with pytest.raises(TypeError, match="beta_min"):
+    with pytest.raises(TypeError, match="^beta_min:"):
         fsdiag.VPSchedule(beta_min="0.1")
-    with pytest.raises(TypeError, match="beta_max"):
+    with pytest.raises(TypeError, match="^beta_max:"):
         fsdiag.VPSchedule(beta_max=True)
 
 
 @pytest.mark.parametrize("covs", [[[[1.0, 0.5], [0.0, 1.0]]], [[[1.0, 2.0], [2.0, 1.0]]]])
 def test_gaussian_mixture_rejects_bad_covariances(covs):
-    with pytest.raises(ValueError, match="covs"):
+    with pytest.raises(ValueError, match="^covs:"):
         testbeds.GaussianMixture([1.0], [[0.0, 0.0]], covs)
 
 
@@ -160,34 +160,34 @@ def test_affine_never_casts_its_matrix_to_int():
 
 
 def test_mask_none_and_vjp_shapes():
-    with pytest.raises(TypeError, match="mask"):
+    with pytest.raises(TypeError, match="^mask:"):
         F.Mask(None)
     A = F.Affine([[1.0, 2.0]])
-    with pytest.raises(ValueError, match="v"):
+    with pytest.raises(ValueError, match="^v:"):
         A.vjp(torch.zeros(3, 2), torch.zeros(2, 1))
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match="^x:"):
         A.vjp(torch.zeros(3, 5), torch.zeros(3, 1))
 
 
 def test_wasserstein_of_an_empty_sample():
-    with pytest.raises(ValueError, match="v"):
+    with pytest.raises(ValueError, match="^v:"):
         diagnostics.wasserstein_1d([1.0], [])
 
 
 def test_wilson_interval_counts_in_range():
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match="^k:"):
         diagnostics.wilson_interval(5, 2)
 
 
 @pytest.mark.parametrize("fn", [testbeds.swiss_roll, testbeds.torus, testbeds.sphere])
 def test_manifold_data_needs_a_generator(fn):
-    with pytest.raises(TypeError, match="generator"):
+    with pytest.raises(TypeError, match="^generator:"):
         fn(5, None)
 
 
 def test_tiny_noise_std_is_named():
     prior = EP([[0.0], [1e10]], device="cpu")
-    with pytest.raises(ValueError, match="noise_std"):
+    with pytest.raises(ValueError, match="^noise_std:"):
         fsdiag.posterior_weights(prior, GL(F.Identity(), [0.5], 1e-300))
 
 
@@ -205,14 +205,14 @@ def test_seed_beyond_int64():
 
 def test_t_min_as_a_string():
     prior, lik = testbeds.three_atoms()
-    with pytest.raises(TypeError, match="t_min"):
+    with pytest.raises(TypeError, match="^t_min:"):
         fsdiag.sample(prior, lik, t_min="0.5", n_particles=4, n_steps=2, progress=False)
 
 
 def test_numeric_types_are_treated_alike():
     prior, lik = testbeds.three_atoms()
     kw = dict(n_particles=4, n_steps=3, progress=False)
-    with pytest.raises(TypeError, match="zeta"):
+    with pytest.raises(TypeError, match="^zeta:"):
         fsdiag.sample(prior, lik, method="zeta_dps", zeta=True, **kw)
     run = fsdiag.sample(prior, lik, method="zeta_dps", zeta=np.float32(0.3), **kw)
     assert run.approximation.zeta == pytest.approx(0.3)
