@@ -95,9 +95,7 @@ class GaussianMixture:
         return GaussianMixture._from_parts(self.weights, a * self.means, abar * self.covs + b2 * eye)
 
     def _component_log_prob(self, x):
-        x = as_tensor(x, "x", ndim=2, dtype=self.dtype, device=self.device)
-        if x.shape[1] != self.dim:
-            raise ValueError(f"x: expected shape (batch, {self.dim}), got {tuple(x.shape)}")
+        x = self._query(x)
         L, info = torch.linalg.cholesky_ex(self.covs)                          # (K, d, d)
         if bool((info != 0).any()):
             raise ValueError("covs: the density needs positive-definite covariances; diffuse a "
@@ -130,9 +128,15 @@ class GaussianMixture:
         return EmpiricalPrior(x, labels=k, **kwargs)
 
     # --------------------------------------------------------------- denoiser interface
+    def _query(self, x) -> torch.Tensor:
+        x = as_tensor(x, "x", ndim=2, dtype=self.dtype, device=self.device)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"x: expected shape (batch, {self.dim}), got {tuple(x.shape)}")
+        return x
+
     def _denoiser_parts(self, x, abar):
         abar, a, b2 = _check_abar(abar)
-        x = as_tensor(x, "x", ndim=2, dtype=self.dtype, device=self.device)
+        x = self._query(x)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         S = abar * self.covs + b2 * eye                                         # Cov(x_t | k)
         gain = a * torch.linalg.solve(S, self.covs)                             # (S^-1 a Sigma) = gain^T
@@ -161,6 +165,9 @@ class GaussianMixture:
     def cov_matvec(self, x, abar, v, *, moments=None) -> torch.Tensor:
         v = as_tensor(v, "v", ndim=(2, 3), dtype=self.dtype, device=self.device)
         C = self.denoiser_cov(x, abar)
+        if v.shape[0] != C.shape[0] or v.shape[-1] != self.dim:
+            raise ValueError(f"v: expected shape ({C.shape[0]}, {self.dim}) or ({C.shape[0]}, k, {self.dim}), "
+                             f"got {tuple(v.shape)}")
         return torch.einsum("bij,bj->bi", C, v) if v.ndim == 2 else torch.einsum("bij,bkj->bki", C, v)
 
     def denoiser_vjp(self, x, abar, v, *, moments=None) -> torch.Tensor:
@@ -169,7 +176,7 @@ class GaussianMixture:
 
     def score(self, x, abar) -> torch.Tensor:
         _, a, b2 = _check_abar(abar)
-        x = as_tensor(x, "x", ndim=2, dtype=self.dtype, device=self.device)
+        x = self._query(x)
         return (a * self.denoise(x, abar) - x) / b2
 
     # --------------------------------------------------------------- posteriors

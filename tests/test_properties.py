@@ -414,6 +414,8 @@ def test_testbeds(which, data):
             for kernel in ("denoise", "score"):
                 out = call(lambda: getattr(gm, kernel)(q, abar), "x", "abar")
                 assert out is None or (out.shape[1] == d and finite(out))
+            cv = call(lambda: gm.cov_matvec(q, abar, q), "x", "abar", "v")
+            assert cv is None or (cv.shape == torch.as_tensor(np.asarray(q)).shape and finite(cv))
             lp = call(lambda: gm.log_prob(q), "x", "covs")
             assert lp is None or not bool(torch.isnan(lp).any())
             post = call(lambda: gm.condition(data.draw(st.one_of(likelihoods(d), st.just("lik")))), "lik", "forward")
