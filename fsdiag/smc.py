@@ -5,8 +5,8 @@ Particles move with the DPS-guided reverse kernel q(x_s | x_t, y) = N(mu + v gra
   w <- w p(x_s | x_t) p~_s(y | x_s) / (q(x_s | x_t, y) p~_t(y | x_t)),
 with the twisting function p~_t(y | x_t) = N(y; A(m(x_t)), Sigma_n + r_t^2 J_A J_A^T),
 r_t^2 = (1 - abar)/abar by default (TDS's plug-in p(y | m(x_t)) for r2="none"), started from
-w = p~_1(y | x_1) at x_1 ~ N(0, I) and finished with the true likelihood, w <- w p(y | m(x_{t_min})) / p~_{t_min}(y | x_{t_min}). Resampling (systematic or
-multinomial) when the effective sample size falls below ess_threshold * n. As n grows the weighted
+w = p~_1(y | x_1) at x_1 ~ N(0, I) and finished with the true likelihood,
+w <- w p(y | m(x_{t_min})) / p~_{t_min}(y | x_{t_min}). Resampling (systematic or multinomial) when the effective sample size falls below ess_threshold * n. As n grows the weighted
 particles converge to the target p_{t_min}(x) p(y | m(x)) of the discretised prior chain, which for a
 small t_min puts the exact posterior mass on each atom. The prior is used only through its denoiser
 (`moments`) and denoiser VJP; the returned particles are resampled to equal weights.
