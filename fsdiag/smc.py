@@ -26,8 +26,8 @@ from .methods import Problem
 from .samplers import Run
 from .schedules import VPSchedule, check_time
 
-__all__ = ["RunWithInfo", "tds", "effective_sample_size", "normalise", "resample", "systematic_resample",
-           "multinomial_resample"]
+__all__ = ["RunWithInfo", "tds", "effective_sample_size", "normalise", "resample", "resample_if_degenerate",
+           "systematic_resample", "multinomial_resample"]
 
 
 @dataclass
@@ -73,6 +73,15 @@ def resample(log_w: torch.Tensor, generator: torch.Generator, scheme: str = "sys
     if scheme not in _SCHEMES:
         raise ValueError(f"resampling: expected one of {sorted(_SCHEMES)}, got {scheme!r}")
     return _SCHEMES[scheme](normalise(log_w), log_w.shape[0], generator)
+
+
+def resample_if_degenerate(log_w: torch.Tensor, threshold: float, generator: torch.Generator,
+                           scheme: str = "systematic") -> tuple[torch.Tensor | None, float]:
+    """(ancestor indices, ESS) when ESS < threshold * n, else (None, ESS)."""
+    ess = effective_sample_size(log_w)
+    if ess < threshold * log_w.shape[0]:
+        return resample(log_w, generator, scheme), ess
+    return None, ess
 
 
 # ------------------------------------------------------------------ shared sampler plumbing
@@ -187,6 +196,9 @@ def tds(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: float
     twist = _Twist(problem, r2)
     dev, dt_ = prior.device, prior.dtype
     x = torch.randn(n, prior.dim, generator=gen, dtype=dt_, device=dev)
+    # The recorded views draw from their own generator, so `record` never changes the samples.
+    view_gen = torch.Generator(device=dev)
+    view_gen.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen, device=dev)))
     log_w = torch.zeros(n, dtype=torch.float64, device=dev)
     log_incr = torch.zeros(n, dtype=torch.float64, device=dev)   # log p/q of the last move
     log_twist_prev = torch.zeros(n, dtype=torch.float64, device=dev)
@@ -202,12 +214,12 @@ def tds(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: float
         log_w = log_w + incr
         if k == n_steps:
             break
-        ess.append(effective_sample_size(log_w))
         if k in rec_steps:
-            idx = resample(log_w, gen, resampling)
-            times.append(t), xs.append(x[idx].clone()), ms.append(m[idx].clone())
-        if ess[-1] < threshold * n:
-            idx = resample(log_w, gen, resampling)
+            view = resample(log_w, view_gen, resampling)
+            times.append(t), xs.append(x[view].clone()), ms.append(m[view].clone())
+        idx, ess_k = resample_if_degenerate(log_w, threshold, gen, resampling)
+        ess.append(ess_k)
+        if idx is not None:
             x, g, m, log_twist = x[idx], g[idx], m[idx], log_twist[idx]
             log_w = torch.zeros_like(log_w)
             resampled.append(k)
