@@ -154,7 +154,7 @@ def atom_mass(prior: EmpiricalPrior, x: torch.Tensor, abar: float) -> torch.Tens
     idx = prior.nearest_atoms(x, abar)
     if idx.shape[0] == 0:
         raise ValueError("x: expected at least one particle (the mass of an empty sample is undefined)")
-    return torch.bincount(idx, minlength=prior.n_atoms).to(torch.float64) / x.shape[0]
+    return torch.bincount(idx, minlength=prior.n_atoms).to(torch.float64) / idx.shape[0]
 
 
 def mode_weights(mass: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor, n: int, z: float = 1.96) -> dict:

@@ -186,7 +186,8 @@ def test_prior_kernels(prior, kernel, data):
         slack = 1e-4 * (1 + prior.atoms.abs().max())
         assert out.shape == (B, d) and bool(((out >= lo - slack) & (out <= hi + slack)).all())
     if kernel == "responsibilities":
-        assert out.shape == (B, N) and torch.allclose(out.sum(1).double(), torch.ones(B, dtype=torch.float64), atol=1e-5)
+        assert out.shape == (B, N)
+        assert torch.allclose(out.sum(1).double(), torch.ones(B, dtype=torch.float64), atol=1e-5)
     if kernel in ("sample_atoms", "nearest_atoms"):
         assert out.dtype == torch.long and bool(((out >= 0) & (out < N)).all())
         assert bool((prior.weights[out] > 0).all()), "drew an atom of zero prior weight"
@@ -291,17 +292,20 @@ def test_sample(prior, data):
     lik = data.draw(likelihoods(prior.dim))
     method = data.draw(st.sampled_from(sorted(fsdiag.METHODS) + ["nope", 3]))
     kw = {}
-    for key, strat in (("n_particles", st.one_of(st.integers(1, 3), INTS)), ("n_steps", st.one_of(st.integers(1, 3), INTS)),
+    for key, strat in (("n_particles", st.one_of(st.integers(1, 3), INTS)),
+                       ("n_steps", st.one_of(st.integers(1, 3), INTS)),
                        ("t_min", st.one_of(st.floats(0.01, 0.5), REALS)), ("seed", SEEDS),
                        ("record", st.sampled_from([0, 2, np.int64(3), None, [0.5, 0.1], "all", True, -1])),
-                       ("schedule", st.sampled_from([None, fsdiag.VPSchedule(), fsdiag.DDPMSchedule(n_timesteps=4), "vp"])),
+                       ("schedule", st.sampled_from([None, fsdiag.VPSchedule(), fsdiag.DDPMSchedule(n_timesteps=4),
+                                                     "vp"])),
                        ("zeta", st.sampled_from([0.3, -1.0, True, np.float32(0.3)])),
                        ("zetta", st.just(1.0)), ("r2", st.sampled_from(["song", "x"]))):
         if data.draw(st.booleans()):
             kw[key] = data.draw(strat)
     if isinstance(kw.get("schedule"), fsdiag.DDPMSchedule) and kw.get("n_steps") not in (1, 2, 4):
         kw["n_steps"] = 2
-    run = call(lambda: fsdiag.sample(prior, lik, method=method, progress=False, **{"n_particles": 2, "n_steps": 2, **kw}),
+    kw = {"n_particles": 2, "n_steps": 2, **kw}
+    run = call(lambda: fsdiag.sample(prior, lik, method=method, progress=False, **kw),
                "method", "n_particles", "n_steps", "t_min", "seed", "record", "schedule", "zeta", "zetta",
                "r2", "noise_std")
     if run is None:
@@ -358,7 +362,8 @@ def test_diagnostics_helpers(fn, data):
         out = call(lambda: D.total_variation(a, b), "p", "q")
         assert out is None or (math.isfinite(out) and out >= 0)
     elif fn == "wilson":
-        k, nn, z = data.draw(st.one_of(st.integers(-1, 6), REALS)), data.draw(INTS), data.draw(st.one_of(st.just(1.96), REALS))
+        k, nn = data.draw(st.one_of(st.integers(-1, 6), REALS)), data.draw(INTS)
+        z = data.draw(st.one_of(st.just(1.96), REALS))
         out = call(lambda: D.wilson_interval(k, nn, z), "k", "n", "z")
         if out is not None:
             lo, hi = map(np.asarray, out)
