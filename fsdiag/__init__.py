@@ -21,4 +21,5 @@ __version__ = "0.1.0"
 __all__ = ["EmpiricalPrior", "ExactDenoiser", "GaussianLikelihood", "VPSchedule", "DDPMSchedule",
            "sample",
            "sample_exact", "Run", "posterior_weights", "diagnose", "evaluate", "Report", "METHODS",
-           "Approximation", "Guidance", "Problem", "register", "forward", "methods", "testbeds"]
+           "Approximation", "Guidance", "Problem", "register", "forward", "methods", "testbeds",
+           "OriginalDPS", "smc", "daps", "mcgdiff"]
