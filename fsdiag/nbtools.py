@@ -26,13 +26,14 @@ import numbers
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["Bool", "Choice", "Device", "Int", "ListOf", "Methods", "OutDir", "Real", "Seed",
            "check_params", "injected_parameters", "resolve_out_dir", "setup", "finish",
-           "save_figure", "write_metrics", "to_jsonable"]
+           "save_figure", "write_metrics", "to_jsonable", "figure_data", "figure_caption", "provenance"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,10 +256,15 @@ def check_params(namespace: dict, spec: dict) -> None:
         if name not in namespace:
             raise ValueError(f"{name}: listed in the parameter spec but not set by the parameters cell")
         kind.check(name, namespace[name])
+    _RUN["params"] = {name: namespace[name] for name in spec}
 
 
 # --------------------------------------------------------------------------------------------
 # Outputs: a run writes into a staging folder next to out_dir; finish() swaps it into place.
+
+# What this kernel's run has told nbtools: its parameters (check_params), its chapter, final
+# folder and start time (setup). Captions and the provenance line read it.
+_RUN: dict = {}
 
 def _book_notebooks() -> Path | None:
     # The book's notebooks/ folder in a source checkout (fsdiag/ and notebooks/ side by side).
@@ -326,7 +332,7 @@ def _check_replaceable(final: Path, name: str = "out_dir") -> None:
         return
     if not final.is_dir():
         raise ValueError(f"{name}: {final} exists and is not a folder")
-    foreign = [p.name for p in final.iterdir() if not (p.is_file() and p.suffix in (".png", ".json"))]
+    foreign = [p.name for p in final.iterdir() if not (p.is_file() and p.suffix in (".png", ".json", ".csv"))]
     if foreign:
         raise ValueError(f"{name}: {final} exists and holds things a notebook does not write "
                          f"({', '.join(sorted(foreign)[:5])}); each run replaces out_dir whole, "
@@ -366,6 +372,7 @@ def setup(out_dir, chapter: str, *, overwrite: bool = False) -> Path:
     staging = _sibling(final, "staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    _RUN.update(chapter=chapter, final=final, started=time.perf_counter())
     return staging
 
 
@@ -388,7 +395,38 @@ def finish(out) -> Path:
     except ValueError:
         shown = final
     print(f"wrote {', '.join(sorted(p.name for p in final.iterdir()))} to {shown}")
+    _display_markdown(provenance())
     return final
+
+
+def _git_commit() -> str:
+    import subprocess
+    try:
+        res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else "unknown"
+
+
+def provenance() -> str:
+    """One line for the page: the fsdiag version and commit, the wall time since setup() and
+    the parameters this run used (as check_params saw them)."""
+    from . import __version__
+    wall = time.perf_counter() - _RUN["started"] if "started" in _RUN else float("nan")
+    params = ", ".join(f"`{k}={v!r}`" for k, v in _RUN.get("params", {}).items() if k not in ("out_dir", "overwrite"))
+    return (f"*Produced by fsdiag {__version__} (commit {_git_commit()}) in {wall:.0f} s of wall time"
+            + (f", with {params}" if params else "") + ".*")
+
+
+def _display_markdown(text: str) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(Markdown(text))
 
 
 def _write(path: Path, write) -> Path:
@@ -406,8 +444,96 @@ def _write(path: Path, write) -> Path:
 
 
 def save_figure(fig, out_dir, name: str) -> Path:
-    """Save a figure as out_dir/name.png (out_dir: the folder from setup)."""
-    return _write(Path(out_dir) / f"{name}.png", lambda tmp: fig.savefig(tmp, bbox_inches="tight", format="png"))
+    """Save a figure as out_dir/name.png and the data it plots as out_dir/name.csv (out_dir:
+    the folder from setup). In a notebook, also show the figure with a caption under it: the
+    command that regenerates it and links to its numbers (the figure is then closed, so a
+    following plt.show() does not show it twice)."""
+    out_dir = Path(out_dir)
+    png = _write(out_dir / f"{name}.png", lambda tmp: fig.savefig(tmp, bbox_inches="tight", format="png"))
+    rows = figure_data(fig)
+    _write(out_dir / f"{name}.csv", lambda tmp: _write_csv(tmp, rows))
+    if _in_notebook():
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+        display(fig)
+        plt.close(fig)
+        _display_markdown(figure_caption(name))
+    return png
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    return ip is not None and type(ip).__name__ != "TerminalInteractiveShell"
+
+
+def figure_caption(name: str) -> str:
+    """The line under a figure: how to regenerate it, and its data (download links when the
+    outputs lie under the notebook's folder, as in the book)."""
+    chapter = _RUN.get("chapter", "")
+    final = _RUN.get("final")
+    parts = [f"Regenerate: `fsdiag regenerate --profile cpu --only {chapter}`"]
+    rel = None
+    if final is not None:
+        try:
+            rel = Path(final).relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            rel = None
+    if rel is not None:
+        parts.append(f"data: {{download}}`{name}.csv <{rel}/{name}.csv>`, "
+                     f"{{download}}`metrics.json <{rel}/metrics.json>`")
+    elif final is not None:
+        parts.append(f"data: `{final}/{name}.csv`, `{final}/metrics.json`")
+    return " · ".join(parts)
+
+
+def figure_data(fig, max_rows: int = 200_000) -> list[tuple]:
+    """What a matplotlib figure plots, as rows (panel, kind, label, x, y, value): lines and
+    scatter points (x, y), bars (centre, height), images and meshes (column, row, value)."""
+    from matplotlib.collections import PathCollection, QuadMesh
+    from matplotlib.image import AxesImage
+    from matplotlib.patches import Rectangle
+    rows: list[tuple] = []
+    for i, ax in enumerate(fig.axes):
+        panel = ax.get_title() or f"panel {i}"
+        for line in ax.get_lines():
+            label = line.get_label()
+            for x, y in np.asarray(line.get_xydata(), dtype=float):
+                rows.append((panel, "line", label, x, y, ""))
+        for coll in ax.collections:
+            if isinstance(coll, PathCollection):
+                for x, y in np.asarray(coll.get_offsets(), dtype=float):
+                    rows.append((panel, "points", coll.get_label(), x, y, ""))
+            elif isinstance(coll, QuadMesh):
+                arr = np.ma.filled(np.asarray(coll.get_array(), dtype=float).reshape(-1), np.nan)
+                shape = coll.get_coordinates().shape[:2]
+                ncol = max(shape[1] - 1, 1)
+                rows += [(panel, "mesh", coll.get_label(), k % ncol, k // ncol, v) for k, v in enumerate(arr)]
+        for cont in ax.containers:
+            for patch in cont:
+                if isinstance(patch, Rectangle):
+                    rows.append((panel, "bar", cont.get_label(), patch.get_x() + patch.get_width() / 2,
+                                 patch.get_height(), ""))
+        for im in ax.get_images():
+            if isinstance(im, AxesImage):
+                arr = np.asarray(im.get_array(), dtype=float)
+                arr = arr.reshape(arr.shape[0], arr.shape[1], -1).mean(-1) if arr.ndim >= 2 else arr.reshape(1, -1)
+                rows += [(panel, "image", im.get_label(), c, r, arr[r, c])
+                         for r in range(arr.shape[0]) for c in range(arr.shape[1])]
+        if len(rows) > max_rows:
+            break
+    return rows[:max_rows]
+
+
+def _write_csv(path, rows) -> None:
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["panel", "kind", "label", "x", "y", "value"])
+        w.writerows(rows)
 
 
 def to_jsonable(obj):

@@ -1,5 +1,6 @@
 """nbtools: the declarative parameter specs, papermill's unknown parameters, and outputs that
 appear all at once (staging folder, commit, cleanup of killed runs)."""
+import csv
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -214,9 +216,43 @@ def test_outputs_appear_at_the_end_with_the_usual_modes(tmp_path, umask):
     assert not final.exists()                                   # nothing visible before the commit
     assert nbtools.finish(out) == final
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]              # no staging, no temp litter
-    assert sorted(p.name for p in final.iterdir()) == ["a.png", "metrics.json"]
+    assert sorted(p.name for p in final.iterdir()) == ["a.csv", "a.png", "metrics.json"]
     assert mode(final) == 0o755 and mode(final / "a.png") == mode(final / "metrics.json") == 0o644
     assert json.loads((final / "metrics.json").read_text()) == {"x": 1.5}
+    # The figure's plotted data: the line (0, 0), (1, 1).
+    rows = list(csv.reader((final / "a.csv").open()))
+    assert rows[0] == ["panel", "kind", "label", "x", "y", "value"]
+    assert [(float(r[3]), float(r[4])) for r in rows[1:]] == [(0.0, 0.0), (1.0, 1.0)]
+
+
+def test_figure_data_reads_every_kind_of_artist():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    f, axes = plt.subplots(1, 3)
+    axes[0].set_title("left")
+    axes[0].bar([0, 1], [0.25, 0.75], label="mass")
+    axes[1].scatter([1.0, 2.0], [3.0, 4.0], label="pts")
+    axes[2].imshow(np.arange(6.0).reshape(2, 3))
+    rows = nbtools.figure_data(f)
+    plt.close(f)
+    assert [(r[0], r[1], r[3], r[4]) for r in rows if r[1] == "bar"] == [("left", "bar", 0.0, 0.25), ("left", "bar", 1.0, 0.75)]
+    assert [(r[3], r[4]) for r in rows if r[1] == "points"] == [(1.0, 3.0), (2.0, 4.0)]
+    img = [(r[3], r[4], r[5]) for r in rows if r[1] == "image"]
+    assert img[:3] == [(0, 0, 0.0), (1, 0, 1.0), (2, 0, 2.0)] and len(img) == 6
+
+
+def test_caption_and_provenance_name_the_command_the_data_and_the_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ns = {"seed": 3, "out_dir": None}
+    nbtools.check_params(ns, {"seed": nbtools.Seed(), "out_dir": nbtools.OutDir()})
+    out = nbtools.setup(tmp_path / "outputs" / "ch", "ch")
+    cap = nbtools.figure_caption("fig")
+    assert "fsdiag regenerate --profile cpu --only ch" in cap
+    assert "{download}`fig.csv <outputs/ch/fig.csv>`" in cap and "metrics.json <outputs/ch/metrics.json>" in cap
+    line = nbtools.provenance()
+    assert "`seed=3`" in line and "wall time" in line and "out_dir" not in line
+    nbtools.finish(out)
 
 
 def test_umask_is_respected(tmp_path):

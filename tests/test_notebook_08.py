@@ -8,7 +8,7 @@ from conftest import assert_rejected, run_notebook
 from fsdiag.diagnostics import wilson_interval
 
 NB = "08_diagnose_your_sampler.ipynb"
-TINY = dict(n_atoms=150, n_particles=256, n_steps=100, n_ddpm_steps=100, n_record=8)
+TINY = dict(n_atoms=150, n_particles=256, n_steps=100, n_ddpm_steps=100, n_record=8, n_lens_samples=64, lens_steps=40)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,18 @@ def test_new_methods_are_registered_and_diagnosed(metrics):
             assert math.isfinite(rec[key]), (label, key)
         for rate in rec["hallucination"].values():
             assert 0.0 <= rate <= 1.0
+
+
+@pytest.mark.notebooks
+def test_a_sampler_on_the_exact_denoiser_is_judged_and_the_cli_guards_it(metrics):
+    lens = metrics["lens"]
+    # The DPS-style sampler of section 3 snaps onto atoms but spreads its mass over them wrongly:
+    # its TV over atoms stays above what as many exact draws give, on the mixture and on digits.
+    assert lens["gmm2d"]["tv_atoms"] > lens["gmm2d"]["tv_floor_atoms"]
+    assert lens["cli"]["tv_modes"] > lens["cli"]["tv_floor_modes"]
+    # The command line's exit code is its --max-tv verdict.
+    assert lens["cli"]["passed"] == (lens["cli"]["tv_modes"] <= lens["cli"]["max_tv"])
+    assert lens["cli"]["exit_code"] == (0 if lens["cli"]["passed"] else 1)
 
 
 @pytest.mark.notebooks
