@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from ._threads import threads_for
 from .prior import EmpiricalPrior
 
 __all__ = ["ExactDenoiser"]
@@ -176,19 +177,20 @@ def _cov_matvec(prior: EmpiricalPrior, x: torch.Tensor, abar, mean: torch.Tensor
     acc = x.new_zeros(B, k, d)
     n = prior.n_atoms
     size = min(prior.chunk_size, max(64, _BLOCK // max(B * (k + 1), 1)))
-    for s in range(0, n, size):
-        sl = slice(s, min(s + size, n))
-        xc = prior.atoms[sl] - c
-        q = lhs @ xc.T
-        logits = q[:B].add_(prior.log_weights[sl]).sub_(beta * (xc * xc).sum(1))
-        new_max = torch.maximum(run_max, logits.amax(1))
-        rescale = torch.exp((run_max - new_max).clamp_min(floor))
-        p = torch.nn.functional.threshold_(logits.sub_(new_max[:, None]).clamp_(min=floor).exp_(), cut, 0.0)
-        ps = p.unsqueeze(1) * (q[B:].reshape(B, k, -1) - mv.unsqueeze(-1))   # p_i (x_i - m) . v
-        run_sum = run_sum * rescale + p.sum(1)
-        wsum = wsum * rescale[:, None] + ps.sum(-1)
-        acc = acc * rescale[:, None, None] + (ps.reshape(B * k, -1) @ xc).reshape(B, k, d)
-        run_max = new_max
+    with threads_for(B * (k + 1) * n * d):
+        for s in range(0, n, size):
+            sl = slice(s, min(s + size, n))
+            xc = prior.atoms[sl] - c
+            q = lhs @ xc.T
+            logits = q[:B].add_(prior.log_weights[sl]).sub_(beta * (xc * xc).sum(1))
+            new_max = torch.maximum(run_max, logits.amax(1))
+            rescale = torch.exp((run_max - new_max).clamp_min(floor))
+            p = torch.nn.functional.threshold_(logits.sub_(new_max[:, None]).clamp_(min=floor).exp_(), cut, 0.0)
+            ps = p.unsqueeze(1) * (q[B:].reshape(B, k, -1) - mv.unsqueeze(-1))   # p_i (x_i - m) . v
+            run_sum = run_sum * rescale + p.sum(1)
+            wsum = wsum * rescale[:, None] + ps.sum(-1)
+            acc = acc * rescale[:, None, None] + (ps.reshape(B * k, -1) @ xc).reshape(B, k, d)
+            run_max = new_max
     return (acc - mc.unsqueeze(1) * wsum.unsqueeze(-1)) / run_sum[:, None, None]
 
 

@@ -7,17 +7,16 @@ cloud is compared with the exact p_t(x_t | y) = sum_i psi_i N(a x^(i), b^2 I).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from scipy import stats
 
 from ._checks import as_tensor, check_generator, check_int, check_positive, check_real, make_generator
-from .methods import Approximation, Problem, make_method
+from .methods import Problem, make_method
 from .prior import EmpiricalPrior, _check_abar
 
-__all__ = ["posterior_weights", "diagnose", "Report", "total_variation", "wilson_interval",
+__all__ = ["posterior_weights", "total_variation", "wilson_interval",
            "wasserstein_1d", "sliced_wasserstein", "sample_posterior_t", "mode_weights",
            "atom_mass", "spread", "score_agreement", "early_stopping", "hallucination"]
 
@@ -84,7 +83,8 @@ def wilson_interval(k, n: int, z: float = 1.96):
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    # The interval always contains k / n (rounding can otherwise put it a hair outside).
+    return np.clip(np.minimum(centre - half, p), 0, 1), np.clip(np.maximum(centre + half, p), 0, 1)
 
 
 def wasserstein_1d(u, v, u_weights=None, v_weights=None) -> float:
@@ -173,6 +173,7 @@ def mode_weights(mass: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor, n:
     sampler = (mass.cpu().double() @ onehot).numpy()
     exact = (psi.cpu().double() @ onehot).numpy()
     lo, hi = wilson_interval(np.clip(np.round(sampler * n), 0, n), n, z)
+    lo, hi = np.minimum(lo, sampler), np.maximum(hi, sampler)   # the interval holds the reported mass
     return {"labels": modes.tolist(), "sampler": sampler.tolist(), "lower": lo.tolist(),
             "upper": hi.tolist(), "exact": exact.tolist(), "tv": total_variation(sampler, exact)}
 
@@ -281,76 +282,3 @@ def early_stopping(run, prior: EmpiricalPrior, psi: torch.Tensor, *, n_projectio
         out["particle"].append(sliced_wasserstein(x, atoms, y_weights=w, n_projections=n_projections, seed=seed))
         out["tweedie"].append(sliced_wasserstein(m, atoms, y_weights=w, n_projections=n_projections, seed=seed))
     return out
-
-
-# ------------------------------------------------------------------ the report
-@dataclass
-class Report:
-    """Everything `diagnose` measures for one run; `to_dict()` is JSON-ready."""
-
-    method: str
-    n_particles: int
-    t_final: float
-    exact_weights: list
-    atom_mass: list
-    tv_atoms: float
-    modes: dict
-    hallucination: dict
-    wasserstein: float
-    wasserstein_tweedie: float
-    spread: dict
-    early_stopping: dict
-    score_agreement: dict | None = None
-    params: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        m = self.modes
-        lines = [f"method {self.method!r}: {self.n_particles} particles at t = {self.t_final:g}",
-                 f"  TV to the exact posterior over atoms: {self.tv_atoms:.4f}; over modes: {m['tv']:.4f}",
-                 f"  W1 to the exact posterior: {self.wasserstein:.4f} (Tweedie means: {self.wasserstein_tweedie:.4f})",
-                 f"  hallucination: prior modes {self.hallucination['prior_mode']:.4f}, "
-                 f"off-support {self.hallucination['off_support']:.4f}, "
-                 f"likelihood modes {self.hallucination['likelihood_mode']:.4f}",
-                 "  mode   sampler [95% CI]            exact"]
-        for lab, s, lo, hi, e in zip(m["labels"], m["sampler"], m["lower"], m["upper"], m["exact"]):
-            lines.append(f"  {lab!s:>5}  {s:.4f} [{lo:.4f}, {hi:.4f}]   {e:.4f}")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-def diagnose(run, prior: EmpiricalPrior, lik, *, score_times=None, n_score_points: int = 256,
-             negligible: float = 1e-3, radius: float | None = None, seed: int = 0) -> Report:
-    """All of DESIGN §4 for one run against the exact finite-sample posterior."""
-    _check_prior(prior)
-    _check_run(run, prior)
-    n_score_points = check_int(n_score_points, "n_score_points")
-    seed = check_int(seed, "seed", minimum=0, maximum=2 ** 63 - 1)
-    psi = posterior_weights(prior, lik)
-    abar = run.schedule.alpha_bar(run.t_final)
-    x = run.samples
-    if abar >= 1.0:  # a run that ends at t = 0 (DDPM): use the last positive-noise time's scale
-        abar = run.schedule.alpha_bar(1.0 / getattr(run.schedule, "n_timesteps", 1000))
-    mass = atom_mass(prior, x, abar)
-    groups = prior.labels if prior.labels is not None else torch.arange(prior.n_atoms, device=prior.device)
-    agreement = None
-    if isinstance(run.approximation, Approximation):
-        times = run.times[:-1].tolist() if score_times is None else score_times
-        agreement = score_agreement(prior, lik, run.approximation, times, schedule=run.schedule,
-                                    n_points=n_score_points, seed=seed)
-    w = psi.cpu().double().numpy()
-    return Report(
-        method=run.method, n_particles=x.shape[0], t_final=run.t_final,
-        exact_weights=w.tolist(), atom_mass=mass.cpu().tolist(),
-        tv_atoms=total_variation(mass.cpu().numpy(), w),
-        modes=mode_weights(mass, psi, groups, x.shape[0]),
-        hallucination=hallucination(prior, lik, x, abar, psi, negligible=negligible, radius=radius),
-        wasserstein=sliced_wasserstein(x, prior.atoms, y_weights=w, seed=seed),
-        wasserstein_tweedie=sliced_wasserstein(run.denoised, prior.atoms, y_weights=w, seed=seed),
-        spread=spread(run, prior, psi, seed=seed),
-        early_stopping=early_stopping(run, prior, psi, seed=seed),
-        score_agreement=agreement, params=dict(run.params))

@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 
 from ._checks import as_tensor, check_int, check_positive
-from .diagnostics import (early_stopping, mode_weights, posterior_weights, score_agreement,
+from .diagnostics import (_check_prior, _check_run, early_stopping, mode_weights, posterior_weights, score_agreement,
                           sliced_wasserstein, spread, total_variation)
 from .methods import Approximation
 from .prior import EmpiricalPrior
@@ -207,7 +207,7 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
             raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
     if not isinstance(method, str):
         raise TypeError(f"method: expected a name (str), got {type(method).__name__}")
-    check_int(seed, "seed", minimum=0)
+    seed = check_int(seed, "seed", minimum=0)
     schedule = VPSchedule() if schedule is None else schedule
     if not hasattr(schedule, "alpha_bar"):
         raise TypeError(f"schedule: expected a VPSchedule or DDPMSchedule, got {type(schedule).__name__}")
@@ -285,12 +285,8 @@ def diagnose(run, prior: EmpiricalPrior, lik, *, score_times=None, n_score_point
              negligible: float = 1e-3, radius: float | None = None, seed: int = 0) -> Report:
     """`evaluate` for an fsdiag.Run (its final particles at t_final, its trajectory), plus the
     agreement of its approximation's likelihood score with the exact one (DESIGN §4)."""
-    if not isinstance(prior, EmpiricalPrior):
-        raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
-    if not hasattr(run, "trajectory") or not hasattr(run, "samples"):
-        raise TypeError(f"run: expected an fsdiag.Run, got {type(run).__name__}")
-    if run.samples.shape[1] != prior.dim:
-        raise ValueError(f"run: its particles have d = {run.samples.shape[1]}, the prior d = {prior.dim}")
+    _check_prior(prior)
+    _check_run(run, prior)
     n_score_points = check_int(n_score_points, "n_score_points")
     t_final = run.t_final
     if run.schedule.alpha_bar(t_final) >= 1.0:   # a run that ends at t = 0 (DDPM): the last positive-noise time

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._threads import threads_for
 from ._checks import as_tensor, check_generator, check_int, check_real, resolve_device
 
 __all__ = ["EmpiricalPrior", "Moments"]
@@ -206,16 +207,17 @@ class EmpiricalPrior:
         run_max = _start_max(heads, B, self.dtype, self.device)
         run_sum = torch.zeros(heads, B, dtype=self.dtype, device=self.device)
         acc = torch.zeros(heads, B, d, dtype=self.dtype, device=self.device)
-        for sl in self._chunks(heads * B):
-            logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
-            lg = logits.unsqueeze(0) if ll is None else _with_likelihood(logits, ll[sl])
-            new_max = torch.maximum(run_max, lg.amax(-1))
-            rescale = torch.exp((run_max - new_max).clamp_min(floor))
-            p = _shifted_exp(lg, new_max.unsqueeze(-1), floor)
-            run_sum = run_sum * rescale + p.sum(-1)
-            # Rescale-and-add keeps accuracy (addmm into a running sum loses ~2e-4 in float32).
-            acc = acc * rescale.unsqueeze(-1) + (p.reshape(heads * B, p.shape[-1]) @ self._xc[sl]).reshape(heads, B, d)
-            run_max = new_max
+        with threads_for(heads * B * self.n_atoms * d):
+            for sl in self._chunks(heads * B):
+                logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
+                lg = logits.unsqueeze(0) if ll is None else _with_likelihood(logits, ll[sl])
+                new_max = torch.maximum(run_max, lg.amax(-1))
+                rescale = torch.exp((run_max - new_max).clamp_min(floor))
+                p = _shifted_exp(lg, new_max.unsqueeze(-1), floor)
+                run_sum = run_sum * rescale + p.sum(-1)
+                # Rescale-and-add keeps accuracy (addmm into a running sum loses ~2e-4 in float32).
+                acc = acc * rescale.unsqueeze(-1) + (p.reshape(heads * B, p.shape[-1]) @ self._xc[sl]).reshape(heads, B, d)
+                run_max = new_max
         log_norm = run_max + torch.log(run_sum)
         mean = acc / run_sum.unsqueeze(-1) + self.center
         _check_result("x", log_norm, mean)
@@ -295,16 +297,26 @@ class EmpiricalPrior:
         lhs = torch.cat([xq * (a / b2), v.reshape(B * k, d)])        # one matmul for logits and x_i . v
         acc = torch.zeros(B, k, d, dtype=self.dtype, device=self.device)
         wsum = torch.zeros(B, k, dtype=self.dtype, device=self.device)
+        run_max = _start_max(1, B, self.dtype, self.device)[0]
+        run_sum = torch.zeros(B, dtype=self.dtype, device=self.device)
+        # The weights are normalised within this pass (its own running max and sum), not by the
+        # moments pass's log_norm: the two round the logits differently, and in float32 at small b
+        # near a tie between atoms exp(logits - log_norm) then overshoots by orders of magnitude.
         # k vectors per query multiply the block: _chunks shrinks the chunk to keep memory flat.
-        for sl in self._chunks(B * (k + 1)):
-            q = lhs @ self._xc[sl].T
-            logits = q[:B] + self._bias(sl, a, b2)
-            p = _shifted_exp(logits, mo.log_norm.unsqueeze(1), floor)  # normalised w_i
-            n_sl = p.shape[1]
-            ps = p.unsqueeze(1) * (q[B:].reshape(B, k, n_sl) - mv.unsqueeze(-1))  # w_i (x_i - m) . v
-            wsum += ps.sum(-1)
-            acc += (ps.reshape(B * k, n_sl) @ self._xc[sl]).reshape(B, k, d)
-        out = acc - mc.unsqueeze(1) * wsum.unsqueeze(-1)
+        with threads_for(B * (k + 1) * self.n_atoms * d):
+            for sl in self._chunks(B * (k + 1)):
+                q = lhs @ self._xc[sl].T
+                logits = q[:B] + self._bias(sl, a, b2)
+                new_max = torch.maximum(run_max, logits.amax(-1))
+                rescale = torch.exp((run_max - new_max).clamp_min(floor))
+                p = _shifted_exp(logits, new_max.unsqueeze(1), floor)
+                n_sl = p.shape[1]
+                ps = p.unsqueeze(1) * (q[B:].reshape(B, k, n_sl) - mv.unsqueeze(-1))  # w_i (x_i - m) . v
+                run_sum = run_sum * rescale + p.sum(-1)
+                wsum = wsum * rescale.unsqueeze(-1) + ps.sum(-1)
+                acc = acc * rescale[:, None, None] + (ps.reshape(B * k, n_sl) @ self._xc[sl]).reshape(B, k, d)
+                run_max = new_max
+        out = (acc - mc.unsqueeze(1) * wsum.unsqueeze(-1)) / run_sum[:, None, None]
         _check_result("v", out)
         return out[:, 0] if squeeze else out
 
@@ -325,17 +337,18 @@ class EmpiricalPrior:
         xq = x - a * self.center
         best = _start_max(1, x.shape[0], self.dtype, self.device)[0]
         idx = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
-        for sl in self._chunks(x.shape[0]):
-            logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
-            if ll is not None:
-                logits = logits + ll[sl]
-            if generator is not None:
-                u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
-                logits = logits - torch.log(-torch.log(u.clamp_min(torch.finfo(self.dtype).tiny)))
-            val, arg = logits.max(1)
-            better = val > best
-            best = torch.where(better, val, best)
-            idx = torch.where(better, arg + sl.start, idx)
+        with threads_for(x.shape[0] * self.n_atoms * self.dim):
+            for sl in self._chunks(x.shape[0]):
+                logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
+                if ll is not None:
+                    logits = logits + ll[sl]
+                if generator is not None:
+                    u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
+                    logits = logits - torch.log(-torch.log(u.clamp_min(torch.finfo(self.dtype).tiny)))
+                val, arg = logits.max(1)
+                better = val > best
+                best = torch.where(better, val, best)
+                idx = torch.where(better, arg + sl.start, idx)
         _check_result("x", best)
         return idx
 

@@ -228,3 +228,32 @@ def test_diverging_sampler_raises_a_helpful_error():
     lik = GL(F.Identity(), [1.0], 1e-8)
     with pytest.raises(FloatingPointError, match=r"sigma_dps.*t = .*step .*max \|x\|.*noise_std"):
         fsdiag.sample(prior, lik, method="sigma_dps", n_particles=64, n_steps=100, progress=False)
+
+
+def test_cov_matvec_normalises_within_its_own_pass_in_float32_near_ties():
+    # Near a tie between two atoms at small b, float32 logits round differently in the moments
+    # pass and the covariance pass; normalising by the other pass's log_norm overshot by ~1e13.
+    g = torch.Generator().manual_seed(0)
+    atoms = (torch.randn(2000, 64, generator=g, dtype=torch.float64) + 2.0).to(torch.float32)
+    prior = fsdiag.EmpiricalPrior(atoms, device="cpu")
+    diam2 = float(torch.cdist(atoms.double(), atoms.double()).max() ** 2)
+    for s in (1e-3, 3e-4):
+        i = torch.arange(64)
+        delta = atoms[i + 100] - atoms[i]
+        t = torch.linspace(-3, 3, 64)[:, None] * s * s / delta.norm(dim=1, keepdim=True) ** 2
+        abar = 1.0 / (1.0 + s * s)
+        x = abar ** 0.5 * ((atoms[i] + atoms[i + 100]) / 2 + t * delta)
+        v = torch.randn(64, 64, generator=g).to(torch.float32)
+        cv = prior.cov_matvec(x, abar, v).double()
+        # C(x_t) is the covariance of some weights on the atoms: |C v| <= diam^2 |v|.
+        assert bool((cv.norm(dim=1) <= 1.01 * diam2 * v.double().norm(dim=1)).all())
+
+
+def test_small_kernels_run_on_one_thread_and_restore_the_count():
+    from fsdiag._threads import SMALL_WORK, threads_for
+    before = torch.get_num_threads()
+    with threads_for(SMALL_WORK - 1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with threads_for(SMALL_WORK):
+        assert torch.get_num_threads() == before
