@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = ["Bool", "Choice", "Device", "Int", "ListOf", "Methods", "OutDir", "Real", "Seed",
            "check_params", "injected_parameters", "resolve_out_dir", "setup", "finish",
-           "save_figure", "write_metrics", "to_jsonable", "figure_data", "figure_caption", "provenance"]
+           "save_figure", "write_metrics", "to_jsonable", "figure_data", "figure_caption", "provenance", "verdict"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,3 +555,40 @@ def write_metrics(out_dir, metrics: dict) -> Path:
     """Write out_dir/metrics.json (out_dir: the folder from setup)."""
     text = json.dumps(to_jsonable(metrics), indent=2, sort_keys=True, allow_nan=True)
     return _write(Path(out_dir) / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+
+
+# --------------------------------------------------------------------------------------------
+# The verdict that ends each chapter: the claim, whether this run supports it, and the numbers
+# (with their thresholds) that decide it.
+
+_OPS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+_STATUS = {"supported": "tip", "partly supported": "warning", "not reproduced": "danger"}
+
+
+def verdict(claim: str, evidence, *, regime: str = "") -> dict:
+    """Decide and show a chapter's verdict. evidence: (label, value, op, threshold) tuples with op
+    one of <, <=, >, >=; each holds when `value op threshold`. All hold: "supported"; some:
+    "partly supported"; none: "not reproduced". `regime` says where the claim was tested (or where
+    it holds when it does not on the default problem). Returns a JSON-ready dict for metrics.json
+    and, in a notebook, shows it as a box."""
+    if not isinstance(claim, str) or not claim:
+        raise ValueError("claim: expected a non-empty sentence")
+    rows = []
+    for item in evidence:
+        if not (isinstance(item, (tuple, list)) and len(item) == 4 and item[2] in _OPS):
+            raise ValueError(f"evidence: expected (label, value, op, threshold) with op in {sorted(_OPS)}, got {item!r}")
+        label, value, op, threshold = item
+        value, threshold = float(value), float(threshold)
+        rows.append({"label": str(label), "value": value, "op": op, "threshold": threshold,
+                     "holds": bool(math.isfinite(value) and _OPS[op](value, threshold))})
+    if not rows:
+        raise ValueError("evidence: expected at least one (label, value, op, threshold)")
+    n_hold = sum(r["holds"] for r in rows)
+    status = "supported" if n_hold == len(rows) else ("not reproduced" if n_hold == 0 else "partly supported")
+    table = "\n".join(f"| {r['label']} | {r['value']:.4g} | {r['op']} {r['threshold']:.4g} | "
+                       f"{'yes' if r['holds'] else 'no'} |" for r in rows)
+    text = (f":::{{admonition}} Verdict: {status}\n:class: {_STATUS[status]}\n**Claim.** {claim}\n\n"
+            + (f"{regime}\n\n" if regime else "")
+            + "| evidence | this run | threshold | holds |\n|---|---|---|---|\n" + table + "\n:::")
+    _display_markdown(text)
+    return {"claim": claim, "status": status, "regime": regime, "evidence": rows}

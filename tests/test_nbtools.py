@@ -357,3 +357,17 @@ def test_a_run_given_parameters_needs_overwrite_for_the_book_outputs(tmp_path, m
     assert nbtools.finish(out) == tmp_path / "notebooks" / "outputs" / "05_x"
     monkeypatch.setattr(nbtools, "_history", lambda: ["", "seed = 0"])      # the book build injects nothing
     nbtools.finish(nbtools.setup(None, "05_x"))
+
+
+def test_verdict_counts_the_evidence_that_holds():
+    ok = nbtools.verdict("c", [("a", 0.1, "<", 0.2), ("b", 3.0, ">=", 3.0)])
+    assert ok["status"] == "supported" and all(r["holds"] for r in ok["evidence"])
+    part = nbtools.verdict("c", [("a", 0.1, "<", 0.2), ("b", 2.0, ">", 3.0)])
+    assert part["status"] == "partly supported"
+    none = nbtools.verdict("c", [("a", float("nan"), "<", 0.2)], regime="r")
+    assert none["status"] == "not reproduced" and none["regime"] == "r"
+    json.dumps(ok)
+    with pytest.raises(ValueError, match="evidence"):
+        nbtools.verdict("c", [("a", 0.1, "~", 0.2)])
+    with pytest.raises(ValueError, match="evidence"):
+        nbtools.verdict("c", [])
