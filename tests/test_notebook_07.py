@@ -79,3 +79,23 @@ def test_a_run_with_parameters_does_not_replace_the_book_outputs(tmp_path):
     # out_dir=None is the book's own notebooks/outputs/07_minimal_cause: refused without overwrite=True,
     # in the setup cell (the 4th executed), before anything is written.
     assert_rejected(NB, tmp_path, dict(out_dir=None, seed=1), "overwrite True", "ValueError", cell=4)
+
+
+def _check_verdict(v, statuses):
+    import operator
+    ops = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+    assert v["claim"] and v["status"] in statuses, v
+    assert v["evidence"]
+    for row in v["evidence"]:
+        assert row["holds"] == ops[row["op"]](row["value"], row["threshold"]), row
+    n_hold = sum(row["holds"] for row in v["evidence"])
+    expected = ("supported" if n_hold == len(v["evidence"]) else "not reproduced" if n_hold == 0
+                else "partly supported")
+    assert v["status"] == expected
+
+
+@pytest.mark.notebooks
+def test_verdict_supported_at_tiny_sizes(metrics):
+    v = metrics["verdict"]
+    _check_verdict(v, {"supported"})
+    assert [r["threshold"] for r in v["evidence"]] == [0.03, 0.005, 0.01]
