@@ -1,5 +1,8 @@
 """Chapter 1 (claim 1): the FSR converges to the true posterior at the Monte Carlo rate N^-1/2,
 for linear and nonlinear forward models."""
+import math
+import operator
+
 import pytest
 
 from conftest import assert_rejected, run_notebook
@@ -53,6 +56,30 @@ def test_references_are_right(metrics):
     assert c[0][1] == pytest.approx(c[1][0]) and c[0][0] > 0 and c[0][0] * c[1][1] > c[0][1] ** 2
     # The grid reference is far more accurate than the FSR error at the largest N.
     assert metrics["grid_error"] < 0.1 * metrics["nonlinear"]["mean_error"]["mean"][-1]
+
+
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def assert_evidence_consistent(verdict):
+    rows = verdict["evidence"]
+    assert rows and verdict["claim"]
+    for r in rows:
+        assert r["op"] in OPS, r
+        assert r["holds"] == (math.isfinite(r["value"]) and OPS[r["op"]](r["value"], r["threshold"])), r
+    n = sum(r["holds"] for r in rows)
+    assert verdict["status"] == ("supported" if n == len(rows) else "not reproduced" if n == 0 else "partly supported")
+
+
+@pytest.mark.notebooks
+def test_verdict_is_supported_with_thresholds_around_minus_one_half(metrics):
+    v = metrics["verdict"]
+    assert_evidence_consistent(v)
+    assert v["status"] == "supported"
+    slopes = metrics["slopes"].values()
+    values = [r["value"] for r in v["evidence"]]
+    assert values[:2] == [pytest.approx(max(slopes)), pytest.approx(min(slopes))]
+    assert values[2] == pytest.approx(min(metrics["ess_slopes"].values()))
 
 
 @pytest.mark.notebooks
