@@ -1,6 +1,7 @@
 """Chapter 3 (claim 2): approximations under- or over-estimate the posterior spread at
 intermediate times; their likelihood scores are too strong or too weak. The FSR is exact."""
 import math
+import operator
 
 import pytest
 
@@ -56,6 +57,33 @@ def test_approximations_misweigh_the_likelihood_and_misestimate_the_spread(metri
     # ... PiGDM under-weights it everywhere and over-disperses.
     assert three["pigdm"]["summary"]["norm_ratio_max"] < 0.8
     assert three["pigdm"]["summary"]["var_ratio_max"] > 2
+
+
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def assert_evidence_consistent(verdict):
+    rows = verdict["evidence"]
+    assert rows and verdict["claim"]
+    for r in rows:
+        assert r["op"] in OPS, r
+        assert r["holds"] == (math.isfinite(r["value"]) and OPS[r["op"]](r["value"], r["threshold"])), r
+    n = sum(r["holds"] for r in rows)
+    assert verdict["status"] == ("supported" if n == len(rows) else "not reproduced" if n == 0 else "partly supported")
+
+
+@pytest.mark.notebooks
+def test_verdict_is_supported(metrics):
+    v = metrics["verdict"]
+    assert_evidence_consistent(v)
+    assert v["status"] == "supported"
+    rows = {r["label"].split(":")[0]: r for r in v["evidence"]}
+    assert {tb["title"] for tb in metrics["testbeds"].values()} | {"FSR and exact sampler"} == set(rows)
+    assert rows["FSR and exact sampler"]["threshold"] == 1.25 and rows["FSR and exact sampler"]["op"] == "<"
+    # The exact samplers' factor is the worst of their recorded variance ratios (cf. the test above).
+    exact = max(max(v, 1 / v) for tb in metrics["testbeds"].values() for n in ("fsr", "exact")
+                for v in tb["methods"][n]["spread"]["var_ratio"])
+    assert rows["FSR and exact sampler"]["value"] == pytest.approx(exact)
 
 
 @pytest.mark.notebooks
