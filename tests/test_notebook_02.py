@@ -1,6 +1,7 @@
 """Chapter 2 (headline figure): (t, x_t) posterior densities. The FSR matches the true posterior
 and its sampler sits at the Monte Carlo floor; the approximations do not."""
 import math
+import operator
 
 import pytest
 
@@ -53,6 +54,31 @@ def test_approximations_are_clearly_farther_than_fsr(metrics):
     abs_row = metrics["rows"]["abs"]
     assert abs_row["exact_mass_above"]["true"] > 0.3
     assert min(abs_row["methods"][m]["mass_above"] for m in ("sigma_dps", "zeta_dps")) < 0.1
+
+
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def assert_evidence_consistent(verdict):
+    rows = verdict["evidence"]
+    assert rows and verdict["claim"]
+    for r in rows:
+        assert r["op"] in OPS, r
+        assert r["holds"] == (math.isfinite(r["value"]) and OPS[r["op"]](r["value"], r["threshold"])), r
+    n = sum(r["holds"] for r in rows)
+    assert verdict["status"] == ("supported" if n == len(rows) else "not reproduced" if n == 0 else "partly supported")
+
+
+@pytest.mark.notebooks
+def test_verdict_is_supported(metrics):
+    v = metrics["verdict"]
+    assert_evidence_consistent(v)
+    assert v["status"] == "supported"
+    values = [r["value"] for r in v["evidence"]]
+    rows = metrics["rows"].values()
+    assert values[0] == pytest.approx(max(r["fsr_vs_true"]["tv_mean"] for r in rows))
+    ratios = [r["methods"]["fsr"]["tv_mean"] / r["methods"]["exact"]["tv_mean"] for r in rows]
+    assert values[1] == pytest.approx(max(ratios))
 
 
 @pytest.mark.notebooks
