@@ -1,4 +1,6 @@
 import json
+import math
+import operator
 import os
 from pathlib import Path
 
@@ -42,3 +44,20 @@ def assert_rejected(name: str, tmp_path: Path, bad: dict, match: str, error: str
         run_notebook(name, tmp_path, **bad)
     assert (info.value.ename, info.value.exec_count) == (error, cell), info.value
     assert not (tmp_path / "out").exists()
+
+
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def check_verdict(verdict: dict, statuses=None) -> None:
+    """A chapter's verdict (nbtools.verdict) is consistent: every evidence row's `holds` is
+    `value op threshold`, the status follows from the rows, and it is one of `statuses`."""
+    rows = verdict["evidence"]
+    assert rows and verdict["claim"], verdict
+    for r in rows:
+        assert r["op"] in _OPS, r
+        assert r["holds"] == (math.isfinite(r["value"]) and _OPS[r["op"]](r["value"], r["threshold"])), r
+    n = sum(r["holds"] for r in rows)
+    assert verdict["status"] == ("supported" if n == len(rows) else "not reproduced" if n == 0 else "partly supported")
+    if statuses is not None:
+        assert verdict["status"] in statuses, verdict

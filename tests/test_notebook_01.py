@@ -1,11 +1,9 @@
 """Chapter 1 (claim 1): the FSR converges to the true posterior at the Monte Carlo rate N^-1/2,
 for linear and nonlinear forward models."""
-import math
-import operator
 
 import pytest
 
-from conftest import assert_rejected, run_notebook
+from conftest import assert_rejected, check_verdict, run_notebook
 
 NB = "01_finite_sample_lens.ipynb"
 TINY = dict(n_atoms_max=5000, n_sizes=5, n_seeds=8, n_grid=100, n_bins=10)
@@ -58,23 +56,12 @@ def test_references_are_right(metrics):
     assert metrics["grid_error"] < 0.1 * metrics["nonlinear"]["mean_error"]["mean"][-1]
 
 
-OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-def assert_evidence_consistent(verdict):
-    rows = verdict["evidence"]
-    assert rows and verdict["claim"]
-    for r in rows:
-        assert r["op"] in OPS, r
-        assert r["holds"] == (math.isfinite(r["value"]) and OPS[r["op"]](r["value"], r["threshold"])), r
-    n = sum(r["holds"] for r in rows)
-    assert verdict["status"] == ("supported" if n == len(rows) else "not reproduced" if n == 0 else "partly supported")
 
 
 @pytest.mark.notebooks
 def test_verdict_is_supported_with_thresholds_around_minus_one_half(metrics):
     v = metrics["verdict"]
-    assert_evidence_consistent(v)
+    check_verdict(v)
     assert v["status"] == "supported"
     slopes = metrics["slopes"].values()
     values = [r["value"] for r in v["evidence"]]

@@ -1,11 +1,10 @@
 """Chapter 2 (headline figure): (t, x_t) posterior densities. The FSR matches the true posterior
 and its sampler sits at the Monte Carlo floor; the approximations do not."""
 import math
-import operator
 
 import pytest
 
-from conftest import assert_rejected, run_notebook
+from conftest import assert_rejected, check_verdict, run_notebook
 
 NB = "02_headline_heatmaps.ipynb"
 TINY = dict(n_atoms=64, n_particles=512, n_steps=100, n_record=15, n_bins=40, n_quad=800,
@@ -56,23 +55,12 @@ def test_approximations_are_clearly_farther_than_fsr(metrics):
     assert min(abs_row["methods"][m]["mass_above"] for m in ("sigma_dps", "zeta_dps")) < 0.1
 
 
-OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-def assert_evidence_consistent(verdict):
-    rows = verdict["evidence"]
-    assert rows and verdict["claim"]
-    for r in rows:
-        assert r["op"] in OPS, r
-        assert r["holds"] == (math.isfinite(r["value"]) and OPS[r["op"]](r["value"], r["threshold"])), r
-    n = sum(r["holds"] for r in rows)
-    assert verdict["status"] == ("supported" if n == len(rows) else "not reproduced" if n == 0 else "partly supported")
 
 
 @pytest.mark.notebooks
 def test_verdict_is_supported(metrics):
     v = metrics["verdict"]
-    assert_evidence_consistent(v)
+    check_verdict(v)
     assert v["status"] == "supported"
     values = [r["value"] for r in v["evidence"]]
     rows = metrics["rows"].values()

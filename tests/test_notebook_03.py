@@ -1,11 +1,10 @@
 """Chapter 3 (claim 2): approximations under- or over-estimate the posterior spread at
 intermediate times; their likelihood scores are too strong or too weak. The FSR is exact."""
 import math
-import operator
 
 import pytest
 
-from conftest import assert_rejected, run_notebook
+from conftest import assert_rejected, check_verdict, run_notebook
 
 NB = "03_posterior_spread.ipynb"
 # 1000 steps: at t_min the spread of a one-atom posterior is b^2 ~ 1e-3, which coarser
@@ -59,23 +58,12 @@ def test_approximations_misweigh_the_likelihood_and_misestimate_the_spread(metri
     assert three["pigdm"]["summary"]["var_ratio_max"] > 2
 
 
-OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-def assert_evidence_consistent(verdict):
-    rows = verdict["evidence"]
-    assert rows and verdict["claim"]
-    for r in rows:
-        assert r["op"] in OPS, r
-        assert r["holds"] == (math.isfinite(r["value"]) and OPS[r["op"]](r["value"], r["threshold"])), r
-    n = sum(r["holds"] for r in rows)
-    assert verdict["status"] == ("supported" if n == len(rows) else "not reproduced" if n == 0 else "partly supported")
 
 
 @pytest.mark.notebooks
 def test_verdict_is_supported(metrics):
     v = metrics["verdict"]
-    assert_evidence_consistent(v)
+    check_verdict(v)
     assert v["status"] == "supported"
     rows = {r["label"].split(":")[0]: r for r in v["evidence"]}
     assert {tb["title"] for tb in metrics["testbeds"].values()} | {"FSR and exact sampler"} == set(rows)

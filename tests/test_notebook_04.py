@@ -1,11 +1,9 @@
 """Chapter 4 (claim 3): distance to the exact posterior against the stopping time. Exact samplers
 improve steadily to t_min; approximate ones stay far, and some are better stopped early."""
-import math
-import operator
 
 import pytest
 
-from conftest import assert_rejected, run_notebook
+from conftest import assert_rejected, check_verdict, run_notebook
 
 NB = "04_early_stopping.ipynb"
 TINY = dict(n_atoms=64, n_particles=512, n_steps=300, n_record=12)
@@ -51,23 +49,12 @@ def test_some_approximation_is_better_stopped_early(metrics):
     assert any(m in gmm["earlier_stop_helps"] for m in APPROX)
 
 
-OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-def assert_evidence_consistent(verdict):
-    rows = verdict["evidence"]
-    assert rows and verdict["claim"]
-    for r in rows:
-        assert r["op"] in OPS, r
-        assert r["holds"] == (math.isfinite(r["value"]) and OPS[r["op"]](r["value"], r["threshold"])), r
-    n = sum(r["holds"] for r in rows)
-    assert verdict["status"] == ("supported" if n == len(rows) else "not reproduced" if n == 0 else "partly supported")
 
 
 @pytest.mark.notebooks
 def test_verdict_says_where_early_stopping_matters(metrics):
     v = metrics["verdict"]
-    assert_evidence_consistent(v)
+    check_verdict(v)
     # On the three-atom problem no approximation is better stopped early at these sizes; on the GMM
     # atoms some is, and the exact samplers never are: partly supported, and the regime says where.
     assert v["status"] in {"supported", "partly supported"}

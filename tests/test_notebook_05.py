@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from conftest import assert_rejected, run_notebook
+from conftest import assert_rejected, check_verdict, run_notebook
 from fsdiag.diagnostics import wilson_interval
 
 NB = "05_mode_reweighting.ipynb"
@@ -94,23 +94,11 @@ def test_bad_or_unknown_parameter_fails_in_the_validation_cell(tmp_path, bad, na
     assert_rejected(NB, tmp_path, bad, name, error)
 
 
-def _check_verdict(v, statuses):
-    import operator
-    ops = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-    assert v["claim"] and v["status"] in statuses, v
-    assert v["evidence"]
-    for row in v["evidence"]:
-        assert row["holds"] == ops[row["op"]](row["value"], row["threshold"]), row
-    n_hold = sum(row["holds"] for row in v["evidence"])
-    expected = ("supported" if n_hold == len(v["evidence"]) else "not reproduced" if n_hold == 0
-                else "partly supported")
-    assert v["status"] == expected
-
 
 @pytest.mark.notebooks
 def test_verdict_supported_at_tiny_sizes(metrics):
     v = metrics["verdict"]
-    _check_verdict(v, {"supported"})
+    check_verdict(v, {"supported"})
     assert len(v["evidence"]) == 3
     tv = metrics["sweep_summary"]
     assert v["evidence"][0]["threshold"] == pytest.approx(2 * tv["fsr"]["mean_tv"] + 0.03)

@@ -2,7 +2,7 @@
 for hallucinated prior modes; with a unimodal prior the mode errors vanish."""
 import pytest
 
-from conftest import assert_rejected, run_notebook
+from conftest import assert_rejected, check_verdict, run_notebook
 
 NB = "07_minimal_cause.ipynb"
 TINY = dict(n_particles=1024, n_steps=200, n_record=5, n_control_atoms=64)
@@ -81,21 +81,9 @@ def test_a_run_with_parameters_does_not_replace_the_book_outputs(tmp_path):
     assert_rejected(NB, tmp_path, dict(out_dir=None, seed=1), "overwrite True", "ValueError", cell=4)
 
 
-def _check_verdict(v, statuses):
-    import operator
-    ops = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-    assert v["claim"] and v["status"] in statuses, v
-    assert v["evidence"]
-    for row in v["evidence"]:
-        assert row["holds"] == ops[row["op"]](row["value"], row["threshold"]), row
-    n_hold = sum(row["holds"] for row in v["evidence"])
-    expected = ("supported" if n_hold == len(v["evidence"]) else "not reproduced" if n_hold == 0
-                else "partly supported")
-    assert v["status"] == expected
-
 
 @pytest.mark.notebooks
 def test_verdict_supported_at_tiny_sizes(metrics):
     v = metrics["verdict"]
-    _check_verdict(v, {"supported"})
+    check_verdict(v, {"supported"})
     assert [r["threshold"] for r in v["evidence"]] == [0.03, 0.005, 0.01]

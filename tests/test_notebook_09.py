@@ -4,7 +4,7 @@ import importlib.util
 import papermill
 import pytest
 
-from conftest import run_notebook
+from conftest import check_verdict, run_notebook
 
 NB = "09_judging_deepinv.ipynb"
 TINY = dict(n_candidates=30, n_samples=32, samplers=["DPS", "DDRM", "PD-PiGDM", "ULA"], pd_num_steps=20,
@@ -61,24 +61,12 @@ def test_bad_parameter_fails_early(tmp_path, bad, name):
         run_notebook(NB, tmp_path, **bad)
 
 
-def _check_verdict(v, statuses):
-    import operator
-    ops = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-    assert v["claim"] and v["status"] in statuses, v
-    assert v["evidence"]
-    for row in v["evidence"]:
-        assert row["holds"] == ops[row["op"]](row["value"], row["threshold"]), row
-    n_hold = sum(row["holds"] for row in v["evidence"])
-    expected = ("supported" if n_hold == len(v["evidence"]) else "not reproduced" if n_hold == 0
-                else "partly supported")
-    assert v["status"] == expected
-
 
 def test_verdict_at_tiny_sizes(metrics):
     # On inpainting (32 samples) every run clears 2 x the floor; on downsampling the tiny profile has only
     # 8 samples, a floor near 0.2, and DPS sits at ~1.8 x it, so the verdict there may be partial.
     v = metrics["verdict"]
-    _check_verdict(v, {"supported", "partly supported"})
+    check_verdict(v, {"supported", "partly supported"})
     assert v["evidence"][0]["holds"] and v["evidence"][1]["holds"], v["evidence"]
     # One row per setting, one per extra operator; each the smallest TV / floor over that group's runs.
     assert len(v["evidence"]) == 3 and all((r["op"], r["threshold"]) == (">", 2.0) for r in v["evidence"])
