@@ -202,3 +202,139 @@ def test_math_renders_with_the_network_off(page, chromium, built, tmp_path):
     visible = "".join(dom.text)
     for raw in ("\\(", "\\[", "$$"):
         assert raw not in visible, f"{page}: raw TeX {raw!r} left in the visible text"
+
+
+# --- Layout, measured in the browser at a common laptop width -------------------------------------
+# A figure is legible when matplotlib's default 10-pt text renders at >= 8 CSS px: a PNG saved at
+# `dpi` and drawn `w` CSS px wide for its `n` pixels shows 10-pt text at 10 / 72 * dpi * w / n px.
+WINDOW = (1280, 2000)
+MIN_TEXT_PX = 8.0
+_PROBE = """<script>
+function fsdiagProbe() {
+  const figs = [...document.querySelectorAll('article .cell_output img')].map(i =>
+    [i.getAttribute('src'), i.naturalWidth, i.getBoundingClientRect().width]);
+  const eqs = [...document.querySelectorAll('mjx-container[display="true"]')].map(m =>
+    [m.scrollWidth, m.parentElement.getBoundingClientRect().width, (m.textContent || '').slice(0, 60)]);
+  const p = document.createElement('pre');
+  p.id = 'fsdiag-layout';
+  p.textContent = JSON.stringify({figs: figs, eqs: eqs});
+  document.body.appendChild(p);
+}
+window.addEventListener('load', () => {
+  const ready = window.MathJax && MathJax.startup && MathJax.startup.promise;
+  (ready || Promise.resolve()).then(fsdiagProbe);
+});
+</script>"""
+
+
+def _layout(page: str, exe: str, built: Path, tmp_path: Path) -> dict:
+    """Figures (src, natural width, rendered width) and display equations (scroll width, column
+    width, text) of a built page, from a probe script run in a copy of the page beside it."""
+    import json
+    from html import unescape
+    src = built / f"{page}.html"
+    probe = src.with_name(f"_probe-{os.getpid()}-{src.name}")
+    probe.write_text(src.read_text().replace("</body>", _PROBE + "</body>", 1))
+    try:
+        res = _run_chromium(exe, tmp_path / "profile", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                            "--virtual-time-budget=20000", "--dump-dom", probe.as_uri())
+    finally:
+        probe.unlink(missing_ok=True)
+    found = re.search(r'<pre id="fsdiag-layout"[^>]*>(.*?)</pre>', res.stdout, re.S)
+    assert found, f"{page}: the layout probe did not run: {res.stderr[-1000:]}"
+    return json.loads(unescape(found.group(1)))
+
+
+def _png_dpi(path: Path) -> float:
+    from PIL import Image
+    with Image.open(path) as im:
+        return float(im.info.get("dpi", (72.0, 72.0))[0])
+
+
+def _text_px(dpi: float, natural: float, rendered: float) -> float:
+    return 10.0 / 72.0 * dpi * rendered / natural
+
+
+def test_text_px_rule():
+    # A 12-inch figure at 100 dpi drawn 740 px wide: 10-pt text at 8.5 px (legible); an 18-inch
+    # one in the same column: 5.7 px (the shrunk multi-panel figures the rule is there to catch).
+    assert _text_px(100, 1200, 740) == pytest.approx(8.56, abs=0.01)
+    assert _text_px(100, 1800, 740) < MIN_TEXT_PX <= _text_px(100, 1200, 740)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", PAGES)
+def test_figures_legible_and_equations_fit(page, chromium, built, tmp_path):
+    layout = _layout(page, chromium, built, tmp_path)
+    page_file = built / f"{page}.html"
+    small = []
+    for src, natural, rendered in layout["figs"]:
+        target = _resolve(page_file, src)
+        if target is None or target.suffix.lower() != ".png" or not natural:
+            continue
+        px = _text_px(_png_dpi(target), natural, rendered)
+        if px < MIN_TEXT_PX:
+            small.append(f"{target.name}: {natural} px drawn at {rendered:.0f} px, 10-pt text at {px:.1f} px")
+    assert not small, (f"{page}: figures shrunk below legibility at a {WINDOW[0]} px window "
+                       f"(make them narrower or wrap panels into rows): {small}")
+    wide = [f"{text!r}: {scroll} px in a {column:.0f} px column" for scroll, column, text in layout["eqs"]
+            if scroll > column + 1]
+    assert not wide, f"{page}: display equations wider than the column: {wide}"
+
+
+def _labels(obj, out: set) -> set:
+    """Short strings in a metrics.json (titles, labels, names): what a table or print may show."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            _labels(v, out)
+    elif isinstance(obj, list):
+        for v in obj:
+            _labels(v, out)
+    elif isinstance(obj, str) and 12 <= len(obj) <= 80 and len(obj.split()) <= 10:
+        out.add(obj)
+    return out
+
+
+def truncated_labels(text: str, labels) -> list[str]:
+    """Places where the text shows a label cut inside a word or number: a prefix of at least 12
+    characters of the label, then a space or the end, where the label goes on with a letter or
+    digit right after a letter, digit or '.' (e.g. "three atoms, y = -1." for "three atoms,
+    y = -1.8, σ = 0.3")."""
+    bad = []
+    for label in labels:
+        start = text.find(label[:12])
+        while start >= 0:
+            n = 12
+            while n < len(label) and start + n < len(text) and text[start + n] == label[n]:
+                n += 1
+            end = start + n
+            if (n < len(label) and (end == len(text) or text[end].isspace())
+                    and label[n].isalnum() and (label[n - 1].isalnum() or label[n - 1] == ".")):
+                bad.append(f"{text[start:end]!r} (of {label!r})")
+            start = text.find(label[:12], start + 1)
+    return bad
+
+
+def test_truncated_labels_rule():
+    label = "three atoms, y = -1.8, σ = 0.3"
+    assert truncated_labels("three atoms, y = -1. σ-DPS  0.21", [label])
+    assert truncated_labels("| three atoms, y = |", [label]) == []          # cut between words: fine
+    assert truncated_labels("three atoms, y = -1.8, σ = 0.3 σ-DPS", [label]) == []
+    assert truncated_labels("on three atoms, y = -1.8 the", [label]) == []  # a shorter phrase, whole
+    assert truncated_labels("three ato", ["three atoms, y = 1"]) == []       # shorter than 12: not checked
+    assert truncated_labels("the GMM atoms, y = 1, σ = 0.", ["the GMM atoms, y = 1, σ = 0.5"])
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+def test_no_truncated_labels(page, built):
+    import json
+    metrics = ROOT / "notebooks" / "outputs" / Path(page).name / "metrics.json"
+    if not metrics.exists():
+        _unavailable(f"{metrics} is missing (the book's outputs are written by make book)")
+    page_file = built / f"{page}.html"
+    assert page_file.exists(), f"{page}: no built page {page_file}"
+    dom = _Page()
+    dom.feed(page_file.read_text())
+    bad = truncated_labels("".join(dom.text), _labels(json.loads(metrics.read_text()), set()))
+    assert not bad, f"{page}: labels cut short: {bad[:5]}"
