@@ -1,4 +1,4 @@
-"""Chapter 6 (claim 5, with nonlinear operators and low noise): the FSR sampler stays on the data and off excluded prior modes; the
+"""Chapter 6 (claim 5): the FSR sampler stays on the data and off excluded prior modes; the
 DPS variants leave the manifold under nonlinear operators and low noise, and the approximations land on
 prior modes the posterior excludes."""
 import pytest
