@@ -55,8 +55,9 @@ def test_everything_is_exported():
 
 def test_mode_masses_figure_plots_the_masses():
     reps = {"a": report([0.3, 0.7], [0.4, 0.6]), "b": report([0.5, 0.5], [0.4, 0.6])}
-    fig = modes.mode_masses_figure(reps, closed=[0.41, 0.59])
+    fig = modes.mode_masses_figure(reps, closed=[0.41, 0.59], mode_names=["left", "right"])
     assert np.allclose(bar_heights(fig.axes[0]), [0.3, 0.7, 0.5, 0.5])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["left", "right"]
     check(fig, 1)
     grid = np.linspace(-3, 3, 50)
     fig = modes.mode_masses_figure(reps, closed=[0.41, 0.59], density=(grid, np.exp(-grid ** 2)),

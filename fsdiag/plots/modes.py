@@ -52,11 +52,14 @@ def _colors(names, colors=None):
     return {n: colors.get(n, cycle[k % len(cycle)]) for k, n in enumerate(names)}
 
 
-def mode_masses_figure(reports: dict, *, closed=None, density=None, samples=None, title: str = ""):
+def mode_masses_figure(reports: dict, *, closed=None, density=None, samples=None, mode_names=None,
+                       title: str = ""):
     """Mass per mode of each report (bars with Wilson intervals, exact mass as black ticks, the
     closed-form mass as dotted lines) above, when `density` = (grid, values) is given, the
-    exact posterior density with a histogram of each entry of `samples` ({name: 1-D array})."""
+    exact posterior density with a histogram of each entry of `samples` ({name: 1-D array}, in
+    the colour of the report of that name). mode_names: tick labels of the modes."""
     plt = _plt()
+    cols = _colors(list(reports))
     two = density is not None
     fig, axes = plt.subplots(2 if two else 1, 1, figsize=(8.0, 6.4 if two else 3.4), layout="constrained",
                              squeeze=False)
@@ -66,13 +69,15 @@ def mode_masses_figure(reports: dict, *, closed=None, density=None, samples=None
         for k, c in enumerate(np.asarray(closed, dtype=float)):
             ax.hlines(c, k - 0.45, k + 0.45, colors="k", lw=1, linestyles=":", label="closed form" if k == 0 else None)
     ax.legend(fontsize=FONT, ncol=2, frameon=False, loc="upper left")
+    if mode_names is not None:
+        ax.set_xticks(range(len(mode_names)), [str(m) for m in mode_names])
     if two:
         ax = axes[1, 0]
         grid, values = (np.asarray(v, dtype=float) for v in density)
         ax.fill_between(grid, values, color="0.85", label="exact posterior")
         for name, x in (samples or {}).items():
             ax.hist(np.asarray(x, dtype=float).ravel(), bins=np.linspace(grid[0], grid[-1], 80), density=True,
-                    histtype="step", lw=1.4, label=name)
+                    histtype="step", lw=1.4, label=name, color=cols.get(name))
         ax.set_xlabel("$x_0$")
         ax.set_ylabel("density")
         ax.set_title("final particles")
