@@ -50,7 +50,15 @@ def _panels(n: int, *, ncols: int, panel_w: float, panel_h: float, extra_w: floa
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.set_visible(False)
+    for k, ax in enumerate(flat[:n]):
+        if _bottom(k, n, ncols):      # the lowest panel of its column shows its x tick labels, shared or not
+            ax.tick_params(labelbottom=True)
     return fig, flat[:n]
+
+
+def _bottom(k: int, n: int, ncols: int) -> bool:
+    # Is panel k (of n, filled row by row, ncols per row) the lowest of its column?
+    return k + min(ncols, n) >= n
 
 
 def _log_time_axis(ax, t_min: float) -> None:
@@ -159,7 +167,8 @@ def density_heatmaps_figure(bins: dict, times, edges, *, columns=None, labels=No
         dens = dens / np.maximum(dens.max(1, keepdims=True), 1e-300)
         mesh = ax.pcolormesh(edges, t_edges, dens, cmap="rocket", norm=norm, shading="flat", rasterized=True)
         ax.set_title(names.get(col, col), fontsize=11)
-        ax.set_xlabel("$x_t$")
+        if _bottom(k, len(columns), ncols):
+            ax.set_xlabel("$x_t$")
         if k % ncols == 0:
             ax.set_ylabel("diffusion time $t$")
     axes[0].set_yscale("log")
@@ -215,7 +224,8 @@ def final_densities_figure(bins: dict, edges, *, samplers, t_min: float, labels=
                 label="FSR (exact)")
         ax.plot(centres, np.asarray(bins["true"])[-1, 1:-1] / width, color="black", lw=1.2, label="true")
         ax.set_title(names.get(name, name), fontsize=11)
-        ax.set_xlabel(f"$x_t$ at $t = {t_min:g}$")
+        if _bottom(k, len(samplers), ncols):
+            ax.set_xlabel(f"$x_t$ at $t = {t_min:g}$")
         if k % ncols == 0:
             ax.set_ylabel("density")
     axes[0].legend(fontsize=FONT)
