@@ -25,9 +25,9 @@ class OriginalDPS(Approximation):
     The step k is found by the noise level: abar on the DDPM grid (k = T, T - T/n_steps, ..., 0)
     gives that step exactly; any other abar (a VPSchedule run, the diagnostics' score checks)
     uses the DDPM step whose interval of log abar contains it, so the guidance per unit of
-    noise level is that of the DDPM run. Through `fsdiag.sample(method="original_dps")` the
-    defaults apply (n_steps=1000); for a strided DDPM run pass an instance,
-    `method=OriginalDPS(zeta=1.0, n_steps=250), schedule=DDPMSchedule(), n_steps=250`.
+    noise level is that of the DDPM run. `fsdiag.sample(method="original_dps", n_steps=250)`
+    forwards the run's step count (and its schedule when that is a DDPMSchedule) through
+    `run_defaults`, so zeta is applied per step of the run; an instance keeps its own n_steps.
     """
 
     name = "original_dps"
@@ -39,22 +39,34 @@ class OriginalDPS(Approximation):
                             f"{type(schedule).__name__}")
         self.zeta = check_positive(zeta, "zeta")
         self.n_steps = check_int(n_steps, "n_steps")
-        if schedule.n_timesteps % self.n_steps:
-            raise ValueError(f"n_steps: expected a divisor of n_timesteps={schedule.n_timesteps}, "
-                             f"got {self.n_steps}")
         self.schedule = schedule
-        stride = schedule.n_timesteps // self.n_steps
-        log_ab = torch.cat([torch.zeros(1, dtype=torch.float64),
-                            torch.cumsum(torch.log1p(-schedule.betas), 0)])
-        self._neg_log_abar = -log_ab[::stride].contiguous()     # node j: timestep j * stride, increasing
+        # -log abar at timesteps 0..T (increasing); node j of the run sits at timestep j T / n_steps
+        # (an integer when n_steps divides T, as on a DDPM run; else log abar is interpolated
+        # linearly between timesteps, as DDPMSchedule.alpha_bar does, for VP runs of any length).
+        self._neg_log_ab = -torch.cat([torch.zeros(1, dtype=torch.float64),
+                                       torch.cumsum(torch.log1p(-schedule.betas), 0)])
+
+    def _node(self, j: int) -> float:
+        """-log abar at node j (timestep j T / n_steps)."""
+        T, n = self.schedule.n_timesteps, self.n_steps
+        k, rem = divmod(j * T, n)
+        if rem == 0:
+            return float(self._neg_log_ab[k])
+        lo, hi = float(self._neg_log_ab[k]), float(self._neg_log_ab[k + 1])
+        return lo + (rem / n) * (hi - lo)
 
     def step(self, abar: float) -> tuple[float, float]:
-        """(alpha_k, beta_k) of the DDPM step from node k to k - 1 at this noise level."""
+        """(alpha_k, beta_k) of the run's step from node k to k - 1 that contains this noise level
+        (a noise level on node k belongs to the step that leaves it)."""
+        T, n = self.schedule.n_timesteps, self.n_steps
         neg = -math.log(abar)
-        j = int(torch.searchsorted(self._neg_log_abar, torch.tensor([neg - 1e-9], dtype=torch.float64)))
-        j = min(max(j, 1), self.n_steps)
-        alpha = math.exp(float(self._neg_log_abar[j - 1] - self._neg_log_abar[j]))
-        return alpha, -math.expm1(float(self._neg_log_abar[j - 1] - self._neg_log_abar[j]))
+        k = int(torch.searchsorted(self._neg_log_ab, torch.tensor([neg], dtype=torch.float64), right=True)) - 1
+        k = min(max(k, 0), T - 1)
+        lo, hi = float(self._neg_log_ab[k]), float(self._neg_log_ab[k + 1])
+        position = k + min(max((neg - lo) / (hi - lo), 0.0), 1.0)               # timestep, continuous
+        j = min(max(math.ceil(position * n / T - 1e-6), 1), n)
+        gap = self._node(j) - self._node(j - 1)                                  # -log alpha_k
+        return math.exp(-gap), -math.expm1(-gap)
 
     def __call__(self, problem, x, abar):
         alpha, beta = self.step(abar)

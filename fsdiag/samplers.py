@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ._checks import check_int, check_real, make_generator
-from .methods import Approximation, Problem, make_method
+from .methods import METHODS, Approximation, Problem, make_method
 from .prior import EmpiricalPrior
 from .schedules import DDPMSchedule, VPSchedule, check_time
 
@@ -158,6 +158,10 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
     particles never exceed by more than a few noise scales: an unstable guidance step
     (too large a step, too small a noise_std, float32, or too strong a method parameter).
     """
+    if isinstance(method, str) and hasattr(METHODS.get(method), "run_defaults"):
+        # A method tied to the run's grid (original_dps: zeta per DDPM step) takes this run's
+        # n_steps (and DDPM schedule) from its class's run_defaults.
+        method_params = {**METHODS[method].run_defaults(schedule=schedule, n_steps=n_steps), **method_params}
     approx = make_method(method, **method_params)
     n_particles, n_steps, schedule, grid, problem, gen = _setup(
         prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max,

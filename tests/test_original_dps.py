@@ -69,6 +69,27 @@ def test_noise_levels_off_the_ddpm_grid_use_the_step_that_contains_them():
     assert approx.step(1e-30) == approx.step(ddpm.alpha_bar(1.0))                    # noisier than step T
 
 
+@pytest.mark.parametrize("n_steps", [3, 7, 1500])
+def test_step_counts_that_do_not_divide_the_ddpm_timesteps_interpolate_log_abar(n_steps):
+    """A VP run of any length: node j sits at timestep j T / n_steps, where DDPMSchedule.alpha_bar
+    interpolates log abar; the step that leaves node j has alpha = abar(node j) / abar(node j - 1)."""
+    approx = OriginalDPS(n_steps=n_steps)
+    ddpm = approx.schedule
+    for j in (1, n_steps // 2, n_steps):
+        ab, ab_prev = ddpm.alpha_bar(j / n_steps), ddpm.alpha_bar((j - 1) / n_steps)
+        alpha, beta = approx.step(ab)
+        assert alpha == pytest.approx(ab / ab_prev, rel=1e-9)
+        assert beta == pytest.approx(1 - ab / ab_prev, rel=1e-6)
+        # slightly less noise than node j: still inside the step that leaves node j; node j - 1 is not
+        assert approx.step(ab ** (1 - 1e-3)) == pytest.approx((alpha, beta), rel=1e-12)
+        if j > 1:
+            assert approx.step(ab_prev)[0] != pytest.approx(alpha, rel=1e-6)
+    with pytest.raises(ValueError, match="n_steps"):          # a DDPM run still needs a divisor
+        prior, lik = three_atoms()
+        fsdiag.sample(prior, lik, method="original_dps", schedule=ddpm, n_steps=n_steps, n_particles=2,
+                      progress=False)
+
+
 def test_score_against_hand_formula_and_vp_run():
     prior, lik = tiny_problem()
     problem = Problem.build(prior, lik)
@@ -93,7 +114,7 @@ def test_deterministic():
 
 @pytest.mark.parametrize("kw,exc,name", [
     ({"zeta": -1.0}, ValueError, "zeta"), ({"zeta": "1"}, TypeError, "zeta"), ({"zeta": True}, TypeError, "zeta"),
-    ({"n_steps": 3}, ValueError, "n_steps"), ({"n_steps": 0}, ValueError, "n_steps"),
+    ({"n_steps": -3}, ValueError, "n_steps"), ({"n_steps": 0}, ValueError, "n_steps"),
     ({"n_steps": 2.0}, TypeError, "n_steps"), ({"schedule": fsdiag.VPSchedule()}, TypeError, "schedule")])
 def test_bad_arguments_name_the_argument(kw, exc, name):
     with pytest.raises(exc, match=name):
