@@ -21,7 +21,8 @@ from ._checks import as_tensor, check_int, check_positive, check_real
 from .forward import ForwardModel, LinearForwardModel, register
 
 __all__ = ["ImageOperator", "LinearImageOperator", "PixelMask", "Inpainting", "BoxInpainting",
-           "GaussianBlur", "Downsampling", "FourierMagnitude", "as_image_shape"]
+           "GaussianBlur", "Downsampling", "FourierMagnitude", "as_image_shape", "pixel_moments",
+           "gradient_energy", "observed_image"]
 
 
 def as_image_shape(value, name: str = "image_shape") -> tuple[int, int, int]:
@@ -392,3 +393,69 @@ class FourierMagnitude(ImageOperator):
 
     def __repr__(self):
         return f"FourierMagnitude(image_shape={self.image_shape}, oversampling={self.oversampling})"
+
+
+# ------------------------------------------------------------------ summaries of images
+def _rows(x, name: str) -> torch.Tensor:
+    x = as_tensor(x, name, dtype=torch.float64)
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"{name}: expected images (n, ...) with n >= 1, got shape {tuple(x.shape)}")
+    return x.reshape(x.shape[0], -1)
+
+
+def pixel_moments(x, weights=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel mean and standard deviation of images x (n, ...) under weights (n,) (normalised
+    here; uniform when None): the exact posterior's maps with weights = psi over the atoms, a
+    sampler's with its samples. Returns two float64 tensors shaped like one image."""
+    rows = _rows(x, "x")
+    if weights is None:
+        w = torch.full((rows.shape[0],), 1.0 / rows.shape[0], dtype=torch.float64, device=rows.device)
+    else:
+        w = as_tensor(weights, "weights", ndim=1, dtype=torch.float64, device=rows.device)
+        if w.shape[0] != rows.shape[0] or bool((w < 0).any()) or not float(w.sum()) > 0:
+            raise ValueError(f"weights: expected {rows.shape[0]} non-negative weights with a positive sum, "
+                             f"got shape {tuple(w.shape)}")
+        w = w / w.sum()
+    mean = w @ rows
+    var = (w @ (rows - mean) ** 2).clamp_min(0)        # centred first: no cancellation
+    shape = tuple(as_tensor(x, "x").shape[1:])
+    return mean.reshape(shape), var.sqrt().reshape(shape)
+
+
+def gradient_energy(x, image_shape) -> torch.Tensor:
+    """Mean squared finite difference of each image (n,): the average of (x[i+1, j] - x[i, j])^2
+    and (x[i, j+1] - x[i, j])^2 over every pair of neighbouring pixels and channel. A blurred
+    image has less of it; an average of several images (a Tweedie mean) less than each."""
+    c, h, w = as_image_shape(image_shape)
+    rows = _rows(x, "x")
+    if rows.shape[1] != c * h * w:
+        raise ValueError(f"x: expected images of {c * h * w} pixels for image_shape {(c, h, w)}, got {rows.shape[1]}")
+    if h * w < 2:
+        raise ValueError(f"image_shape: expected at least two pixels per channel, got {(c, h, w)}")
+    img = rows.reshape(-1, c, h, w)
+    dv, dh = img[:, :, 1:] - img[:, :, :-1], img[:, :, :, 1:] - img[:, :, :, :-1]
+    total = (dv ** 2).sum((1, 2, 3)) + (dh ** 2).sum((1, 2, 3))
+    return total / (c * (h - 1) * w + c * h * (w - 1))
+
+
+def observed_image(forward, y) -> torch.Tensor:
+    """What a measurement y (m,) shows, as an image (C, H, W) for display: inpainting puts the
+    observed pixels in place and NaN elsewhere; downsampling repeats each value over its block;
+    a blur is an image already; Fourier magnitudes are centred (fftshift) per channel."""
+    if not isinstance(forward, ImageOperator):
+        raise TypeError(f"forward: expected an fsdiag.imaging operator, got {type(forward).__name__}")
+    y = as_tensor(y, "y", dtype=torch.float64).reshape(-1).cpu()
+    if y.shape[0] != forward._m():
+        raise ValueError(f"y: expected {forward._m()} values for {forward!r}, got {y.shape[0]}")
+    c, h, w = forward.image_shape
+    if isinstance(forward, PixelMask):
+        out = torch.full((c * h * w,), math.nan, dtype=torch.float64)
+        out[forward.index] = y
+        return out.reshape(c, h, w)
+    if isinstance(forward, Downsampling):
+        k = forward.factor
+        return y.reshape(c, h // k, 1, w // k, 1).expand(c, h // k, k, w // k, k).reshape(c, h, w)
+    if isinstance(forward, FourierMagnitude):
+        s = forward.oversampling
+        return torch.fft.fftshift(y.reshape(c, s * h, s * w), dim=(-2, -1))
+    return y.reshape(c, h, w)

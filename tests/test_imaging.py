@@ -1,6 +1,7 @@
 """Image forward models: adjointness, vjp against autograd, matrix, batching, dtypes, devices."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -251,3 +252,73 @@ def test_exact_posterior_with_each_operator(name):
     # the posterior puts its mass on atoms that explain y; the same weights in closed form:
     log_lik = lik.log_prob(split.atoms.double())
     torch.testing.assert_close(psi.double(), torch.softmax(log_lik, 0), rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------ summaries of images
+def test_pixel_moments_match_weighted_closed_form(gen):
+    x = torch.rand(7, 2, 3, 4, generator=gen, dtype=torch.float64)
+    w = torch.rand(7, generator=gen, dtype=torch.float64)
+    mean, std = I.pixel_moments(x, 3.0 * w)                     # weights are normalised
+    p = (w / w.sum()).numpy()
+    xn = x.numpy()
+    ref_mean = np.tensordot(p, xn, axes=1)
+    ref_var = np.tensordot(p, (xn - ref_mean) ** 2, axes=1)
+    assert mean.shape == std.shape == (2, 3, 4)
+    np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=1e-12)
+    np.testing.assert_allclose(std.numpy(), np.sqrt(ref_var), rtol=1e-12)
+    m0, s0 = I.pixel_moments(x)                                 # uniform: numpy's population moments
+    np.testing.assert_allclose(m0.numpy(), xn.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(s0.numpy(), xn.std(0), rtol=1e-12)
+    # a Dirac weight: that image, zero spread; far-from-zero data does not cancel
+    m1, s1 = I.pixel_moments(x + 1e8, torch.eye(7, dtype=torch.float64)[2])
+    np.testing.assert_allclose(m1.numpy(), xn[2] + 1e8, rtol=1e-15)
+    assert float(s1.abs().max()) == 0.0
+
+
+def test_gradient_energy_closed_forms(gen):
+    ii, jj = torch.meshgrid(torch.arange(6), torch.arange(6), indexing="ij")
+    checker = ((ii + jj) % 2).double().reshape(1, -1)           # every neighbour differs by 1
+    const = torch.full((1, 36), 0.3, dtype=torch.float64)
+    ramp = (0.5 * jj).double().reshape(1, -1)                   # horizontal steps 0.5, vertical 0
+    e = I.gradient_energy(torch.cat([checker, const, ramp]), (1, 6, 6))
+    # 30 horizontal and 30 vertical pairs: the ramp's 30 horizontal ones are 0.25 each, so 0.125
+    torch.testing.assert_close(e, torch.tensor([1.0, 0.0, 0.125], dtype=torch.float64))
+    # averaging distinct images and blurring both lower it
+    x = torch.rand(16, 64, generator=gen, dtype=torch.float64)
+    assert float(I.gradient_energy(x.mean(0, keepdim=True), (8, 8))) < float(I.gradient_energy(x, (8, 8)).min())
+    blur = I.GaussianBlur((1, 8, 8), 1.0, padding="circular")
+    assert bool((I.gradient_energy(blur(x), (8, 8)) < I.gradient_energy(x, (8, 8))).all())
+
+
+def test_observed_image_puts_measurements_in_place(gen):
+    x = torch.rand(1, 2 * 4 * 6, generator=gen, dtype=torch.float64)
+    box = I.BoxInpainting((2, 4, 6))
+    shown = I.observed_image(box, box(x)[0])
+    img = x.reshape(2, 4, 6)
+    assert torch.equal(torch.isnan(shown), ~box.mask)
+    torch.testing.assert_close(shown[box.mask], img[box.mask])
+    down = I.Downsampling((2, 4, 6), 2)
+    shown = I.observed_image(down, down(x)[0])
+    torch.testing.assert_close(shown[:, ::2, ::2], img.reshape(2, 2, 2, 3, 2).mean((2, 4)))
+    assert torch.equal(shown[:, 1::2, 1::2], shown[:, ::2, ::2])
+    blur = I.GaussianBlur((2, 4, 6))
+    torch.testing.assert_close(I.observed_image(blur, blur(x)[0]), blur(x).reshape(2, 4, 6))
+    fm = I.FourierMagnitude((1, 4, 4))
+    z = torch.zeros(1, 16, dtype=torch.float64)
+    z[0, 0] = 1.0                                               # a delta: flat magnitude 1/4
+    torch.testing.assert_close(I.observed_image(fm, fm(z)[0]), torch.full((1, 4, 4), 0.25, dtype=torch.float64))
+
+
+def test_image_summaries_name_bad_arguments():
+    with pytest.raises(ValueError, match="weights"):
+        I.pixel_moments(torch.rand(3, 4), torch.ones(2))
+    with pytest.raises(ValueError, match="weights"):
+        I.pixel_moments(torch.rand(3, 4), -torch.ones(3))
+    with pytest.raises(ValueError, match="x"):
+        I.pixel_moments(torch.rand(4))
+    with pytest.raises(ValueError, match="x"):
+        I.gradient_energy(torch.rand(2, 10), (1, 3, 3))
+    with pytest.raises(TypeError, match="forward"):
+        I.observed_image(fsdiag.forward.Identity(), torch.rand(3))
+    with pytest.raises(ValueError, match="y"):
+        I.observed_image(I.Downsampling((1, 4, 4), 2), torch.rand(5))
