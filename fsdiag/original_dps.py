@@ -46,6 +46,15 @@ class OriginalDPS(Approximation):
         self._neg_log_ab = -torch.cat([torch.zeros(1, dtype=torch.float64),
                                        torch.cumsum(torch.log1p(-schedule.betas), 0)])
 
+    @classmethod
+    def run_defaults(cls, *, schedule, n_steps) -> dict:
+        """The parameters `fsdiag.sample` forwards from its run when the method is named by string:
+        its step count, and its schedule when that is the DDPM one (a VP run keeps the default DDPM)."""
+        params = {"n_steps": n_steps}
+        if isinstance(schedule, DDPMSchedule):
+            params["schedule"] = schedule
+        return params
+
     def _node(self, j: int) -> float:
         """-log abar at node j (timestep j T / n_steps)."""
         T, n = self.schedule.n_timesteps, self.n_steps
