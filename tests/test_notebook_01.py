@@ -1,5 +1,8 @@
 """Chapter 1 (claim 1): the FSR converges to the true posterior at the Monte Carlo rate N^-1/2,
 for linear and nonlinear forward models."""
+import json
+import re
+import struct
 
 import pytest
 
@@ -12,8 +15,14 @@ ERRORS = {"gaussian_linear": ["mean_error", "cov_error"], "gmm_linear": ["mode_t
 
 
 @pytest.fixture(scope="module")
-def metrics(tmp_path_factory):
-    return run_notebook(NB, tmp_path_factory.mktemp("nb01"), seed=0, **TINY)
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nb01")
+    return path, run_notebook(NB, path, seed=0, **TINY)
+
+
+@pytest.fixture(scope="module")
+def metrics(run):
+    return run[1]
 
 
 @pytest.mark.notebooks
@@ -67,6 +76,20 @@ def test_verdict_is_supported_with_thresholds_around_minus_one_half(metrics):
     values = [r["value"] for r in v["evidence"]]
     assert values[:2] == [pytest.approx(max(slopes)), pytest.approx(min(slopes))]
     assert values[2] == pytest.approx(min(metrics["ess_slopes"].values()))
+
+
+@pytest.mark.notebooks
+def test_page_shows_rounded_numbers_and_figures_of_legible_width(run):
+    path, _ = run
+    pngs = sorted((path / "out").glob("*.png"))
+    assert [p.stem for p in pngs] == ['convergence', 'problems']
+    for p in pngs:   # at most 12 in wide at the saved 150 dpi (bbox "tight" may trim, never widen much)
+        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
+    nb = json.loads((path / NB).read_text())
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+            assert not re.search(r"\d\.\d{7,}", text), text[:300]   # no raw 16-digit floats
 
 
 @pytest.mark.notebooks
