@@ -1,0 +1,466 @@
+"""Trained denoisers: a small network's Tweedie mean in place of the exact one (issue 9, item 6).
+
+`train_denoiser` fits a small MLP (vectors, e.g. a 2-D mixture) or a small convolutional net
+(images, e.g. the 8x8 digits) to the atoms by denoising score matching; `NetworkPrior` gives the
+samplers the interface of an `EmpiricalPrior` (moments, denoiser_vjp, cov_matvec), so
+`fsdiag.sample(NetworkPrior(net), lik, method="pigdm")` runs the same sampler code with the network.
+
+Parameterisation: x0-prediction with the preconditioning of Karras et al. (2022, EDM), written in
+the VP convention x_t = a x0 + b z (a = sqrt(abar), b^2 = 1 - abar). With x = x_t / a and
+sigma = b / a (the VE form, DESIGN §8), c the atoms' mean and s their RMS spread (sigma_data):
+
+    m(x_t) = c + c_skip (x - c) + c_out F_theta(c_in (x - c), c_noise),
+    c_skip = s^2 / (sigma^2 + s^2),  c_out = sigma s / sqrt(sigma^2 + s^2),
+    c_in = 1 / sqrt(sigma^2 + s^2),   c_noise = log(sigma) / 4.
+
+F = 0 is the exact denoiser of N(c, s^2 I); the networks start there (zero output layer).
+Training minimises E ||m(x_t) - x0||^2 / c_out^2 (EDM's weighting: unit-scale targets for F) over
+atoms x0, z ~ N(0, I) and log sigma uniform on [sigma(t_lo), sigma(t_hi)] of the paper's schedule.
+
+Derivatives: dm/dx_t by autograd; `denoiser_vjp` is J^T v and `cov_matvec` is
+Cov v = ((1 - abar) / sqrt(abar)) J v (Tweedie's identity, exact for the true denoiser, whose J is
+symmetric; a network's J need not be, and the two products then differ).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ._checks import as_tensor, check_int, check_positive, check_real, resolve_device
+from .methods import Approximation, Guidance
+from .prior import EmpiricalPrior, Moments
+from .schedules import VPSchedule
+
+__all__ = ["MLP", "ConvNet", "NetworkDenoiser", "Trained", "train_denoiser", "NetworkPrior",
+           "Unconditional", "sample_prior", "prior_report"]
+
+# Bump when the architecture or training changes: saved weights of another format are retrained.
+_FORMAT = 1
+_N_FREQ = 8
+
+
+# ------------------------------------------------------------------ architectures
+def _noise_features(c_noise: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 2 _N_FREQ + 1): c_noise and fixed sinusoids of it (c_noise spans ~[-1.2, 1.3])."""
+    freqs = math.pi * 2.0 ** torch.arange(-1, _N_FREQ - 1, dtype=c_noise.dtype, device=c_noise.device)
+    arg = c_noise[:, None] * freqs
+    return torch.cat([c_noise[:, None], torch.cos(arg), torch.sin(arg)], 1)
+
+
+class MLP(nn.Module):
+    """F(u, c_noise) for vectors: [u, noise features] -> `depth` hidden layers of `width` (SiLU) -> d."""
+
+    def __init__(self, dim: int, width: int = 128, depth: int = 3):
+        super().__init__()
+        self.dim = dim
+        layers, n_in = [], dim + 2 * _N_FREQ + 1
+        for _ in range(depth):
+            layers += [nn.Linear(n_in, width), nn.SiLU()]
+            n_in = width
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(n_in, dim)
+
+    def forward(self, u: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(torch.cat([u, _noise_features(c_noise)], 1)))
+
+
+class _Block(nn.Module):
+    def __init__(self, channels: int, n_emb: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.emb = nn.Linear(n_emb, channels)
+
+    def forward(self, h, e):
+        r = self.conv1(nn.functional.silu(h)) + self.emb(e)[:, :, None, None]
+        return h + self.conv2(nn.functional.silu(r))
+
+
+class ConvNet(nn.Module):
+    """F(u, c_noise) for images (C, H, W): a 3x3 conv in, `depth` residual blocks of two 3x3 convs
+    (noise features added per channel), a 3x3 conv out. Full resolution throughout (8x8 is small)."""
+
+    def __init__(self, image_shape, channels: int = 32, depth: int = 2):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        c_img = self.image_shape[0]
+        n_emb = 2 * _N_FREQ + 1
+        self.embed = nn.Sequential(nn.Linear(n_emb, channels), nn.SiLU())
+        self.conv_in = nn.Conv2d(c_img, channels, 3, padding=1)
+        self.blocks = nn.ModuleList(_Block(channels, channels) for _ in range(depth))
+        self.out = nn.Conv2d(channels, c_img, 3, padding=1)
+
+    def forward(self, u: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        e = self.embed(_noise_features(c_noise))
+        h = self.conv_in(u.reshape(u.shape[0], *self.image_shape))
+        for blk in self.blocks:
+            h = blk(h, e)
+        return self.out(nn.functional.silu(h)).reshape(u.shape[0], -1)
+
+
+def _init(net: nn.Module, generator: torch.Generator) -> None:
+    """Seeded initialisation (LeCun-uniform weights, zero biases) with a zero output layer, so the
+    untrained denoiser is the Gaussian one (F = 0); never the global random state."""
+    for mod in net.modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            fan_in = mod.weight[0].numel()
+            bound = math.sqrt(3.0 / fan_in)
+            w = torch.rand(mod.weight.shape, generator=generator, dtype=torch.float64) * 2 - 1
+            with torch.no_grad():
+                mod.weight.copy_(bound * w)
+                mod.bias.zero_()
+    with torch.no_grad():
+        net.out.weight.zero_()
+        net.out.bias.zero_()
+
+
+def _build(config: dict, dtype, device, generator: torch.Generator | None) -> nn.Module:
+    # Built on the meta device: nn.Module constructors draw their default initialisation from the
+    # global random state, which fsdiag never touches. _init (or a state dict) fills the weights.
+    with torch.device("meta"):
+        if config["arch"] == "mlp":
+            net = MLP(config["dim"], config["width"], config["depth"])
+        else:
+            net = ConvNet(config["image_shape"], config["width"], config["depth"])
+    net = net.to_empty(device="cpu").to(torch.float64)
+    if generator is not None:
+        _init(net, generator)
+    return net.to(dtype=dtype, device=device)
+
+
+class NetworkDenoiser(nn.Module):
+    """m(x_t, abar) ~ E[x0 | x_t] in the VP convention from a network F, with EDM preconditioning
+    (module docstring). `center` (d,) and `sigma_data` are the training atoms' mean and RMS spread."""
+
+    def __init__(self, net: nn.Module, center: torch.Tensor, sigma_data: float, scale: float):
+        super().__init__()
+        self.net = net
+        self.register_buffer("center", center.clone())
+        self.sigma_data = float(sigma_data)
+        self.scale = float(scale)   # max |atom| of the training data, for samplers' sanity checks
+
+    @property
+    def dim(self) -> int:
+        return self.center.shape[0]
+
+    def forward(self, x_t: torch.Tensor, abar) -> torch.Tensor:
+        """x_t (B, d); abar a float or a (B,) tensor in (0, 1)."""
+        abar = torch.as_tensor(abar, dtype=x_t.dtype, device=x_t.device).reshape(-1, 1)
+        sigma2 = (1.0 - abar) / abar
+        s2 = self.sigma_data ** 2
+        x = x_t / abar.sqrt() - self.center
+        c_skip = s2 / (sigma2 + s2)
+        c_out = torch.sqrt(sigma2 * s2 / (sigma2 + s2))
+        c_in = torch.rsqrt(sigma2 + s2)
+        c_noise = (0.125 * torch.log(sigma2)).reshape(-1).expand(x_t.shape[0])
+        return self.center + c_skip * x + c_out * self.net(c_in * x, c_noise)
+
+
+# ------------------------------------------------------------------ training
+@dataclass
+class Trained:
+    """A trained (or loaded) denoiser. trained: False when saved weights were found and loaded."""
+
+    denoiser: NetworkDenoiser
+    trained: bool
+    path: Path | None
+    losses: list = field(default_factory=list)   # mean training loss per 1% of the steps
+    seconds: float = 0.0                          # wall time of the training (0 when loaded)
+    key: str = ""
+    config: dict = field(default_factory=dict)
+
+
+def _atoms_hash(atoms: torch.Tensor) -> str:
+    a = np.ascontiguousarray(atoms.detach().cpu().to(torch.float64).numpy())
+    return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()
+
+
+def _check_range(t_range) -> tuple[float, float]:
+    if not isinstance(t_range, (tuple, list)) or len(t_range) != 2:
+        raise ValueError(f"t_range: expected (t_lo, t_hi) with 0 < t_lo < t_hi <= 1, got {t_range!r}")
+    lo, hi = (check_real(t, "t_range") for t in t_range)
+    if not (0.0 < lo < hi <= 1.0):
+        raise ValueError(f"t_range: expected (t_lo, t_hi) with 0 < t_lo < t_hi <= 1, got {t_range!r}")
+    return lo, hi
+
+
+def train_denoiser(atoms, *, arch: str = "mlp", image_shape=None, seed: int = 0, steps: int = 2000,
+                   batch_size: int = 256, lr: float = 2e-3, width: int = 128, depth: int = 3,
+                   t_range=(1e-3, 1.0), weights_dir=None, device="auto", dtype=torch.float32,
+                   progress: bool = True) -> Trained:
+    """Fit a denoiser to `atoms` (N, d) (or an EmpiricalPrior's atoms) by denoising score matching.
+
+    arch: "mlp" (width, depth: hidden layers) or "conv" (needs image_shape (C, H, W) with
+    C H W = d; width: channels, depth: residual blocks). Adam with a cosine-decayed learning rate,
+    `steps` minibatches of `batch_size` atoms; every draw from a torch.Generator seeded by `seed`.
+    With `weights_dir`, weights are saved there as <arch>-<key>.pt, key a hash of the atoms, the
+    seed and every hyper-parameter; when that file exists it is loaded and training is skipped.
+    """
+    if isinstance(atoms, EmpiricalPrior):
+        atoms = atoms.atoms
+    dev = resolve_device(device)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+    x0 = as_tensor(atoms, "atoms", ndim=2, dtype=dtype, device=dev)
+    n, d = x0.shape
+    if n < 1 or d < 1:
+        raise ValueError(f"atoms: expected shape (N, d) with N, d >= 1, got {tuple(x0.shape)}")
+    if not isinstance(arch, str) or arch not in ("mlp", "conv"):
+        raise ValueError(f"arch: expected 'mlp' or 'conv', got {arch!r}")
+    if arch == "conv":
+        if image_shape is None:
+            raise ValueError("image_shape: arch='conv' needs the image shape (C, H, W) of the atoms")
+        try:
+            image_shape = tuple(check_int(s, "image_shape") for s in image_shape)
+        except TypeError as err:
+            raise TypeError(f"image_shape: expected (C, H, W) integers, got {image_shape!r}") from err
+        if len(image_shape) != 3 or math.prod(image_shape) != d:
+            raise ValueError(f"image_shape: expected (C, H, W) with C*H*W = {d}, got {image_shape}")
+    elif image_shape is not None:
+        raise ValueError("image_shape: only arch='conv' takes an image shape")
+    seed = check_int(seed, "seed", minimum=0)
+    steps = check_int(steps, "steps", minimum=0)
+    batch_size = check_int(batch_size, "batch_size")
+    lr = check_positive(lr, "lr")
+    width = check_int(width, "width")
+    depth = check_int(depth, "depth", minimum=0 if arch == "conv" else 1)
+    t_lo, t_hi = _check_range(t_range)
+    config = {"format": _FORMAT, "arch": arch, "dim": d, "image_shape": list(image_shape) if image_shape else None,
+              "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "width": width, "depth": depth,
+              "t_range": [t_lo, t_hi], "dtype": str(dtype).replace("torch.", ""), "atoms": _atoms_hash(x0)}
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+    center = x0.mean(0)
+    sigma_data = max(float((x0 - center).pow(2).mean().sqrt()), 1e-3)   # one atom: no spread to scale by
+    scale = float(x0.abs().max())
+    path = None
+    if weights_dir is not None:
+        folder = Path(weights_dir)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"weights_dir: {folder} exists and is not a folder")
+        path = folder / f"{arch}-{key}.pt"
+        if path.is_file():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("key") == key and saved.get("config") == config:
+                net = _build(config, dtype, dev, None)
+                net.load_state_dict(saved["state"])
+                den = NetworkDenoiser(net, center, sigma_data, scale).eval()
+                return Trained(den, False, path, list(saved.get("losses", [])), 0.0, key, config)
+
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    cpu_gen = torch.Generator().manual_seed(seed)
+    net = _build(config, dtype, dev, cpu_gen)
+    den = NetworkDenoiser(net, center, sigma_data, scale)
+    sched = VPSchedule()
+    lo = 0.5 * math.log((1 - sched.alpha_bar(t_lo)) / sched.alpha_bar(t_lo))
+    hi = 0.5 * math.log((1 - sched.alpha_bar(t_hi)) / sched.alpha_bar(t_hi))
+    opt = torch.optim.Adam(den.parameters(), lr=lr)
+    losses, window = [], []
+    every = max(1, steps // 100)
+    start = time.perf_counter()
+    den.train()
+    for k in tqdm(range(steps), desc=f"training {arch}", disable=not progress, leave=False):
+        for g in opt.param_groups:   # cosine decay to 0
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / steps))
+        idx = torch.randint(0, n, (batch_size,), generator=gen, device=dev)
+        log_sigma = lo + (hi - lo) * torch.rand(batch_size, generator=gen, dtype=dtype, device=dev)
+        sigma2 = torch.exp(2 * log_sigma)
+        abar = 1.0 / (1.0 + sigma2)
+        z = torch.randn(batch_size, d, generator=gen, dtype=dtype, device=dev)
+        x_t = abar.sqrt()[:, None] * x0[idx] + (1 - abar).sqrt()[:, None] * z
+        c_out2 = sigma2 * sigma_data ** 2 / (sigma2 + sigma_data ** 2)
+        loss = (((den(x_t, abar) - x0[idx]) ** 2).sum(1) / c_out2).mean() / d
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        window.append(float(loss.detach()))
+        if len(window) == every or k == steps - 1:
+            losses.append(sum(window) / len(window))
+            window = []
+    seconds = time.perf_counter() - start
+    den.eval()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({"key": key, "config": config, "losses": losses,
+                    "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, tmp)
+        tmp.replace(path)
+    return Trained(den, True, path, losses, seconds, key, config)
+
+
+# ------------------------------------------------------------------ the prior interface
+def _check_abar(abar) -> tuple[float, float, float]:
+    abar = check_real(abar, "abar")
+    if not (0.0 < abar < 1.0):
+        raise ValueError(f"abar: expected alpha_bar in (0, 1), got {abar}")
+    return abar, math.sqrt(abar), 1.0 - abar
+
+
+class NetworkPrior:
+    """A trained denoiser behind the prior interface the guidance samplers use (σ-DPS, ζ-DPS,
+    ΠGDM, TMPD): `moments(x, abar).mean` is the network's Tweedie mean, `denoiser_vjp` is
+    (dm/dx_t)^T v by autograd, `cov_matvec` is ((1 - abar)/sqrt(abar)) (dm/dx_t) v by forward-mode
+    autograd. It has no atoms: the exact 'fsr' method and `log_lik` need an EmpiricalPrior, and
+    `moments(...).log_norm` is NaN (a network gives no density)."""
+
+    def __init__(self, denoiser):
+        if isinstance(denoiser, Trained):
+            denoiser = denoiser.denoiser
+        if not isinstance(denoiser, NetworkDenoiser):
+            raise TypeError(f"denoiser: expected an fsdiag.networks.NetworkDenoiser (or Trained), "
+                            f"got {type(denoiser).__name__}")
+        self.denoiser = denoiser.eval().requires_grad_(False)
+        self.center = denoiser.center
+        self.dtype = denoiser.center.dtype
+        self.device = denoiser.center.device
+        self.scale = denoiser.scale
+        self._last = None   # (mean, x, abar, vjp_fn) of the latest moments call: its VJP reuses the graph
+
+    @property
+    def dim(self) -> int:
+        return self.denoiser.dim
+
+    def __repr__(self) -> str:
+        return f"NetworkPrior(d={self.dim}, net={type(self.denoiser.net).__name__}, dtype={self.dtype})"
+
+    def _query(self, x, name="x") -> torch.Tensor:
+        x = as_tensor(x, name, ndim=2, dtype=self.dtype, device=self.device)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"{name}: expected shape (batch, {self.dim}), got {tuple(x.shape)}")
+        return x
+
+    def _vectors(self, v, B: int) -> tuple[torch.Tensor, bool]:
+        v = as_tensor(v, "v", ndim=(2, 3), dtype=self.dtype, device=self.device)
+        if v.shape[0] != B or v.shape[-1] != self.dim:
+            raise ValueError(f"v: expected shape ({B}, {self.dim}) or ({B}, k, {self.dim}), got {tuple(v.shape)}")
+        return (v.unsqueeze(1), True) if v.ndim == 2 else (v, False)
+
+    def moments(self, x, abar, log_lik=None) -> Moments:
+        """The network's Tweedie mean (log_norm is NaN: no density). Keeps the graph for one VJP."""
+        if log_lik is not None:
+            raise TypeError("log_lik: a NetworkPrior has no atoms; the exact conditional mean needs an "
+                            "fsdiag.EmpiricalPrior")
+        x = self._query(x)
+        abar, _, _ = _check_abar(abar)
+        mean, vjp_fn = torch.func.vjp(lambda q: self.denoiser(q, abar), x)
+        mean = mean.detach()
+        self._last = (mean, x, abar, vjp_fn)
+        nan = torch.full((x.shape[0],), math.nan, dtype=self.dtype, device=self.device)
+        return Moments(nan, mean)
+
+    def denoise(self, x, abar) -> torch.Tensor:
+        x = self._query(x)
+        abar, _, _ = _check_abar(abar)
+        with torch.no_grad():
+            return self.denoiser(x, abar)
+
+    def score(self, x, abar) -> torch.Tensor:
+        """The network's prior score (a m(x_t) - x_t) / b^2."""
+        x = self._query(x)
+        _, a, b2 = _check_abar(abar)
+        return (a * self.denoise(x, abar) - x) / b2
+
+    def denoiser_vjp(self, x, abar, v, *, moments: Moments | None = None) -> torch.Tensor:
+        """(dm/dx_t)^T v by autograd; v (B, d) or (B, k, d). Reuses the graph of `moments` when
+        it came from this prior's latest moments call on the same x and abar."""
+        x = self._query(x)
+        abar, _, _ = _check_abar(abar)
+        v3, squeeze = self._vectors(v, x.shape[0])
+        last = self._last
+        if (moments is not None and last is not None and moments.mean is last[0] and last[2] == abar
+                and (last[1] is x or torch.equal(last[1], x))):
+            vjp_fn = last[3]
+        else:
+            _, vjp_fn = torch.func.vjp(lambda q: self.denoiser(q, abar), x)
+        if v3.shape[1] == 1:
+            out = vjp_fn(v3[:, 0].contiguous())[0].unsqueeze(1)
+        else:
+            out = torch.func.vmap(lambda u: vjp_fn(u)[0])(v3.transpose(0, 1).contiguous()).transpose(0, 1)
+        out = out.detach()
+        return out[:, 0] if squeeze else out
+
+    def cov_matvec(self, x, abar, v, *, moments: Moments | None = None) -> torch.Tensor:
+        """Cov(x0 | x_t) v = ((1 - abar) / sqrt(abar)) (dm/dx_t) v (Tweedie), by forward-mode
+        autograd; v (B, d) or (B, k, d). `moments` is accepted for the interface and not needed."""
+        x = self._query(x)
+        abar, a, b2 = _check_abar(abar)
+        v3, squeeze = self._vectors(v, x.shape[0])
+
+        def jvp(u):
+            return torch.func.jvp(lambda q: self.denoiser(q, abar), (x,), (u,))[1]
+
+        if v3.shape[1] == 1:
+            out = jvp(v3[:, 0].contiguous()).unsqueeze(1)
+        else:
+            out = torch.func.vmap(jvp)(v3.transpose(0, 1).contiguous()).transpose(0, 1)
+        out = (b2 / a) * out.detach()
+        return out[:, 0] if squeeze else out
+
+
+# ------------------------------------------------------------------ the prior's own samples
+class Unconditional(Approximation):
+    """No measurement: a zero likelihood score, so `fsdiag.sample` runs the prior's reverse SDE.
+    Not registered (it is no posterior sampler); pass an instance as `method`."""
+
+    name = "unconditional"
+
+    def __call__(self, problem, x, abar):
+        mo = problem.prior.moments(x, abar)
+        return Guidance(torch.zeros_like(mo.mean), mo.mean)
+
+
+def sample_prior(prior, *, n_particles: int = 1024, n_steps: int = 500, t_min: float = 1e-2,
+                 seed: int = 0, progress: bool = True):
+    """Unconditional samples from any prior (an EmpiricalPrior, a NetworkPrior, ...) by the same
+    reverse Euler-Maruyama as `fsdiag.sample` (the measurement is a placeholder the sampler ignores)."""
+    from .forward import Identity
+    from .likelihood import GaussianLikelihood
+    from .samplers import sample
+
+    if not hasattr(prior, "moments") or not hasattr(prior, "dim"):
+        raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior or NetworkPrior, got {type(prior).__name__}")
+    lik = GaussianLikelihood(Identity(), torch.zeros(prior.dim, dtype=torch.float64), 1.0)
+    return sample(prior, lik, method=Unconditional(), n_particles=n_particles, n_steps=n_steps, t_min=t_min,
+                  seed=seed, record=0, progress=progress)
+
+
+def prior_report(samples, prior: EmpiricalPrior, *, t_final: float | None = None, seed: int = 0) -> dict:
+    """Unconditional samples against the prior over atoms: mass per mode (each sample's nearest atom's
+    label; with t_final, the most responsible atom at that time) next to the prior's, the TV over
+    modes and over atoms with their Monte Carlo floors (as many exact prior draws), and the median
+    distance from a clean sample to its nearest atom relative to the median spacing of the atoms."""
+    from .diagnostics import mode_weights, total_variation
+    from .evaluate import _atom_spacing, _samples, monte_carlo_floor, nearest_atoms
+
+    if not isinstance(prior, EmpiricalPrior):
+        raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
+    x = _samples(samples, prior, "samples")
+    seed = check_int(seed, "seed", minimum=0)
+    n = x.shape[0]
+    if t_final is None:
+        idx, dist = nearest_atoms(prior, x)
+        x0 = x
+    else:
+        abar = VPSchedule().alpha_bar(check_positive(t_final, "t_final"))
+        idx = prior.nearest_atoms(x, abar)
+        x0 = x / math.sqrt(abar)
+        dist = (x0 - prior.atoms[idx]).norm(dim=1)
+    mass = torch.bincount(idx, minlength=prior.n_atoms).to(torch.float64).cpu() / n
+    w = prior.weights.detach().cpu().double()
+    labels = prior.labels.cpu() if prior.labels is not None else torch.arange(prior.n_atoms)
+    modes = mode_weights(mass, w, labels, n)
+    return {"n": n, "modes": modes, "tv_modes": modes["tv"],
+            "tv_floor_modes": monte_carlo_floor(w, n, groups=labels, seed=seed)["mean"],
+            "tv_atoms": total_variation(mass.numpy(), w.numpy()),
+            "tv_floor_atoms": monte_carlo_floor(w, n, seed=seed)["mean"],
+            "relative_distance": float(dist.median()) / _atom_spacing(prior),
+            "mean_abs_x0": float(x0.abs().mean())}
