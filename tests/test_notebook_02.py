@@ -1,6 +1,9 @@
 """Chapter 2 (headline figure): (t, x_t) posterior densities. The FSR matches the true posterior
 and its sampler sits at the Monte Carlo floor; the approximations do not."""
+import json
 import math
+import re
+import struct
 
 import pytest
 
@@ -13,8 +16,14 @@ APPROX = ["sigma_dps", "zeta_dps", "pigdm", "tmpd"]
 
 
 @pytest.fixture(scope="module")
-def metrics(tmp_path_factory):
-    return run_notebook(NB, tmp_path_factory.mktemp("nb02"), seed=0, **TINY)
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nb02")
+    return path, run_notebook(NB, path, seed=0, **TINY)
+
+
+@pytest.fixture(scope="module")
+def metrics(run):
+    return run[1]
 
 
 @pytest.mark.notebooks
@@ -67,6 +76,21 @@ def test_verdict_is_supported(metrics):
     assert values[0] == pytest.approx(max(r["fsr_vs_true"]["tv_mean"] for r in rows))
     ratios = [r["methods"]["fsr"]["tv_mean"] / r["methods"]["exact"]["tv_mean"] for r in rows]
     assert values[1] == pytest.approx(max(ratios))
+
+
+@pytest.mark.notebooks
+def test_page_shows_rounded_numbers_and_figures_of_legible_width(run):
+    path, _ = run
+    pngs = sorted((path / "out").glob("*.png"))
+    assert [p.stem for p in pngs] == ['final_densities_abs', 'final_densities_linear_1', 'headline_heatmaps_abs',
+                                      'headline_heatmaps_linear_1', 'tv_over_time']
+    for p in pngs:   # at most 12 in wide at the saved 150 dpi (bbox "tight" may trim, never widen much)
+        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
+    nb = json.loads((path / NB).read_text())
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+            assert not re.search(r"\d\.\d{7,}", text), text[:300]   # no raw 16-digit floats
 
 
 @pytest.mark.notebooks

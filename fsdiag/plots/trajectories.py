@@ -84,7 +84,7 @@ def fsr_weights_figure(panels, *, lim: float = 4.0):
 
     panels: list of dicts with "title", "atoms" (N, 2), "psi" (N,) and "density" = (X, Y, Z), the
     exact posterior density Z on the 2-D grid X, Y (any normalisation)."""
-    fig, axes = _panels(len(panels), ncols=3, panel_w=3.7, panel_h=4.0, extra_w=0.9)
+    fig, axes = _panels(len(panels), ncols=3, panel_w=3.6, panel_h=3.9, extra_w=0.8)
     sc = None
     for ax, p in zip(axes, panels):
         x, psi = np.asarray(p["atoms"], dtype=float), np.asarray(p["psi"], dtype=float)
