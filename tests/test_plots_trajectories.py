@@ -203,3 +203,45 @@ def test_early_stopping_figure():
     assert len(axes) == 4
     assert [len(data_lines(ax)) for ax in axes] == [2 * len(METHODS)] * 4     # curve + best-stop dot each
     assert "three atoms, y = -1.8, σ = 0.3 (testbed 0)" in axes[0].get_title()      # whole, never cut
+
+
+# --------------------------------------------------------------------------------------------
+# The chapters that use these figures read as narrative (issues 8 and 10): checked on their source.
+
+CHAPTERS = ["01_finite_sample_lens", "02_headline_heatmaps", "03_posterior_spread", "04_early_stopping"]
+NOTEBOOKS = __import__("pathlib").Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def code_cells(chapter):
+    import json
+    nb = json.loads((NOTEBOOKS / f"{chapter}.ipynb").read_text())
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            tags = c.get("metadata", {}).get("tags", [])
+            yield "".join(c["source"]), tags, any(t == "parameters" or t.startswith(("hide-", "remove-")) for t in tags)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_shows_at_most_60_lines_of_code_and_plots_out_of_sight(chapter):
+    cells = list(code_cells(chapter))
+    visible = [src for src, _, hidden in cells if not hidden]
+    assert sum(len(src.splitlines()) for src in visible) <= 60
+    # the visible cells teach the library; figures and their styling live in fsdiag.plots, in hidden cells
+    for src in visible:
+        assert "save_figure" not in src and "plt." not in src and "fontsize" not in src, src[:200]
+    assert any("fsdiag.sample" in src for src in visible) or chapter == "01_finite_sample_lens"
+    assert any("posterior_weights" in src for src in visible)
+    # the validation cell follows the parameters cell, collapsed
+    assert cells[0][1] == ["parameters"] and cells[1][1] == ["hide-input"] and "check_params" in cells[1][0]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_never_cuts_labels_nor_references_undefined_claims(chapter):
+    import json
+    import re
+    nb = json.loads((NOTEBOOKS / f"{chapter}.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in nb["cells"])
+    assert not re.search(r"\[:\s*\d+\s*\]", text)                    # e.g. res['title'][:20]
+    for n in re.findall(r"claim (\d+)", text):                         # the book's claims are chapters 1-6's titles
+        assert 1 <= int(n) <= 6, n
+    assert not re.search(r"fontsize=[1-8]\b", text)
