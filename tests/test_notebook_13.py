@@ -1,0 +1,91 @@
+"""Chapter 13 (claim 8 on images): every sampler on digits and texture patches under image
+operators, judged against the exact posterior over atoms. The exact sampler stays within the Monte
+Carlo floor, approximations put mass on ruled-out classes, early-stopped Tweedie means are blurred."""
+import math
+
+import numpy as np
+import pytest
+
+from conftest import assert_rejected, check_verdict, run_notebook
+
+NB = "13_imaging.ipynb"
+TINY = dict(operators=["inpainting", "fourier_magnitude"], n_particles=32, n_steps=20, n_patches=300,
+            n_candidates=5, sweep_sizes=[300, 1000], sweep_particles=16, sweep_steps=10,
+            tweedie_times=[1.0, 0.3, 0.05])
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory):
+    return run_notebook(NB, tmp_path_factory.mktemp("nb13"), seed=0, **TINY)
+
+
+@pytest.mark.notebooks
+def test_every_problem_has_every_runnable_sampler(metrics):
+    assert set(metrics["problems"]) == {f"{d}/{op}" for d in ("digits", "textures") for op in TINY["operators"]}
+    assert metrics["skipped"] == {"inpainting": [], "fourier_magnitude": ["pigdm", "tmpd"]}
+    for key, p in metrics["problems"].items():
+        names = set(p["methods"])
+        assert {"exact sampler", "FSR", "σ-DPS"} <= names, key
+        assert ("ΠGDM" in names and "TMPD" in names) == key.endswith("/inpainting"), key
+        k = len(metrics["class_names"][key.split("/")[0]])
+        assert len(p["exact_classes"]) == k and math.isclose(sum(p["exact_classes"]), 1.0, rel_tol=1e-6)
+        for name, r in p["methods"].items():
+            s, lo, hi = (np.asarray(r[x]) for x in ("classes", "lower", "upper"))
+            assert s.shape == (k,) and math.isclose(s.sum(), 1.0, rel_tol=1e-6), (key, name)
+            assert np.all(lo <= s + 1e-12) and np.all(s <= hi + 1e-12), (key, name)
+            # ruled-out mass is the mass on classes the exact posterior gives < 1e-3
+            ruled_out = np.asarray(p["exact_classes"]) < 1e-3
+            assert r["excluded_mass"] == pytest.approx(float(s[ruled_out].sum())), (key, name)
+
+
+@pytest.mark.notebooks
+def test_exact_sampler_within_floor_and_some_approximation_hallucinates(metrics):
+    for key, p in metrics["problems"].items():
+        ex = p["methods"]["exact sampler"]
+        assert ex["tv_modes"] <= ex["floor_q95"] + 0.03, key
+        assert ex["excluded_mass"] <= 0.03, key
+    assert metrics["summary"]["exact_gap"] <= 0.03
+    approx = [r["excluded_mass"] for p in metrics["problems"].values() for n, r in p["methods"].items()
+              if n not in ("exact sampler", "FSR")]
+    assert max(approx) > 0.05
+    assert metrics["summary"]["max_excluded"] == pytest.approx(max(approx))
+
+
+@pytest.mark.notebooks
+def test_tweedie_mean_blur_increases_with_t(metrics):
+    for key, p in metrics["problems"].items():
+        ex = p["methods"]["exact sampler"]
+        t, blur = np.asarray(ex["times"]), np.asarray(ex["blur"])
+        assert t[0] == pytest.approx(1.0) and t[-1] == pytest.approx(0.01)
+        assert np.all(np.diff(t) < 0)
+        assert abs(blur[-1]) < 0.15, key            # at t_min the Tweedie mean is (nearly) the atom
+        assert blur[0] > blur[-1] + 0.5, key        # at t = 1 it is the prior mean: flat
+        assert metrics["summary"]["blur_gain"][key.replace("/", ", ").replace(
+            "inpainting", "random-pixel inpainting").replace("fourier_magnitude", "Fourier magnitude")] > 0.2
+
+
+@pytest.mark.notebooks
+def test_growth_sweep_and_verdict(metrics):
+    sw = metrics["sweep"]
+    assert sw["sizes"] == [300, 1000] and len(sw["ess"]) == 2 and all(e >= 1 for e in sw["ess"])
+    assert set(sw["methods"]) == {"exact sampler", "σ-DPS", "ΠGDM"}
+    for m in sw["methods"].values():
+        assert len(m["tv_modes"]) == len(m["excluded"]) == 2
+    v = metrics["verdict"]
+    check_verdict(v)
+    rows = {r["label"]: r for r in v["evidence"]}
+    assert rows["exact sampler: largest TV over classes above the 95% Monte Carlo quantile"]["holds"]
+    assert rows["largest mass an approximation puts on classes the exact posterior rules out"]["holds"]
+    assert v["status"] in {"supported", "partly supported"}
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("bad, name, error", [
+    (dict(operators=["radon"]), "operators", "ValueError"),
+    (dict(n_particles=0), "n_particles", "ValueError"),
+    (dict(tweedie_times=[2.0]), "tweedie_times", "ValueError"),
+    (dict(patch_size=7, operators=["downsampling"]), "patch_size", "ValueError"),
+    (dict(n_atom=10), "n_atom", "ValueError"),
+])
+def test_bad_or_unknown_parameter_fails_in_the_validation_cell(tmp_path, bad, name, error):
+    assert_rejected(NB, tmp_path, {**TINY, **bad}, name, error)
