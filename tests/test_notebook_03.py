@@ -1,6 +1,9 @@
 """Chapter 3 (claim 2): approximations under- or over-estimate the posterior spread at
 intermediate times; their likelihood scores are too strong or too weak. The FSR is exact."""
+import json
 import math
+import re
+import struct
 
 import pytest
 
@@ -14,8 +17,14 @@ APPROX = ["sigma_dps", "zeta_dps", "pigdm", "tmpd"]
 
 
 @pytest.fixture(scope="module")
-def metrics(tmp_path_factory):
-    return run_notebook(NB, tmp_path_factory.mktemp("nb03"), seed=0, **TINY)
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nb03")
+    return path, run_notebook(NB, path, seed=0, **TINY)
+
+
+@pytest.fixture(scope="module")
+def metrics(run):
+    return run[1]
 
 
 def finite(values):
@@ -72,6 +81,20 @@ def test_verdict_is_supported(metrics):
     exact = max(max(v, 1 / v) for tb in metrics["testbeds"].values() for n in ("fsr", "exact")
                 for v in tb["methods"][n]["spread"]["var_ratio"])
     assert rows["FSR and exact sampler"]["value"] == pytest.approx(exact)
+
+
+@pytest.mark.notebooks
+def test_page_shows_rounded_numbers_and_figures_of_legible_width(run):
+    path, _ = run
+    pngs = sorted((path / "out").glob("*.png"))
+    assert [p.stem for p in pngs] == ['score_agreement', 'variance_ratio']
+    for p in pngs:   # at most 12 in wide at the saved 150 dpi (bbox "tight" may trim, never widen much)
+        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
+    nb = json.loads((path / NB).read_text())
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+            assert not re.search(r"\d\.\d{7,}", text), text[:300]   # no raw 16-digit floats
 
 
 @pytest.mark.notebooks
