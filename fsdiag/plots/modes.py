@@ -288,7 +288,7 @@ def noise_stressor_figure(rows, *, atoms=None, samples=None, names=None, colors=
         ax.set_aspect("equal")
         low = min(r["noise_std"] for r in rows)
         ax.set_title(f"samples at σ = {low:g}\n({outside} outside the view)")
-        ax.legend(fontsize=FONT, frameon=False, loc="lower left")
+        ax.legend(fontsize=FONT, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=2)
     return fig
 
 
