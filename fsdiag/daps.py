@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ._checks import check_int, check_positive, check_real
-from .smc import RunWithInfo, _check_finite, _setup
+from .smc import RunWithInfo, _check_finite, _setup, register_sampler
 
 __all__ = ["daps"]
 
@@ -54,6 +54,7 @@ def langevin_x0(lik, x0_hat: torch.Tensor, r2: float, lr: float, n_steps: int,
     return x0
 
 
+@register_sampler
 def daps(prior, lik, *, n_particles: int = 1024, n_steps: int = 200, t_min: float = 1e-2, t_max: float = 1.0,
          schedule=None, seed: int | None = 0, generator: torch.Generator | None = None, record=25,
          progress: bool = True, n_ode_steps: int = 5, n_langevin_steps: int = 100, lr: float = 1e-4,

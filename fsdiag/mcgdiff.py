@@ -1,15 +1,28 @@
-"""A simplified MCGdiff (after Cardoso et al. 2023): SMC with Gaussian potentials on the observed SVD coordinates.
+"""MCGdiff (Cardoso et al. 2023, "Monte Carlo guided diffusion for Bayesian linear inverse problems").
 
-MCGdiff writes A = U S V^T and treats the observed coordinates of xbar_t = V^T x_t as noisy copies of
-sqrt(abar_t) ybar (ybar = U^T y): potentials g_t(x_t) = prod_i N(sqrt(abar_t) ybar_i; s_i xbar_t,i, Gamma_t,i)
-that need no denoiser, so the locally optimal proposal (prior reverse kernel x potential) and its
-weight are Gaussian and exact. Simplification, clearly not the paper's noisy-case algorithm: instead
-of MCGdiff's per-coordinate release time tau_i (where the diffusion noise meets sigma_y / s_i),
-Gamma_t,i = (1 - abar_t) s_i^2 + abar_t sigma_y^2, the variance of sqrt(abar) y - A x_t given x_0.
-A final correction by the true likelihood p(y | m(x_{t_min})) / g_{t_min}(x_{t_min}) makes the weighted
-particles target p_{t_min}(x) p(y | m(x)) whatever the potentials, so it stays asymptotically exact
-(as `tds`). Linear forward models with isotropic noise only; the prior enters only through its
-Tweedie mean in the Euler-Maruyama reverse kernel.
+SVD of the operator: A = U S V^T; observed coordinates xbar = V^T x (the first r), ybar = U^T y. With
+isotropic noise sigma_y, coordinate i sees ytilde_i = ybar_i / s_i = xbar_0,i + (sigma_y / s_i) eps.
+The VP forward process gives xbar_t,i = sqrt(abar_t) xbar_0,i + b_t eps, so at the *release time*
+tau_i where the diffusion's VE noise (1 - abar)/abar equals sigma_i^2 = sigma_y^2 / s_i^2,
+sqrt(abar_tau) ytilde_i is distributed exactly as xbar_tau,i: the noisy observation of x_0 is a noiseless
+observation of the diffused state. The posterior is the prior diffusion path conditioned on
+xbar_tau_i,i = c_i := sqrt(abar_tau_i) ytilde_i. On a fixed grid we release at tau'_i, the first grid time
+at or after tau_i (going down), where the identity still holds exactly with a residual observation noise
+delta_i = abar' sigma_i^2 - (1 - abar') >= 0: p(y_i | x_0) is proportional to
+int q(xbar_tau' | x_0) N(c_i; xbar_tau', delta_i) dxbar_tau' (delta_i = 0 pins the coordinate, as the paper).
+
+Twisted SMC over the paper's VP grid (Euler-Maruyama reverse kernel N(mu(x_t), v I), v = beta dt):
+- while grid time t >= tau'_i, coordinate i carries the potential g_t,i(xbar) = N(xbar; sqrt(abar_t)
+  ytilde_i, 1 - abar_t / abar' + (abar_t / abar') delta_i), the observation pushed forward from tau';
+- the proposal is the locally optimal one, N(mu, v) x g on the guided coordinates (Gaussian, exact),
+  the prior kernel on the others; the weight int N(x; mu, v) g_s(x) dx / g_t(x_t) is known before the move;
+- at tau'_i the potential N(c_i; xbar, delta_i) stays in the weights (the conditioning) and coordinate i
+  is released: it then follows the prior kernel, as do the unobserved coordinates.
+Coordinates whose tau_i falls below t_min (sigma_i^2 smaller than the last grid time's VE noise) are
+never released: their potential uses abar' = 1 (delta = sigma_i^2, "release at t = 0") and is replaced at
+the end by the true likelihood at the Tweedie mean, N(ybar_i; s_i (V^T m(x_{t_min}))_i, sigma_y^2), as TDS
+does. release=False treats every coordinate so: `mcgdiff_lite`, the simplified variant.
+The prior enters only through its Tweedie mean; one denoiser pass per step.
 """
 from __future__ import annotations
 
@@ -20,74 +33,146 @@ from tqdm import tqdm
 
 from ._checks import check_real
 from .forward import LinearForwardModel
-from .smc import (_SCHEMES, RunWithInfo, _check_finite, _setup, effective_sample_size, resample,
-                  resample_if_degenerate)
+from .smc import (_SCHEMES, RunWithInfo, _check_finite, _setup, effective_sample_size, register_sampler,
+                  resample, resample_if_degenerate)
 
-__all__ = ["mcgdiff_lite"]
+__all__ = ["mcgdiff", "mcgdiff_lite", "release_indices"]
 
 
 def _log_normal(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """sum_i log N(x_i; mean_i, var_i) over the last axis, in float64."""
+    """Elementwise log N(x; mean, var), in float64."""
     d = (x - mean).to(torch.float64)
     var = var.to(torch.float64)
-    return (-0.5 * d * d / var - 0.5 * torch.log(2 * math.pi * var)).sum(-1)
+    return -0.5 * d * d / var - 0.5 * torch.log(2 * math.pi * var)
 
 
-def mcgdiff_lite(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: float = 1e-2,
-                 t_max: float = 1.0, schedule=None, seed: int | None = 0, generator: torch.Generator | None = None,
-                 record=25, progress: bool = True, ess_threshold: float = 0.5,
-                 resampling: str = "systematic") -> RunWithInfo:
-    """Simplified MCGdiff on the paper's VP grid: optimal Gaussian proposals towards sqrt(abar) y on the
-    observed SVD coordinates, ESS-triggered resampling, final correction by the true likelihood.
-    Same signature and info as `fsdiag.smc.tds`."""
+def release_indices(obs_var: torch.Tensor, schedule, grid: torch.Tensor) -> torch.Tensor:
+    """Grid index of each coordinate's release time tau'_i: the first grid time (grid descending) whose
+    VE noise (1 - abar)/abar is at most obs_var_i = sigma_y^2 / s_i^2; len(grid) where there is none
+    (the observation is sharper than the last grid time: never released)."""
+    ve = torch.tensor([(1 - schedule.alpha_bar(float(t))) / schedule.alpha_bar(float(t)) for t in grid],
+                      dtype=torch.float64)
+    below = ve[None, :] <= obs_var.to(torch.float64)[:, None] * (1 + 1e-12)       # (r, K+1), monotone in k
+    first = torch.where(below.any(1), below.to(torch.int64).argmax(1), torch.full_like(below[:, 0], grid.shape[0],
+                                                                                       dtype=torch.int64))
+    return first
+
+
+_KERNELS = ("ddpm", "euler")
+
+
+def _prior_kernel(kernel, schedule, x, m, t, s, abar_t, abar_s):
+    """Mean and variance of the prior's reverse kernel N(mu, v I) from time t to s < t.
+    "ddpm": the forward bridge q(x_s | x_t, x_0) at x_0 = m(x_t) (DDPM ancestral / DDIM eta = 1, MCGdiff's
+    kernel; exact marginals for a single atom at any step size). "euler": the paper's Euler-Maruyama step."""
+    if kernel == "euler":
+        beta, dt = schedule.beta(t), t - s
+        return x + (0.5 * beta * x + beta * (math.sqrt(abar_t) * m - x) / (1 - abar_t)) * dt, beta * dt
+    var_ts, b2_t, b2_s = 1.0 - abar_t / abar_s, 1.0 - abar_t, 1.0 - abar_s
+    mean = (math.sqrt(abar_t / abar_s) * b2_s / b2_t) * x + (math.sqrt(abar_s) * var_ts / b2_t) * m
+    return mean, var_ts * b2_s / b2_t
+
+
+def _check_smc_args(ess_threshold, resampling) -> float:
     threshold = check_real(ess_threshold, "ess_threshold")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"ess_threshold: expected a fraction in [0, 1], got {ess_threshold!r}")
     if not isinstance(resampling, str) or resampling not in _SCHEMES:
         raise ValueError(f"resampling: expected one of {sorted(_SCHEMES)}, got {resampling!r}")
+    return threshold
+
+
+@register_sampler
+def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: float = 1e-2, t_max: float = 1.0,
+            schedule=None, seed: int | None = 0, generator: torch.Generator | None = None, record=25,
+            progress: bool = True, release: bool = True, kernel: str = "ddpm", ess_threshold: float = 0.5,
+            resampling: str = "systematic") -> RunWithInfo:
+    """MCGdiff (Cardoso et al. 2023) on the paper's VP grid linspace(t_max, t_min, n_steps + 1): per-coordinate
+    release times, optimal Gaussian proposals, resampling when ESS < ess_threshold * n (the paper resamples
+    at every step: ess_threshold=1). Linear forward models with isotropic noise only.
+
+    Same signature and info as `fsdiag.smc.tds`, plus info["release_index"] (grid index of each observed
+    coordinate's release, n_steps + 1 = never), info["release_time"] (its grid time, nan = never),
+    info["observed_rank"] r. release=False: no coordinate is released (`mcgdiff_lite`).
+    """
+    threshold = _check_smc_args(ess_threshold, resampling)
+    if not isinstance(release, bool):
+        raise TypeError(f"release: expected True or False, got {release!r}")
+    if not isinstance(kernel, str) or kernel not in _KERNELS:
+        raise ValueError(f"kernel: expected one of {list(_KERNELS)}, got {kernel!r}")
     if not isinstance(getattr(lik, "forward", None), LinearForwardModel):
-        raise ValueError(f"forward: mcgdiff_lite needs a linear forward model, got {getattr(lik, 'forward', lik)!r}")
+        raise ValueError(f"forward: mcgdiff needs a linear forward model, got {getattr(lik, 'forward', lik)!r}")
     n, n_steps, schedule, grid, problem, gen, rec_steps = _setup(
         prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max, schedule=schedule,
         seed=seed, generator=generator, record=record)
     if not bool((lik.noise_std == lik.noise_std[0]).all()):
-        raise ValueError("noise_std: mcgdiff_lite needs isotropic measurement noise (one noise_std)")
-    dev, dt_ = prior.device, prior.dtype
-    A = problem.matrix().to(torch.float64)
+        raise ValueError("noise_std: mcgdiff needs isotropic measurement noise (one noise_std)")
+    name = "mcgdiff" if release else "mcgdiff_lite"
+    dev, dt_, f64 = prior.device, prior.dtype, torch.float64
+    A = problem.matrix().to(f64)
     U, S, Vh = torch.linalg.svd(A, full_matrices=True)
     r = int((S > S.max() * 1e-10).sum())
-    s, V = S[:r], Vh.T                                               # observed coordinates: the first r
-    y_eff = lik.y.to(A) - lik.forward(torch.zeros(1, prior.dim, dtype=torch.float64, device=dev))[0]  # y - bias
-    ybar = (U.T @ y_eff)[:r]
-    s2y = float(lik.noise_var[0])
+    s, V = S[:r], Vh.T                                               # observed coordinates: the first r of V^T x
+    y_eff = lik.y.to(A) - lik.forward(torch.zeros(1, prior.dim, dtype=f64, device=dev))[0]   # y - bias
+    ybar_all = U.T @ y_eff
+    ybar, s2y = ybar_all[:r], float(lik.noise_var[0])
+    ytil, obs_var = ybar / s, s2y / (s * s)                          # ytilde_i = xbar_0,i + N(0, obs_var_i)
+    abars = torch.tensor([schedule.alpha_bar(float(t)) for t in grid], dtype=f64, device=dev)
+    k_rel = (release_indices(obs_var.cpu(), schedule, grid) if release
+             else torch.full((r,), n_steps + 1, dtype=torch.int64)).to(dev)
+    k_rel = torch.where(k_rel > n_steps, torch.full_like(k_rel, n_steps + 1), k_rel)
+    released = k_rel <= n_steps
+    ab_rel = torch.where(released, abars[k_rel.clamp(max=n_steps)], torch.ones_like(ytil))     # abar'_i
+    delta = (ab_rel * obs_var - (1 - ab_rel)).clamp_min(0.0)         # residual observation noise at tau'_i
 
-    def gamma(abar):
-        return (1 - abar) * s * s + abar * s2y
+    def potential(k):
+        """(active mask, mean, variance) of the potentials g_k,i at grid index k."""
+        ab = abars[k]
+        ratio = ab / ab_rel
+        return k <= k_rel, ab.sqrt() * ytil, (1 - ratio + ratio * delta).clamp_min(0.0)
 
-    def log_potential(xbar, abar):
-        return _log_normal(math.sqrt(abar) * ybar, s * xbar[:, :r], gamma(abar))
+    def log_potential(xbar_obs, k):
+        active, mean, var = potential(k)
+        return (_log_normal(xbar_obs[:, active], mean[active], var[active])).sum(1)
 
-    x = torch.randn(n, prior.dim, generator=gen, dtype=dt_, device=dev)
+    def optimal(mu, v, k):
+        """Draw from N(mu, v) x g_k on the active coordinates (posterior of a Gaussian 'observation' of x);
+        returns (new xbar, log int N(x; mu, v) g_k(x) dx)."""
+        active, mean, var = potential(k)
+        z = torch.randn(mu.shape, generator=gen, dtype=f64, device=dev)
+        new = mu + math.sqrt(v) * z
+        idx = torch.nonzero(active).flatten()
+        m_a, g_a, mu_a = mean[idx], var[idx], mu[:, idx]
+        new[:, idx] = (g_a * mu_a + v * m_a) / (v + g_a) + torch.sqrt(v * g_a / (v + g_a)) * z[:, idx]
+        return new, _log_normal(m_a, mu_a, v + g_a).sum(1)
+
+    # Start: x_{t_max} ~ N(0, I) x g_0, drawn exactly (optimal proposal from a unit-variance "prior kernel").
+    xbar, log_w = optimal(torch.zeros(n, prior.dim, dtype=f64, device=dev), 1.0, 0)
+    x = (xbar @ V.T).to(dt_)
     view_gen = torch.Generator(device=dev)
     view_gen.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen, device=dev)))
-    log_w = log_potential(x.to(torch.float64) @ V, schedule.alpha_bar(float(grid[0])))
-    log_evidence = float(torch.logsumexp(log_w, 0) - math.log(n))
+    # log p(y) = log E[weights] + sum over released (log sqrt(abar') - log s) + the unobserved rows of U^T y.
+    const = float((0.5 * torch.log(ab_rel[released]) - torch.log(s[released])).sum())
+    const += float(_log_normal(ybar_all[r:], torch.zeros_like(ybar_all[r:]), torch.full_like(ybar_all[r:], s2y)).sum())
+    log_evidence = float(torch.logsumexp(log_w, 0) - math.log(n)) + const
     ess, resampled, times, xs, ms = [], [], [], [], []
-    for k in tqdm(range(n_steps), desc="mcgdiff_lite", disable=not progress, leave=False):
+    for k in tqdm(range(n_steps), desc=name, disable=not progress, leave=False):
         t, t_next = float(grid[k]), float(grid[k + 1])
-        abar, abar_s = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
+        abar = float(abars[k])
         m = prior.moments(x, abar).mean
         if k in rec_steps:
             view = resample(log_w, view_gen, resampling)
             times.append(t), xs.append(x[view].clone()), ms.append(m[view].clone())
-        xbar = x.to(torch.float64) @ V
-        beta, dt = schedule.beta(t), t - t_next
-        v = beta * dt
-        mu = (x + (0.5 * beta * x + beta * (math.sqrt(abar) * m - x) / (1 - abar)) * dt).to(torch.float64) @ V
-        # Weight (fully adapted, before the move): int N(x_s; mu, v) g_s(x_s) dx_s / g_t(x_t)
-        # = N(c; s mu_obs, Gamma_s + v s^2) / g_t(x_t).
-        c, G = math.sqrt(abar_s) * ybar, gamma(abar_s)
-        incr = _log_normal(c, s * mu[:, :r], G + v * s * s) - log_potential(xbar, abar)
+        mu, v = _prior_kernel(kernel, schedule, x, m, t, t_next, abar, float(abars[k + 1]))
+        mu = mu.to(f64) @ V
+        # Draw x_{k+1} from N(mu, v) x g_{k+1}; its weight int N(x; mu, v) g_{k+1}(x) dx / g_k(x_k) is
+        # known before the move (fully adapted), so resampling comes first. Coordinates released at k
+        # keep their factor N(c_i; xbar_k,i, delta_i) (they are not divided out: the conditioning).
+        active_next, mean_s, var_s = potential(k + 1)
+        _, mean_k, var_k = potential(k)
+        on = torch.nonzero(active_next).flatten()                 # active at k + 1, hence at k (var_k > 0)
+        incr = (_log_normal(mean_s[on], mu[:, on], v + var_s[on]).sum(1)
+                - _log_normal(xbar[:, on], mean_k[on], var_k[on]).sum(1))
         log_evidence += float(torch.logsumexp(log_w + incr, 0) - torch.logsumexp(log_w, 0))
         log_w = log_w + incr
         idx, ess_k = resample_if_degenerate(log_w, threshold, gen, resampling)
@@ -95,25 +180,40 @@ def mcgdiff_lite(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_m
         if idx is not None:
             mu, log_w = mu[idx], torch.zeros_like(log_w)
             resampled.append(k)
-        # Optimal proposal: observed coordinates from N(mu, v) x N(c; s x, G); the others from the prior kernel.
-        prec = 1.0 / v + s * s / G
-        z = torch.randn(x.shape, generator=gen, dtype=torch.float64, device=dev)
-        new = mu + math.sqrt(v) * z
-        new[:, :r] = (mu[:, :r] / v + s * c / G) / prec + z[:, :r] / prec.sqrt()
-        x = (new @ V.T).to(dt_)
-        _check_finite(x, "mcgdiff_lite", t_next)
-    # Final correction with the true likelihood at the denoised particles.
-    abar = schedule.alpha_bar(float(grid[-1]))
+        xbar, _ = optimal(mu, v, k + 1)
+        x = (xbar @ V.T).to(dt_)
+        _check_finite(x, name, t_next)
+    # Final correction of the never-released coordinates by the true likelihood at the Tweedie mean.
+    abar = float(abars[-1])
     m = prior.moments(x, abar).mean
-    incr = lik.log_prob(m).to(torch.float64) - log_potential(x.to(torch.float64) @ V, abar)
+    never = ~released
+    mbar = m.to(f64) @ V
+    incr = (_log_normal(ybar[never], s[never] * mbar[:, :r][:, never], torch.full_like(ybar[never], s2y)).sum(1)
+            - _log_normal(xbar[:, :r][:, never], *[p[never] for p in potential(n_steps)[1:]]).sum(1))
     log_evidence += float(torch.logsumexp(log_w + incr, 0) - torch.logsumexp(log_w, 0))
     log_w = log_w + incr
     ess.append(effective_sample_size(log_w))
     idx = resample(log_w, gen, resampling)
     x_out, m_out = x[idx], m[idx]
     times.append(float(grid[-1])), xs.append(x_out.clone()), ms.append(m_out.clone())
+    rel_time = [float(grid[k]) if k <= n_steps else math.nan for k in k_rel.tolist()]
     info = {"ess": ess, "resampled": resampled, "log_weights": log_w.cpu(), "log_evidence": log_evidence,
-            "ess_threshold": threshold, "resampling": resampling, "observed_rank": r}
+            "ess_threshold": threshold, "resampling": resampling, "observed_rank": r,
+            "release_index": k_rel.cpu().tolist(), "release_time": rel_time}
     return RunWithInfo(x_out, torch.tensor(times, dtype=torch.float64), torch.stack(xs), torch.stack(ms),
-                       "mcgdiff_lite", None, schedule, n_steps, seed if generator is None else None,
-                       {"ess_threshold": threshold, "resampling": resampling}, info)
+                       name, None, schedule, n_steps, seed if generator is None else None,
+                       {"release": release, "kernel": kernel, "ess_threshold": threshold,
+                        "resampling": resampling}, info)
+
+
+@register_sampler
+def mcgdiff_lite(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: float = 1e-2,
+                 t_max: float = 1.0, schedule=None, seed: int | None = 0, generator: torch.Generator | None = None,
+                 record=25, progress: bool = True, kernel: str = "ddpm", ess_threshold: float = 0.5,
+                 resampling: str = "systematic") -> RunWithInfo:
+    """MCGdiff without release times (`mcgdiff(..., release=False)`): every observed coordinate keeps the
+    potential N(sqrt(abar_t) ytilde_i; xbar_t,i, 1 - abar_t + abar_t sigma_i^2) down to t_min, then the true
+    likelihood at the Tweedie mean corrects the weights. Asymptotically exact too, but far slower to converge."""
+    return mcgdiff(prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max,
+                   schedule=schedule, seed=seed, generator=generator, record=record, progress=progress,
+                   release=False, kernel=kernel, ess_threshold=ess_threshold, resampling=resampling)

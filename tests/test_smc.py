@@ -1,4 +1,5 @@
-"""SMC (TDS): weights, ESS and resampling by hand; convergence to the exact FSR posterior as particles grow."""
+"""SMC (TDS): weights, ESS and resampling by hand; convergence to the exact FSR posterior as particles grow;
+every registered sampler (fsdiag.smc.SAMPLERS) and the denoiser-pass counter."""
 import math
 
 import numpy as np
@@ -6,8 +7,9 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag.smc import (RunWithInfo, effective_sample_size, multinomial_resample, normalise, resample,
+from fsdiag.smc import (CountingPrior, RunWithInfo, effective_sample_size, multinomial_resample, normalise, resample,
                         resample_if_degenerate, systematic_resample, tds)
+from fsdiag._threads import threads_for
 from fsdiag.testbeds import three_atoms
 
 
@@ -66,7 +68,8 @@ def convergence():
         runs = [tds(prior, lik, n_particles=n, n_steps=100, seed=s, progress=False) for s in range(4)]
         reps = [fsdiag.evaluate(r.samples, prior, lik, t_final=r.t_final) for r in runs]
         out[n] = {"tv": float(np.mean([r.tv_atoms for r in reps])), "floor": reps[0].tv_floor_atoms, "runs": runs}
-    dps = fsdiag.sample(prior, lik, method="sigma_dps", n_particles=1024, n_steps=100, seed=0, progress=False)
+    with threads_for(0):
+        dps = fsdiag.sample(prior, lik, method="sigma_dps", n_particles=1024, n_steps=100, seed=0, progress=False)
     out["sigma_dps"] = fsdiag.evaluate(dps.samples, prior, lik, t_final=dps.t_final).tv_atoms
     return out
 
@@ -102,7 +105,8 @@ def test_tds_bookkeeping_and_run_compatibility(convergence):
 def test_tds_puts_no_mass_on_atoms_that_pigdm_hallucinates():
     prior, lik = three_atoms()                                   # DESIGN §8: pigdm 7.6% + 2.0% excluded
     run = tds(prior, lik, n_particles=512, n_steps=100, seed=0, progress=False)
-    pig = fsdiag.sample(prior, lik, method="pigdm", n_particles=512, n_steps=100, seed=0, progress=False)
+    with threads_for(0):                                         # a small problem: one thread (fsdiag._threads)
+        pig = fsdiag.sample(prior, lik, method="pigdm", n_particles=512, n_steps=100, seed=0, progress=False)
     excluded = [fsdiag.evaluate(r.samples, prior, lik, t_final=r.t_final).excluded_mass for r in (run, pig)]
     assert excluded[0] < 0.005 and excluded[1] > 0.05
 
@@ -144,33 +148,40 @@ def test_tds_bad_arguments_name_the_argument(kw, exc, name):
         tds("atoms", lik, n_particles=4, n_steps=2, progress=False)
 
 
-# ------------------------------------------------------------------ the simplified MCGdiff
-def test_mcgdiff_lite_converges_and_estimates_the_evidence():
-    from fsdiag.mcgdiff import mcgdiff_lite
+# ------------------------------------------------------------------ every registered sampler; counting passes
+@pytest.mark.parametrize("name", sorted(fsdiag.smc.SAMPLERS))
+def test_every_registered_sampler_runs_is_seeded_and_names_bad_arguments(name):
+    fn = fsdiag.smc.SAMPLERS[name]
     prior, lik = split_three_atoms()
-    exact = float(torch.logsumexp(lik.log_prob(prior.atoms) + prior.log_weights, 0))
-    tv = {}
-    for n in (64, 1024):
-        runs = [mcgdiff_lite(prior, lik, n_particles=n, n_steps=100, seed=s, progress=False) for s in range(3)]
-        tv[n] = np.mean([fsdiag.evaluate(r.samples, prior, lik, t_final=r.t_final).tv_atoms for r in runs])
-    # measured (4 seeds): 0.37 at 64, 0.050 at 1024 (floor 0.0079): consistent, but slower than TDS
-    assert tv[1024] < 0.3 * tv[64] and tv[1024] < 0.12
-    assert isinstance(runs[0], RunWithInfo) and runs[0].method == "mcgdiff_lite"
-    assert abs(np.mean([r.info["log_evidence"] for r in runs]) - exact) < 0.6
-    a = mcgdiff_lite(prior, lik, n_particles=32, n_steps=10, seed=1, progress=False)
-    assert torch.equal(a.samples, mcgdiff_lite(prior, lik, n_particles=32, n_steps=10, seed=1, progress=False).samples)
+    kw = {"n_particles": 16, "n_steps": 4, "progress": False}
+    a, b = fn(prior, lik, seed=5, **kw), fn(prior, lik, seed=5, **kw)
+    assert isinstance(a, RunWithInfo) and a.method == name and a.samples.shape == (16, 1)
+    assert bool(torch.isfinite(a.samples).all()) and torch.equal(a.samples, b.samples)
+    assert not torch.equal(a.samples, fn(prior, lik, seed=6, **kw).samples)
+    for bad, exc in (({"n_particles": 0}, ValueError), ({"n_steps": 1.5}, TypeError), ({"seed": -1}, ValueError)):
+        with pytest.raises(exc, match=next(iter(bad))):
+            fn(prior, lik, **{**kw, **bad})
 
 
-def test_mcgdiff_lite_refuses_what_it_cannot_do():
-    from fsdiag.mcgdiff import mcgdiff_lite
-    prior = fsdiag.EmpiricalPrior(torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
-                                  device="cpu")
-    radial = fsdiag.GaussianLikelihood(fsdiag.forward.Radial(), [1.0], 0.2)
-    with pytest.raises(ValueError, match="forward"):
-        mcgdiff_lite(prior, radial, n_particles=4, n_steps=2, progress=False)
-    aniso = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), [0.0, 1.0], torch.tensor([0.1, 0.2]))
-    with pytest.raises(ValueError, match="noise_std"):
-        mcgdiff_lite(prior, aniso, n_particles=4, n_steps=2, progress=False)
-    mask = fsdiag.GaussianLikelihood(fsdiag.forward.Mask(torch.tensor([True, False])), [0.5], 0.2)
-    run = mcgdiff_lite(prior, mask, n_particles=16, n_steps=5, seed=0, progress=False)
-    assert run.info["observed_rank"] == 1 and torch.isfinite(run.samples).all()
+def test_counting_prior_counts_every_denoiser_pass():
+    """Rows x passes, by hand: sigma_dps one Tweedie mean and one VJP per step (+ the final Tweedie mean);
+    TDS the same at each of the n_steps + 1 grid times; MCGdiff one Tweedie mean per grid time."""
+    prior, lik = split_three_atoms()
+    n, k = 8, 5
+    c = CountingPrior(prior)
+    fsdiag.sample(c, lik, method="sigma_dps", n_particles=n, n_steps=k, progress=False)
+    assert c.counts == {"moments": n * (k + 1), "denoise": 0, "denoiser_vjp": n * k, "cov_matvec": 0}
+    c.reset()
+    tds(c, lik, n_particles=n, n_steps=k, progress=False)
+    assert c.counts["moments"] == n * (k + 1) and c.counts["denoiser_vjp"] == n * (k + 1)
+    c.reset()
+    fsdiag.mcgdiff.mcgdiff(c, lik, n_particles=n, n_steps=k, progress=False)
+    assert c.tweedie_evaluations == n * (k + 1) and c.evaluations == n * (k + 1)
+    c.reset()
+    fsdiag.sample(c, lik, method="tmpd", n_particles=n, n_steps=k, progress=False)   # C A^T: one product per row of A
+    assert c.counts["cov_matvec"] == n * k * 1 and c.evaluations == n * (k + 1) + n * k
+    x = torch.zeros(3, 1, dtype=torch.float64)
+    torch.testing.assert_close(c.denoise(x, 0.5), prior.denoise(x, 0.5))          # the wrapped prior's answers
+    assert c.n_atoms == 3 and c.counts["denoise"] == 3
+    with pytest.raises(TypeError, match="prior"):
+        CountingPrior("atoms")
