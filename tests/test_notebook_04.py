@@ -1,5 +1,8 @@
 """Chapter 4 (claim 3): distance to the exact posterior against the stopping time. Exact samplers
 improve steadily to t_min; approximate ones stay far, and some are better stopped early."""
+import json
+import re
+import struct
 
 import pytest
 
@@ -11,8 +14,14 @@ APPROX = ["sigma_dps", "zeta_dps", "pigdm", "tmpd"]
 
 
 @pytest.fixture(scope="module")
-def metrics(tmp_path_factory):
-    return run_notebook(NB, tmp_path_factory.mktemp("nb04"), seed=0, **TINY)
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nb04")
+    return path, run_notebook(NB, path, seed=0, **TINY)
+
+
+@pytest.fixture(scope="module")
+def metrics(run):
+    return run[1]
 
 
 @pytest.mark.notebooks
@@ -65,6 +74,20 @@ def test_verdict_says_where_early_stopping_matters(metrics):
     three = rows[tbs["three_atoms"]["title"]]
     if not three["holds"]:
         assert v["status"] == "partly supported" and tbs["three_atoms"]["title"] in v["regime"]
+
+
+@pytest.mark.notebooks
+def test_page_shows_rounded_numbers_and_figures_of_legible_width(run):
+    path, _ = run
+    pngs = sorted((path / "out").glob("*.png"))
+    assert [p.stem for p in pngs] == ['w1_vs_stopping_time']
+    for p in pngs:   # at most 12 in wide at the saved 150 dpi (bbox "tight" may trim, never widen much)
+        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
+    nb = json.loads((path / NB).read_text())
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+            assert not re.search(r"\d\.\d{7,}", text), text[:300]   # no raw 16-digit floats
 
 
 @pytest.mark.notebooks
