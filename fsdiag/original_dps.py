@@ -25,7 +25,8 @@ class OriginalDPS(Approximation):
     The step k is found by the noise level: abar on the DDPM grid (k = T, T - T/n_steps, ..., 0)
     gives that step exactly; any other abar (a VPSchedule run, the diagnostics' score checks)
     uses the DDPM step whose interval of log abar contains it, so the guidance per unit of
-    noise level is that of the DDPM run. `fsdiag.sample(method="original_dps", n_steps=250)`
+    noise level is that of the DDPM run. n_steps need not divide T (a VP run of any length):
+    node j then sits at timestep j T / n_steps, with log abar interpolated between timesteps. `fsdiag.sample(method="original_dps", n_steps=250)`
     forwards the run's step count (and its schedule when that is a DDPMSchedule) through
     `run_defaults`, so zeta is applied per step of the run; an instance keeps its own n_steps.
     """
