@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ._checks import check_int, check_positive, check_real, make_generator
+from ._checks import check_int, check_real, make_generator
 from ._threads import threads_for
 from .forward import LinearForwardModel
 from .methods import Problem

@@ -1,4 +1,87 @@
-"""Figures for the book's chapters (see fsdiag.plots). Functions take diagnostics outputs and return figures."""
+"""Figures of the chapter "Do exact-in-the-limit samplers fix it?": error against compute.
+
+Each function takes the chapter's results, {problem: {"title", "runs": [row, ...]}} where a row is a dict
+with "method", "family" ("smc", "guidance" or "daps"), "label", "evaluations", "wall_s", "tv_modes",
+"floor_q95", "excluded" (and any other keys), and returns a matplotlib figure; nothing here runs a sampler.
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+import numpy as np
+
+__all__ = ["compute_sweep_figure", "floor_crossings"]
+
+_STYLE = {"smc": dict(ls="-", marker="o"), "guidance": dict(ls="--", marker="s"), "daps": dict(ls=":", marker="^")}
+_X = {"evaluations": "denoiser evaluations (particles × passes)", "wall_s": "wall time (s)"}
+_Y = {"tv_ratio": "TV over modes / Monte Carlo floor (95%)", "excluded": "mass on excluded modes"}
+
+
+def _series(runs):
+    """Rows grouped by label, in order of first appearance, each sorted by compute."""
+    out = {}
+    for r in runs:
+        out.setdefault(r["label"], []).append(r)
+    return {k: sorted(v, key=lambda r: r["evaluations"]) for k, v in out.items()}
+
+
+def _value(r, y):
+    if y == "tv_ratio":
+        return r["tv_modes"] / max(r["floor_q95"], 1e-12)
+    return r["excluded"]
+
+
+def floor_crossings(runs) -> dict:
+    """{label: the smallest denoiser evaluations from which on every run of that sampler has TV over modes
+    <= the floor's 95% quantile at its own sample size (None when its largest run is above the floor)}.
+    The floor falls as samples grow, so a biased sampler can be "at the floor" at small sizes only."""
+    out = {}
+    for label, rows in _series(runs).items():
+        at = [r["tv_modes"] <= r["floor_q95"] for r in rows]
+        k = len(at)
+        while k > 0 and at[k - 1]:
+            k -= 1
+        out[label] = rows[k]["evaluations"] if k < len(rows) else None
+    return out
+
+
+def compute_sweep_figure(results: dict, *, x: str = "evaluations", y: str = "tv_ratio", ncols: int = 3):
+    """One panel per problem: each sampler's error against its compute (log-log). y="tv_ratio": TV over
+    modes divided by the 95% quantile of the TV of as many exact draws (below the line at 1: as good as
+    exact sampling); y="excluded": mass on modes the exact posterior excludes. x: "evaluations" or "wall_s".
+    Solid: SMC (particles grow), dashed: guidance (particles grow), dotted: DAPS (annealing steps grow)."""
+    import matplotlib.pyplot as plt
+
+    if x not in _X:
+        raise ValueError(f"x: expected one of {sorted(_X)}, got {x!r}")
+    if y not in _Y:
+        raise ValueError(f"y: expected one of {sorted(_Y)}, got {y!r}")
+    keys = list(results)
+    ncols = max(1, min(ncols, len(keys)))
+    nrows = int(np.ceil(len(keys) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(12.0, 4.0 * ncols), 3.6 * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    handles = {}
+    for ax, key in zip(axes.flat, keys):
+        for label, rows in _series(results[key]["runs"]).items():
+            xs = [r[x] for r in rows]
+            ys = [_value(r, y) for r in rows]
+            style = _STYLE.get(rows[0]["family"], {})
+            if len(rows) == 1:
+                style = {**style, "marker": "*", "ms": 11}
+            (h,) = ax.plot(xs, ys, label=label, **style)
+            handles.setdefault(label, h)
+        ax.set_xscale("log")
+        if y == "tv_ratio":
+            ax.set_yscale("log")
+            ax.axhline(1.0, color="k", lw=1)
+            ax.text(0.02, 0.04, "at the Monte Carlo floor below the line", transform=ax.transAxes, fontsize=9)
+        else:
+            ax.set_ylim(-0.02, max(0.1, ax.get_ylim()[1]))
+        ax.set_title(results[key]["title"], fontsize=10)
+        ax.set_xlabel(_X[x], fontsize=10)
+        ax.set_ylabel(_Y[y], fontsize=10)
+        ax.tick_params(labelsize=9)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
+               fontsize=9, frameon=False)
+    return fig
