@@ -268,7 +268,7 @@ def train_denoiser(atoms, *, arch: str = "mlp", image_shape=None, seed: int = 0,
     every = max(1, steps // 100)
     start = time.perf_counter()
     den.train()
-    for k in tqdm(range(steps), desc=f"training {arch}", disable=not progress, leave=False):
+    for k in tqdm(range(steps), desc=f"training {arch}", disable=not progress, leave=False, mininterval=2.0):
         for g in opt.param_groups:   # cosine decay to 0
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / steps))
         idx = torch.randint(0, n, (batch_size,), generator=gen, device=dev)
