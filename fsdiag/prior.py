@@ -42,6 +42,12 @@ def _exp_floor(dtype: torch.dtype) -> float:
 # at batch 4000, d = 2 this is ~4x faster than fixed 4096-atom chunks.
 _BLOCK = 1 << 20
 _MIN_CHUNK = 64
+# The fused route (EmpiricalPrior._flash_pass): torch's CPU flash-attention kernel, with its
+# log-sum-exp output so chunks merge exactly; None where this torch lacks it (then torch ops).
+_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+# Atoms per flash call: the scratch keys (chunk x (d + 2)) stay ~13 MB at d = 784 (float32).
+_FLASH_ATOMS = 4096
+_FLASH_MIN_ATOMS = 128
 
 
 def _shifted_exp(logits: torch.Tensor, shift: torch.Tensor, floor: float) -> torch.Tensor:
@@ -99,7 +105,9 @@ class EmpiricalPrior:
         dev = resolve_device(device)
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
-        atoms = as_tensor(atoms, "atoms", ndim=2, dtype=dtype, device=dev)
+        # finiteness is checked below in chunks (torch.isfinite on all atoms at once holds ~1.7x
+        # the atoms in temporaries)
+        atoms = as_tensor(atoms, "atoms", ndim=2, dtype=dtype, device=dev, finite=False)
         if atoms.dtype not in (torch.float32, torch.float64):
             atoms = atoms.to(torch.float32)
         n, _ = atoms.shape
@@ -127,20 +135,30 @@ class EmpiricalPrior:
                 raise ValueError(f"labels: expected an integer array of shape ({n},), got "
                                  f"{lab.dtype} array of shape {lab.shape}")
             labels = torch.as_tensor(lab, dtype=torch.long, device=dev)
+        # One copy of the atoms in memory (issue 11): the kernels centre each streamed chunk on
+        # the fly (one subtraction per atom entry, ~1/(4B) of a chunk's flops), so no centred
+        # copy is stored and `atoms` stays exactly the caller's values.
         self.atoms = atoms
         self.labels = labels
         self.log_weights = log_w
         self.device = dev
         self.dtype = atoms.dtype
+        self.chunk_size = check_int(chunk_size, "chunk_size") if chunk_size is not None else 4096
         # Centring is free and makes the ||x||^2 expansion 10-200x more accurate (DESIGN §7).
+        bad = sum(int((~torch.isfinite(atoms[sl])).sum()) for sl in self._chunks(1))
+        if bad:
+            raise ValueError(f"atoms: expected finite values, found {bad} NaN/Inf entries "
+                             f"(or values too large for {atoms.dtype})")
         self.center = atoms.mean(0)
-        self._xc = atoms - self.center
-        self._sq = (self._xc * self._xc).sum(1)
+        self._sq = torch.empty(n, dtype=atoms.dtype, device=dev)   # ||x^(i) - center||^2
+        for sl in self._chunks(1):
+            xc = self._centred(sl)
+            torch.sum(xc * xc, 1, out=self._sq[sl])
         if not bool(torch.isfinite(self._sq).all()):
             raise ValueError(f"atoms: squared distances overflow {self.dtype} (max |atom| = "
                              f"{float(atoms.abs().max()):.3g}); rescale the data or use float64")
-        self.chunk_size = check_int(chunk_size, "chunk_size") if chunk_size is not None else 4096
-        self.scale = float(atoms.abs().max())   # the data's scale, for samplers' sanity checks
+        # the data's scale (max |atom|), for samplers' sanity checks; no |atoms| temporary
+        self.scale = max(float(atoms.max()), -float(atoms.min()))
 
     # ------------------------------------------------------------------ basics
     @property
@@ -188,8 +206,101 @@ class EmpiricalPrior:
         for s in range(0, self.n_atoms, size):
             yield slice(s, min(s + size, self.n_atoms))
 
+    def _centred(self, sl: slice, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x^(i) - center for the atoms in `sl` (into `out`, a scratch buffer, when given)."""
+        if out is None:
+            return self.atoms[sl] - self.center
+        return torch.sub(self.atoms[sl], self.center, out=out)
+
     def _bias(self, sl: slice, a: float, b2: float) -> torch.Tensor:
         return self.log_weights[sl] - (a * a / (2 * b2)) * self._sq[sl]
+
+    def _use_flash(self, x: torch.Tensor) -> bool:
+        # (an empty batch crashes the flash kernel: integer division by zero)
+        # Below ~128 atoms the flash kernel's fixed cost per call (padded blocks) loses to torch ops.
+        return (_FLASH is not None and self.device.type == "cpu" and not x.requires_grad and x.shape[0] > 0
+                and self.n_atoms >= _FLASH_MIN_ATOMS)
+
+    def _flash_pass(self, xq: torch.Tensor, a: float, b2: float, ll: torch.Tensor | None,
+                    heads: tuple[bool, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused route: torch's CPU flash-attention kernel (one pass over each block: logits,
+        running max, exp, sum and the weighted sum of values, vectorised in C++) on queries
+        Q = [xq a/b^2, 1, h] and keys = values = [x^(i) - c, bias_i, l_i] (the bias folded into
+        extra key columns; h = 1 adds the log-likelihood). Chunks of atoms are merged exactly
+        from each call's log-sum-exp. Returns log_norm (H, B) and centred means (H, B, d)."""
+        B, d = xq.shape
+        H = len(heads)
+        width = d + 1 + (ll is not None)
+        lo = -torch.finfo(self.dtype).max / 8    # finite: a chunk of zero-weight atoms must not give -inf - -inf
+        q = xq.new_empty(H * B, width)
+        for h, cond in enumerate(heads):
+            rows = q[h * B:(h + 1) * B]
+            torch.mul(xq, a / b2, out=rows[:, :d])
+            rows[:, d] = 1.0
+            if ll is not None:
+                rows[:, d + 1] = float(cond)
+        size = max(_MIN_CHUNK, min(self.chunk_size, _FLASH_ATOMS))
+        keys = xq.new_empty(min(size, self.n_atoms), width)
+        q4 = q[None, None]
+        run_lse = acc = None
+        for s in range(0, self.n_atoms, size):
+            sl = slice(s, min(s + size, self.n_atoms))
+            k = keys[:sl.stop - s]
+            self._centred(sl, out=k[:, :d])
+            torch.clamp(self._bias(sl, a, b2), min=lo, out=k[:, d])
+            if ll is not None:
+                torch.clamp(ll[sl], min=lo, out=k[:, d + 1])
+            k4 = k[None, None]
+            out, lse = _FLASH(q4, k4, k4, scale=1.0)[:2]
+            out, lse = out[0, 0, :, :d], lse[0, 0].to(self.dtype)
+            if run_lse is None:
+                run_lse, acc = lse, out.clone()
+            else:
+                new = torch.logaddexp(run_lse, lse)
+                acc.mul_(torch.exp(run_lse - new).unsqueeze(1)).add_(out * torch.exp(lse - new).unsqueeze(1))
+                run_lse = new
+        return run_lse.reshape(H, B), acc.reshape(H, B, d)
+
+    def _torch_pass(self, xq: torch.Tensor, a: float, b2: float, ll: torch.Tensor | None,
+                    heads: tuple[bool, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same reduction from torch ops (any device, autograd): streamed chunks with a running
+        max and rescale-and-add (addmm into a running sum loses ~2e-4 in float32)."""
+        B, d = xq.shape
+        H = len(heads)
+        floor = _exp_floor(self.dtype)
+        run_max = _start_max(H, B, self.dtype, self.device)
+        run_sum = torch.zeros(H, B, dtype=self.dtype, device=self.device)
+        acc = torch.zeros(H, B, d, dtype=self.dtype, device=self.device)
+        for sl in self._chunks(H * B):
+            xc = self._centred(sl)
+            bias = self._bias(sl, a, b2)
+            if heads == (True,):
+                bias = bias + ll[sl]
+            logits = torch.addmm(bias, xq, xc.T, alpha=a / b2)
+            lg = logits.unsqueeze(0) if H == 1 else _with_likelihood(logits, ll[sl])
+            new_max = torch.maximum(run_max, lg.amax(-1))
+            rescale = torch.exp((run_max - new_max).clamp_min(floor))
+            p = _shifted_exp(lg, new_max.unsqueeze(-1), floor)
+            run_sum = run_sum * rescale + p.sum(-1)
+            acc = acc * rescale.unsqueeze(-1) + (p.reshape(H * B, p.shape[-1]) @ xc).reshape(H, B, d)
+            run_max = new_max
+        return run_max + torch.log(run_sum), acc / run_sum.unsqueeze(-1)
+
+    def _reduce(self, x: torch.Tensor, abar, log_lik, heads: tuple[bool, ...], *, route: str = "auto"):
+        """log_norm (H, B) and Tweedie means (H, B, d) for each head (True: with the likelihood),
+        plus the likelihood's shift. route: "auto", "flash" or "torch" (tests compare them)."""
+        _, a, b2 = _check_abar(abar)
+        ll, shift = (None, 0.0) if log_lik is None else self._log_lik(log_lik)
+        xq = x - a * self.center
+        flash = self._use_flash(x) if route == "auto" else route == "flash"
+        with threads_for(len(heads) * x.shape[0] * self.n_atoms * self.dim):
+            if flash:
+                log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
+            else:
+                log_norm, mean = self._torch_pass(xq, a, b2, ll, heads)
+        mean = mean + self.center
+        _check_result("x", log_norm, mean)
+        return log_norm, mean, shift
 
     # --------------------------------------------------------------- pass one
     def moments(self, x, abar, log_lik=None) -> Moments:
@@ -198,32 +309,25 @@ class EmpiricalPrior:
         Raises FloatingPointError (as do the other kernels) if finite inputs overflow the dtype,
         e.g. float32 queries ~1e19 from the atoms."""
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
-        heads = 1 if log_lik is None else 2
-        ll, shift = (None, 0.0) if log_lik is None else self._log_lik(log_lik)
-        B, d = x.shape
-        xq = x - a * self.center
-        floor = _exp_floor(self.dtype)
-        run_max = _start_max(heads, B, self.dtype, self.device)
-        run_sum = torch.zeros(heads, B, dtype=self.dtype, device=self.device)
-        acc = torch.zeros(heads, B, d, dtype=self.dtype, device=self.device)
-        with threads_for(heads * B * self.n_atoms * d):
-            for sl in self._chunks(heads * B):
-                logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
-                lg = logits.unsqueeze(0) if ll is None else _with_likelihood(logits, ll[sl])
-                new_max = torch.maximum(run_max, lg.amax(-1))
-                rescale = torch.exp((run_max - new_max).clamp_min(floor))
-                p = _shifted_exp(lg, new_max.unsqueeze(-1), floor)
-                run_sum = run_sum * rescale + p.sum(-1)
-                # Rescale-and-add keeps accuracy (addmm into a running sum loses ~2e-4 in float32).
-                acc = acc * rescale.unsqueeze(-1) + (p.reshape(heads * B, p.shape[-1]) @ self._xc[sl]).reshape(heads, B, d)
-                run_max = new_max
-        log_norm = run_max + torch.log(run_sum)
-        mean = acc / run_sum.unsqueeze(-1) + self.center
-        _check_result("x", log_norm, mean)
-        if heads == 1:
+        if log_lik is None:
+            log_norm, mean, _ = self._reduce(x, abar, None, (False,))
             return Moments(log_norm[0], mean[0])
+        log_norm, mean, shift = self._reduce(x, abar, log_lik, (False, True))
         return Moments(log_norm[0], mean[0], log_norm[1] + shift, mean[1])
+
+    def posterior_moments(self, x, abar, log_lik) -> Moments:
+        """The conditional half of `moments` alone, in one head (half the work): log_norm is
+        log_norm_cond and mean is E[x_0 | x_t, y]; the `_cond` fields are None. The exact
+        posterior score needs nothing more: (a E[x_0 | x_t, y] - x_t) / b^2 (DESIGN §8)."""
+        x = self._query(x)
+        log_norm, mean, shift = self._reduce(x, abar, log_lik, (True,))
+        return Moments(log_norm[0] + shift, mean[0])
+
+    def posterior_score(self, x, abar, log_lik) -> torch.Tensor:
+        """Exact grad log p_t(x_t | y) = prior score + likelihood score = (a E[x_0|x_t,y] - x_t) / b^2."""
+        x = self._query(x)
+        _, a, b2 = _check_abar(abar)
+        return (a * self.posterior_moments(x, abar, log_lik).mean - x) / b2
 
     def denoise(self, x, abar) -> torch.Tensor:
         """Tweedie mean m(x_t) = sum_i w_i(x_t) x^(i)."""
@@ -249,7 +353,8 @@ class EmpiricalPrior:
         """Dense (batch, N) responsibilities w_i(x_t) (or w~_i given log_lik): for small N only."""
         x = self._query(x)
         _, a, b2 = _check_abar(abar)
-        logits = torch.addmm(self._bias(slice(None), a, b2), x - a * self.center, self._xc.T, alpha=a / b2)
+        logits = torch.addmm(self._bias(slice(None), a, b2), x - a * self.center,
+                             self._centred(slice(None)).T, alpha=a / b2)
         if log_lik is not None:
             logits = logits + self._log_lik(log_lik)[0]
         out = torch.softmax(logits, dim=1)
@@ -259,7 +364,7 @@ class EmpiricalPrior:
     # --------------------------------------------------------------- exact conditionals
     def posterior_denoise(self, x, abar, log_lik) -> torch.Tensor:
         """Exact E[x_0 | x_t, y] = sum_i w~_i(x_t, y) x^(i)."""
-        return self.moments(x, abar, log_lik).mean_cond
+        return self.posterior_moments(x, abar, log_lik).mean
 
     def log_likelihood_t(self, x, abar, log_lik) -> torch.Tensor:
         """Exact log p(y | x_t) = logsumexp_i(log w_i(x_t) + l_i)."""
@@ -305,7 +410,8 @@ class EmpiricalPrior:
         # k vectors per query multiply the block: _chunks shrinks the chunk to keep memory flat.
         with threads_for(B * (k + 1) * self.n_atoms * d):
             for sl in self._chunks(B * (k + 1)):
-                q = lhs @ self._xc[sl].T
+                xc = self._centred(sl)
+                q = lhs @ xc.T
                 logits = q[:B] + self._bias(sl, a, b2)
                 new_max = torch.maximum(run_max, logits.amax(-1))
                 rescale = torch.exp((run_max - new_max).clamp_min(floor))
@@ -314,7 +420,7 @@ class EmpiricalPrior:
                 ps = p.unsqueeze(1) * (q[B:].reshape(B, k, n_sl) - mv.unsqueeze(-1))  # w_i (x_i - m) . v
                 run_sum = run_sum * rescale + p.sum(-1)
                 wsum = wsum * rescale.unsqueeze(-1) + ps.sum(-1)
-                acc = acc * rescale[:, None, None] + (ps.reshape(B * k, n_sl) @ self._xc[sl]).reshape(B, k, d)
+                acc = acc * rescale[:, None, None] + (ps.reshape(B * k, n_sl) @ xc).reshape(B, k, d)
                 run_max = new_max
         out = (acc - mc.unsqueeze(1) * wsum.unsqueeze(-1)) / run_sum[:, None, None]
         _check_result("v", out)
@@ -339,7 +445,7 @@ class EmpiricalPrior:
         idx = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
         with threads_for(x.shape[0] * self.n_atoms * self.dim):
             for sl in self._chunks(x.shape[0]):
-                logits = torch.addmm(self._bias(sl, a, b2), xq, self._xc[sl].T, alpha=a / b2)
+                logits = torch.addmm(self._bias(sl, a, b2), xq, self._centred(sl).T, alpha=a / b2)
                 if ll is not None:
                     logits = logits + ll[sl]
                 if generator is not None:

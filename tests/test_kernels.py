@@ -1,0 +1,112 @@
+"""Issue 11's kernels: the fused (flash) route against the torch-ops route and autograd of exact
+log-densities, the posterior score from the conditional Tweedie mean alone, one copy of the atoms."""
+import math
+
+import pytest
+import torch
+
+import fsdiag
+from fsdiag import prior as P
+from fsdiag import reference as R
+
+needs_flash = pytest.mark.skipif(P._FLASH is None, reason="this torch has no CPU flash-attention kernel")
+
+
+def make(gen, n=400, d=3, dtype=torch.float64, offset=0.0, weighted=True, chunk=128):
+    atoms = torch.randn(n, d, generator=gen, dtype=torch.float64) * 1.5 + offset
+    w = torch.rand(n, generator=gen, dtype=torch.float64) + 0.1 if weighted else None
+    return fsdiag.EmpiricalPrior(atoms.to(dtype), weights=w, chunk_size=chunk, device="cpu")
+
+
+def queries(prior, abar, gen, n=24):
+    idx = torch.randint(prior.n_atoms, (n,), generator=gen)
+    z = torch.randn(n, prior.dim, generator=gen, dtype=torch.float64)
+    return (math.sqrt(abar) * prior.atoms[idx].double() + math.sqrt(1 - abar) * z).to(prior.dtype)
+
+
+@needs_flash
+@pytest.mark.parametrize("abar", [0.999, 0.5, 0.02])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("heads", [(False,), (True,), (False, True)])
+def test_flash_route_matches_torch_route(abar, dtype, heads, gen):
+    prior = make(gen, dtype=dtype, offset=3.0)
+    x = queries(prior, abar, gen)
+    ll = -0.5 * ((prior.atoms.double()[:, :2] - 0.3) ** 2).sum(1) / 0.5
+    ll = None if heads == (False,) else ll
+    lf, mf, _ = prior._reduce(x, abar, ll, heads, route="flash")
+    lt, mt, _ = prior._reduce(x, abar, ll, heads, route="torch")
+    tol = 1e-10 if dtype == torch.float64 else 2e-4
+    torch.testing.assert_close(lf, lt, rtol=tol, atol=tol * (1 + lt.abs().max().item()))
+    torch.testing.assert_close(mf, mt, rtol=tol, atol=tol * 10)
+
+
+@needs_flash
+def test_flash_route_merges_chunks_and_skips_zero_weight_chunks(gen):
+    """A chunk whose atoms all have zero prior weight contributes nothing (no NaN from -inf - -inf)."""
+    atoms = torch.randn(600, 2, generator=gen, dtype=torch.float64)
+    w = torch.ones(600, dtype=torch.float64)
+    w[:256] = 0.0                                              # the first chunks: zero weight
+    small = fsdiag.EmpiricalPrior(atoms, weights=w, chunk_size=64, device="cpu")
+    whole = fsdiag.EmpiricalPrior(atoms[256:], chunk_size=4096, device="cpu")
+    x = torch.randn(50, 2, generator=gen, dtype=torch.float64)
+    for abar in (0.9, 0.1):
+        a = small._reduce(x, abar, None, (False,), route="flash")
+        b = whole._reduce(x, abar, None, (False,), route="flash")
+        torch.testing.assert_close(a[1], b[1], rtol=1e-10, atol=1e-12)
+        # log_norm drops ||x - a c||^2 / 2b^2, c the mean of all atoms (zero-weight ones included)
+        drop = [((x - math.sqrt(abar) * p.center) ** 2).sum(1) / (2 * (1 - abar)) for p in (small, whole)]
+        torch.testing.assert_close(a[0][0] - drop[0], b[0][0] - drop[1], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("abar", [0.95, 0.4, 0.01])
+def test_posterior_score_is_the_gradient_of_the_exact_log_posterior(abar, gen):
+    """prior score + likelihood score = (a E[x_0 | x_t, y] - x_t) / b^2 = grad log p_t(x_t | y),
+    with p_t(x_t | y) = sum_i psi_i N(x_t; a x^(i), b^2 I), differentiated by autograd."""
+    prior = make(gen)
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Affine.example(3, seed=1), torch.tensor([0.4]), 0.7)
+    ll = lik.log_prob(prior.atoms)
+    x = queries(prior, abar, gen).requires_grad_(True)
+    log_psi = prior._log_posterior_weights64(ll)
+    lp = R.log_marginal(x, prior.atoms, log_psi, abar)
+    (ref,) = torch.autograd.grad(lp.sum(), x)
+    x = x.detach()
+    ours = prior.posterior_score(x, abar, ll)
+    torch.testing.assert_close(ours, ref, rtol=1e-8, atol=1e-8 / (1 - abar))
+    two_terms = prior.score(x, abar) + prior.likelihood_score(x, abar, ll)
+    torch.testing.assert_close(ours, two_terms, rtol=1e-8, atol=1e-8 / (1 - abar))
+    # the one-head log-normaliser is the two-head one's conditional half
+    torch.testing.assert_close(prior.posterior_moments(x, abar, ll).log_norm,
+                               prior.moments(x, abar, ll).log_norm_cond, rtol=1e-10, atol=1e-10)
+
+
+class _FSRTwoTerms(fsdiag.methods.FSR):
+    """The FSR through the generic path (prior Tweedie mean + likelihood score at every step)."""
+
+
+def test_sample_fsr_with_the_conditional_mean_only_matches_the_two_term_path(gen):
+    prior = make(gen, n=200, d=2)
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([0.5, -0.2]), 0.4)
+    kw = dict(n_particles=64, n_steps=30, seed=3, progress=False, record=4)
+    fast = fsdiag.sample(prior, lik, method="fsr", **kw)
+    slow = fsdiag.sample(prior, lik, method=_FSRTwoTerms(), **kw)
+    torch.testing.assert_close(fast.samples, slow.samples, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(fast.trajectory, slow.trajectory, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(fast.tweedie, slow.tweedie, rtol=1e-9, atol=1e-9)
+    assert len(fast.times) == 4 and fast.tweedie.shape == (4, 64, 2)
+    assert bool(torch.isfinite(fast.tweedie).all())
+
+
+def test_the_prior_holds_one_copy_of_the_atoms(gen):
+    """No tensor attribute besides `atoms` is atoms-sized; `atoms` is the caller's tensor when
+    the dtype and device already match (no copy at all)."""
+    atoms = torch.randn(2000, 32, generator=gen, dtype=torch.float64)
+    prior = fsdiag.EmpiricalPrior(atoms, labels=torch.arange(2000) % 3, device="cpu")
+    assert prior.atoms.data_ptr() == atoms.data_ptr()
+    others = [v for v in vars(prior).values() if isinstance(v, torch.Tensor) and v is not prior.atoms]
+    assert others, "expected the per-atom vectors (weights, squared norms) as attributes"
+    assert all(t.untyped_storage().data_ptr() != atoms.untyped_storage().data_ptr() for t in others)
+    extra = sum(t.untyped_storage().nbytes() for t in others)
+    assert extra < atoms.nbytes / 4, f"{extra} bytes beyond the atoms ({atoms.nbytes})"
+    # and the kernels still see the centred atoms: the Tweedie mean at abar -> 1 is the nearest atom
+    x = atoms[:5] * math.sqrt(1 - 1e-9)
+    torch.testing.assert_close(prior.denoise(x, 1 - 1e-9), atoms[:5], rtol=0, atol=1e-6)
