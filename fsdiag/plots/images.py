@@ -128,7 +128,7 @@ def operator_class_weights_figure(problems, *, class_names, ncols: int = 2):
 def tweedie_blur_figure(strips, curves):
     """Early-stopped Tweedie means. Top: for each strip, one particle's Tweedie mean m(x_t) at
     each recorded time t per sampler (rows), from t = 1 to t_min. Bottom: the blur of each
-    sampler's Tweedie means, 1 - (gradient energy / that of the atoms its particles end on), against t.
+    sampler's Tweedie means (1 - gradient energy / that of the atoms averaged), against t.
     strips: [{"title", "times", "rows": {name: [image per time]}}];
     curves: [{"title", "times", "blur": {name: [value per time]}}]."""
     import matplotlib.pyplot as plt
