@@ -38,7 +38,7 @@ def prior_samples_figure(atoms, samples: dict, *, labels=None, title: str = ""):
     lo, hi = atoms.min(0) - 1.0, atoms.max(0) + 1.0
     for ax, name in zip(axes.flat, names):
         x = np.asarray(samples[name])
-        ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.35, color="C0", label="samples", rasterized=True)
+        ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.3, color="0.25", label="samples", rasterized=True)
         ax.scatter(atoms[:, 0], atoms[:, 1], s=4, c="k" if labels is None else np.asarray(labels), cmap="tab10",
                    marker="x", linewidths=0.6, label="atoms")
         ax.set_xlim(lo[0], hi[0])
