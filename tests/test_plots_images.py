@@ -64,7 +64,8 @@ def test_posterior_maps_figure_draws_each_map_in_place():
     cmaps = {"exact posterior": {"mean": img(3), "std": img(3)}}
     fig = images.posterior_maps_figure([{"title": "c", "truth": img(3), "observed": None, "maps": cmaps}])
     assert panels(fig)[0].get_images()[0].get_array().shape == (4, 9, 3)
-    np.testing.assert_allclose(panels(fig)[1].get_images()[0].get_array(), np.asarray(cmaps["exact posterior"]["std"]).mean(0))
+    np.testing.assert_allclose(panels(fig)[1].get_images()[0].get_array(),
+                               np.asarray(cmaps["exact posterior"]["std"]).mean(0))
     plt.close(fig)
     with pytest.raises(ValueError, match="problems"):
         images.posterior_maps_figure([])
@@ -94,7 +95,8 @@ def test_tweedie_blur_figure_draws_strips_and_curves():
     times = [1.0, 0.3, 0.01]
     rows = {"exact sampler": [img() for _ in times], "σ-DPS": [img() for _ in times]}
     strips = [{"title": "digits", "times": times, "rows": rows}, {"title": "textures", "times": times, "rows": rows}]
-    curves = [{"title": "digits", "times": times, "blur": {"exact sampler": [0.9, 0.5, 0.0], "σ-DPS": [0.9, 0.2, 0.1]}}]
+    curves = [{"title": "digits", "times": times,
+               "blur": {"exact sampler": [0.9, 0.5, 0.0], "σ-DPS": [0.9, 0.2, 0.1]}}]
     fig = images.tweedie_blur_figure(strips, curves)
     check(fig, 3)
     strip_ax, _, curve_ax = panels(fig)
