@@ -23,6 +23,13 @@ never released: their potential uses abar' = 1 (delta = sigma_i^2, "release at t
 the end by the true likelihood at the Tweedie mean, N(ybar_i; s_i (V^T m(x_{t_min}))_i, sigma_y^2), as TDS
 does. release=False treats every coordinate so: `mcgdiff_lite`, the simplified variant.
 The prior enters only through its Tweedie mean; one denoiser pass per step.
+
+Exact in the limit of particles *for the prior chain it runs*: conditioning at tau' weighs particles by
+the chain's marginal density there, so the discretised chain's error at tau' passes into the answer.
+With the observation in the tails of the prior's modes this dominates: three atoms, y = -0.9, sigma_y =
+0.3, 1024 particles, mass on the atom -1.8 (exact 0.902): 0.77 / 0.83 with the DDPM kernel at 30 / 60
+steps (6 seeds), as the unconditioned chain's own marginal at tau' predicts (0.76 / 0.83, and 0.92 at
+200 steps). TDS, corrected by the true likelihood at the Tweedie mean, gets 0.900 at 60 steps.
 """
 from __future__ import annotations
 
