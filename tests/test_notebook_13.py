@@ -70,7 +70,10 @@ def test_growth_sweep_and_verdict(metrics):
     assert sw["sizes"] == [300, 1000] and len(sw["ess"]) == 2 and all(e >= 1 for e in sw["ess"])
     assert set(sw["methods"]) == {"exact sampler", "σ-DPS", "ΠGDM"}
     for m in sw["methods"].values():
-        assert len(m["tv_modes"]) == len(m["excluded"]) == 2
+        assert len(m["tv_modes"]) == len(m["excluded"]) == len(m["tv_above_floor"]) == 2
+        assert m["tv_above_floor"] == pytest.approx([t - q for t, q in zip(m["tv_modes"], m["floor_q95"])])
+    # the exact sampler stays within its Monte Carlo floor at every N
+    assert max(sw["methods"]["exact sampler"]["tv_above_floor"]) <= 0.1
     v = metrics["verdict"]
     check_verdict(v)
     rows = {r["label"]: r for r in v["evidence"]}

@@ -112,16 +112,16 @@ def test_tweedie_blur_figure_draws_strips_and_curves():
 
 def test_growth_figure_plots_each_failure_against_n():
     sweep = {"sizes": [1000, 10000, 100000], "ess": [3.0, 20.0, 150.0],
-             "methods": {"σ-DPS": {"tv_ratio": [5.0, 8.0, 9.0], "excluded": [0.2, 0.3, 0.4]},
-                         "exact sampler": {"tv_ratio": [1.0, 0.9, 1.1], "excluded": [0.0, 0.0, 0.0]}}}
+             "methods": {"σ-DPS": {"tv_above_floor": [0.5, 0.6, 0.7], "excluded": [0.2, 0.3, 0.4]},
+                         "exact sampler": {"tv_above_floor": [0.0, -0.1, 0.01], "excluded": [0.0, 0.0, 0.0]}}}
     fig = images.growth_figure(sweep, title="textures")
     check(fig, 3)
     a, b, c = panels(fig)
     np.testing.assert_allclose(a.get_lines()[0].get_xdata(), sweep["sizes"])
-    np.testing.assert_allclose(a.get_lines()[0].get_ydata(), [5.0, 8.0, 9.0])
+    np.testing.assert_allclose(a.get_lines()[0].get_ydata(), [0.5, 0.6, 0.7])
     np.testing.assert_allclose(b.get_lines()[1].get_ydata(), [0.0, 0.0, 0.0])
     np.testing.assert_allclose(c.get_lines()[0].get_ydata(), sweep["ess"])
-    assert a.get_xscale() == "log" and c.get_yscale() == "log"
+    assert a.get_xscale() == "log" and a.get_yscale() == "linear" and c.get_yscale() == "log"
     plt.close(fig)
     with pytest.raises(ValueError, match="sweep"):
         images.growth_figure({"sizes": [], "ess": [], "methods": {}})

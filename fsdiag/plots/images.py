@@ -179,10 +179,10 @@ def tweedie_blur_figure(strips, curves):
 
 
 def growth_figure(sweep, *, title: str = ""):
-    """How the failures move as the number of atoms N grows: each sampler's TV over classes
-    divided by its Monte Carlo floor, its mass on ruled-out classes, and the exact posterior's
-    effective sample size over atoms. sweep: {"sizes", "ess", "methods": {name: {"tv_ratio",
-    "excluded"}}}, every list over sizes."""
+    """How the failures move as the number of atoms N grows: each sampler's TV over classes above
+    the 95% quantile of its Monte Carlo floor (<= 0: as close as exact draws), its mass on
+    ruled-out classes, and the exact posterior's effective sample size over atoms.
+    sweep: {"sizes", "ess", "methods": {name: {"tv_above_floor", "excluded"}}}, lists over sizes."""
     import matplotlib.pyplot as plt
 
     sizes = np.asarray(sweep["sizes"], dtype=float)
@@ -193,11 +193,10 @@ def growth_figure(sweep, *, title: str = ""):
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
     for n in names:
         m = sweep["methods"][n]
-        axes[0].plot(sizes, m["tv_ratio"], "o-", color=colors[n], label=n)
+        axes[0].plot(sizes, m["tv_above_floor"], "o-", color=colors[n], label=n)
         axes[1].plot(sizes, m["excluded"], "o-", color=colors[n], label=n)
-    axes[0].axhline(1.0, color="0.4", ls=":", lw=1)
-    axes[0].set_ylabel("TV over classes / Monte Carlo floor")
-    axes[0].set_yscale("log")
+    axes[0].axhline(0.0, color="0.4", ls=":", lw=1)
+    axes[0].set_ylabel("TV over classes - floor (95%)")
     axes[1].set_ylabel("mass on ruled-out classes")
     axes[1].set_ylim(-0.02, 1.02)
     axes[2].plot(sizes, sweep["ess"], "o-", color="k")
