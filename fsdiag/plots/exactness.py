@@ -61,6 +61,8 @@ def compute_sweep_figure(results: dict, *, x: str = "evaluations", y: str = "tv_
     fig, axes = plt.subplots(nrows, ncols, figsize=(min(11.0, 3.7 * ncols), 3.6 * nrows + 0.6), squeeze=False,
                              layout="constrained")
     handles = {}
+    labels = list(_series([r for key in keys for r in results[key]["runs"]]))
+    colors = {lab: plt.get_cmap("tab10")(i % 10) for i, lab in enumerate(labels)}   # one colour per sampler
     for ax, key in zip(axes.flat, keys):
         for label, rows in _series(results[key]["runs"]).items():
             xs = [r[x] for r in rows]
@@ -68,7 +70,7 @@ def compute_sweep_figure(results: dict, *, x: str = "evaluations", y: str = "tv_
             style = _STYLE.get(rows[0]["family"], {})
             if len(rows) == 1 and rows[0]["family"] == "daps":          # DAPS at its paper defaults: one run
                 style = {**style, "marker": "*", "ms": 12}
-            (h,) = ax.plot(xs, ys, label=label, **style)
+            (h,) = ax.plot(xs, ys, label=label, color=colors[label], **style)
             handles.setdefault(label, h)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if x == "evaluations" else f"{v:g}"))
