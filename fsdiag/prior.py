@@ -48,6 +48,7 @@ _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", 
 # Atoms per flash call: the scratch keys (chunk x (d + 2)) stay ~13 MB at d = 784 (float32).
 _FLASH_ATOMS = 4096
 _FLASH_MIN_ATOMS = 128
+_STORAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _shifted_exp(logits: torch.Tensor, shift: torch.Tensor, floor: float) -> torch.Tensor:
@@ -97,24 +98,40 @@ class EmpiricalPrior:
     """Empirical prior sum_i pi_i delta(x - x^(i)) over atoms (N, d).
 
     weights: optional (N,) non-negative prior weights (normalised here);
-    labels: optional (N,) integer mode labels (mixture component, class, ...).
+    labels: optional (N,) integer mode labels (mixture component, class, ...);
+    dtype: the kernels' dtype (float32 or float64; default the atoms' own);
+    storage_dtype: keep the atoms in this dtype instead (float16 / bfloat16 halve the memory;
+    every chunk is widened to `dtype`, default float32, before it is used, so all sums
+    accumulate in float32 or better; the error is that of rounding the atoms themselves:
+    `python benchmarks/bench_fsr.py --task storage` measures it against float64);
+    center: the point the kernels centre the atoms at (default their mean; a sharded prior
+    passes the mean over all shards so that every shard's log-normaliser drops the same term).
     """
 
     def __init__(self, atoms, weights=None, labels=None, *, device="auto", dtype=None,
-                 chunk_size: int | None = None):
+                 chunk_size: int | None = None, storage_dtype=None, center=None):
         dev = resolve_device(device)
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+        if storage_dtype is not None and storage_dtype not in _STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype: expected one of {list(_STORAGE_DTYPES)}, got {storage_dtype!r}")
         # finiteness is checked below in chunks (torch.isfinite on all atoms at once holds ~1.7x
         # the atoms in temporaries)
-        atoms = as_tensor(atoms, "atoms", ndim=2, dtype=dtype, device=dev, finite=False)
-        if atoms.dtype not in (torch.float32, torch.float64):
+        atoms = as_tensor(atoms, "atoms", ndim=2, dtype=dtype if storage_dtype is None else None,
+                          device=dev, finite=False)
+        if storage_dtype is not None:
+            compute = dtype or (storage_dtype if storage_dtype in (torch.float32, torch.float64)
+                                else torch.float32)
+            atoms = atoms.to(storage_dtype)
+        elif atoms.dtype not in (torch.float32, torch.float64):
             atoms = atoms.to(torch.float32)
+        if storage_dtype is None:
+            compute = atoms.dtype
         n, _ = atoms.shape
         if n < 1 or atoms.shape[1] < 1:
             raise ValueError(f"atoms: expected shape (N, d) with N, d >= 1, got {tuple(atoms.shape)}")
         if weights is None:
-            log_w = torch.full((n,), -math.log(n), dtype=atoms.dtype, device=dev)
+            log_w = torch.full((n,), -math.log(n), dtype=compute, device=dev)
         else:
             w = as_tensor(weights, "weights", ndim=1, dtype=torch.float64, device=dev)
             if w.shape[0] != n:
@@ -128,7 +145,7 @@ class EmpiricalPrior:
             log_w = torch.log(w / total)
         # float64 log-weights for the exact posterior over atoms, whatever the storage dtype.
         self._log_w64 = log_w.to(torch.float64)
-        log_w = log_w.to(atoms.dtype)
+        log_w = log_w.to(compute)
         if labels is not None:
             lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
             if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):
@@ -142,15 +159,22 @@ class EmpiricalPrior:
         self.labels = labels
         self.log_weights = log_w
         self.device = dev
-        self.dtype = atoms.dtype
+        self.dtype = compute                     # the kernels' dtype
+        self.storage_dtype = atoms.dtype
         self.chunk_size = check_int(chunk_size, "chunk_size") if chunk_size is not None else 4096
         # Centring is free and makes the ||x||^2 expansion 10-200x more accurate (DESIGN §7).
         bad = sum(int((~torch.isfinite(atoms[sl])).sum()) for sl in self._chunks(1))
         if bad:
             raise ValueError(f"atoms: expected finite values, found {bad} NaN/Inf entries "
                              f"(or values too large for {atoms.dtype})")
-        self.center = atoms.mean(0)
-        self._sq = torch.empty(n, dtype=atoms.dtype, device=dev)   # ||x^(i) - center||^2
+        if center is not None:
+            center = as_tensor(center, "center", ndim=1, dtype=compute, device=dev)
+            if center.shape[0] != atoms.shape[1]:
+                raise ValueError(f"center: expected shape ({atoms.shape[1]},), got {tuple(center.shape)}")
+            self.center = center
+        else:
+            self.center = atoms.mean(0) if atoms.dtype == compute else atoms.mean(0, dtype=compute)
+        self._sq = torch.empty(n, dtype=compute, device=dev)   # ||x^(i) - center||^2
         for sl in self._chunks(1):
             xc = self._centred(sl)
             torch.sum(xc * xc, 1, out=self._sq[sl])

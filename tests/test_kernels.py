@@ -110,3 +110,58 @@ def test_the_prior_holds_one_copy_of_the_atoms(gen):
     # and the kernels still see the centred atoms: the Tweedie mean at abar -> 1 is the nearest atom
     x = atoms[:5] * math.sqrt(1 - 1e-9)
     torch.testing.assert_close(prior.denoise(x, 1 - 1e-9), atoms[:5], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("storage", [torch.float16, torch.bfloat16])
+def test_half_storage_computes_in_float32_on_the_rounded_atoms(storage, gen):
+    """storage_dtype keeps the atoms at 2 bytes; the kernels then compute exactly what a float32
+    prior on the rounded atoms computes (widening is exact), and the rounding error is bounded."""
+    atoms = torch.rand(700, 16, generator=gen, dtype=torch.float64)
+    half = fsdiag.EmpiricalPrior(atoms, storage_dtype=storage, device="cpu")
+    assert half.atoms.dtype == storage and half.dtype == torch.float32 and half.atoms.element_size() == 2
+    rounded = fsdiag.EmpiricalPrior(atoms.to(storage).float(), device="cpu")
+    exact = fsdiag.EmpiricalPrior(atoms, device="cpu")
+    abar = 0.6
+    x = math.sqrt(abar) * atoms[:32] + math.sqrt(1 - abar) * torch.randn(32, 16, generator=gen, dtype=torch.float64)
+    ll = -((atoms[:, :4] - 0.5) ** 2).sum(1)
+    mh = half.moments(x.float(), abar, ll)
+    mr = rounded.moments(x.float(), abar, ll)
+    torch.testing.assert_close(mh.mean, mr.mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mh.mean_cond, mr.mean_cond, rtol=1e-5, atol=1e-5)
+    v = torch.randn(32, 16, generator=gen)
+    torch.testing.assert_close(half.cov_matvec(x.float(), abar, v), rounded.cov_matvec(x.float(), abar, v),
+                               rtol=1e-4, atol=1e-5)
+    # against float64: the error of rounding the atoms (2^-8 relative for bfloat16, 2^-11 float16)
+    eps = 2.0 ** (-8 if storage == torch.bfloat16 else -11)
+    err = (mh.mean.double() - exact.denoise(x, abar)).abs().max().item()
+    assert err < 4 * eps, err
+    run = fsdiag.sample_exact(half, fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), atoms[0], 0.5),
+                              n_particles=8, n_steps=3, progress=False)
+    assert run.samples.dtype == torch.float32 and bool(torch.isfinite(run.samples).all())
+
+
+def test_bad_storage_dtype_and_center_name_the_argument():
+    with pytest.raises(ValueError, match="storage_dtype"):
+        fsdiag.EmpiricalPrior(torch.zeros(3, 2), storage_dtype=torch.int8, device="cpu")
+    with pytest.raises(ValueError, match="center"):
+        fsdiag.EmpiricalPrior(torch.zeros(3, 2), center=torch.zeros(3), device="cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("storage", [None, torch.bfloat16])
+def test_cuda_kernels_match_the_cpu(storage, gen):
+    """The same streamed kernels on a GPU (torch-ops route) give the CPU's answer."""
+    atoms = torch.randn(3000, 24, generator=gen, dtype=torch.float64)
+    kw = {} if storage is None else {"storage_dtype": storage}
+    cpu = fsdiag.EmpiricalPrior(atoms.float(), device="cpu", **kw)
+    gpu = fsdiag.EmpiricalPrior(atoms.float(), device="cuda", **kw)
+    x = torch.randn(64, 24, generator=gen)
+    ll = -((atoms[:, :3] - 0.2) ** 2).sum(1)
+    for abar in (0.9, 0.2):
+        a, b = cpu.moments(x, abar, ll), gpu.moments(x.cuda(), abar, ll.cuda())
+        for u, v in zip(a, b):
+            torch.testing.assert_close(v.cpu(), u, rtol=1e-4, atol=1e-4)
+        v = torch.randn(64, 24, generator=gen)
+        torch.testing.assert_close(gpu.cov_matvec(x.cuda(), abar, v.cuda()).cpu(), cpu.cov_matvec(x, abar, v),
+                                   rtol=1e-3, atol=1e-4)
