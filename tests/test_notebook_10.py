@@ -98,3 +98,24 @@ def test_page_shows_rounded_numbers_and_figures_of_legible_width(run):
 ])
 def test_bad_parameter_fails_in_the_validation_cell(tmp_path, bad, name, error):
     assert_rejected(NB, tmp_path, {**TINY, **bad}, name, error)
+
+
+def test_floor_crossings_and_the_sweep_figure_on_synthetic_rows():
+    from fsdiag.plots import compute_sweep_figure, floor_crossings
+
+    def row(label, family, ev, tv, floor):
+        return {"label": label, "family": family, "method": label, "evaluations": ev, "wall_s": ev / 1e4,
+                "tv_modes": tv, "floor_q95": floor, "excluded": tv / 2}
+
+    runs = [row("A", "smc", 100, 0.3, 0.2), row("A", "smc", 400, 0.05, 0.1), row("A", "smc", 1600, 0.04, 0.05),
+            row("B", "guidance", 100, 0.1, 0.2), row("B", "guidance", 400, 0.2, 0.1),      # at the floor, then not
+            row("C", "daps", 800, 0.5, 0.1)]
+    assert floor_crossings(runs) == {"A": 400, "B": None, "C": None}
+    results = {k: {"title": k, "runs": runs} for k in ("p", "q", "r", "s")}
+    fig = compute_sweep_figure(results, y="excluded")
+    assert len([ax for ax in fig.axes if ax.axison]) == 4 and fig.get_figwidth() <= 12   # wraps into two rows
+    assert len(fig.axes[0].lines) == 3
+    with pytest.raises(ValueError, match="x"):
+        compute_sweep_figure(results, x="steps")
+    with pytest.raises(ValueError, match="y"):
+        compute_sweep_figure(results, y="w1")
