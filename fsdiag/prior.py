@@ -9,6 +9,7 @@ b^2 = 1 - abar.
 from __future__ import annotations
 
 import math
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -230,6 +231,17 @@ class EmpiricalPrior:
         for s in range(0, self.n_atoms, size):
             yield slice(s, min(s + size, self.n_atoms))
 
+    def _scratch(self, numel: int) -> torch.Tensor:
+        """A reused buffer of at least `numel` elements for the flash route's keys (one per thread):
+        allocating ~13 MB per call and freeing it grows glibc's heap (its mmap threshold rises
+        with each freed block), so the process's RSS would creep far above the live memory."""
+        store = self.__dict__.setdefault("_scratch_buffers", {})
+        key = threading.get_ident()
+        buf = store.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = store[key] = torch.empty(numel, dtype=self.dtype, device=self.device)
+        return buf[:numel]
+
     def _centred(self, sl: slice, out: torch.Tensor | None = None) -> torch.Tensor:
         """x^(i) - center for the atoms in `sl` (into `out`, a scratch buffer, when given)."""
         if out is None:
@@ -264,7 +276,7 @@ class EmpiricalPrior:
             if ll is not None:
                 rows[:, d + 1] = float(cond)
         size = max(_MIN_CHUNK, min(self.chunk_size, _FLASH_ATOMS))
-        keys = xq.new_empty(min(size, self.n_atoms), width)
+        keys = self._scratch(min(size, self.n_atoms) * width).view(-1, width)
         q4 = q[None, None]
         run_lse = acc = None
         for s in range(0, self.n_atoms, size):
