@@ -19,7 +19,7 @@ from fsdiag import nbtools
 from fsdiag.nbtools import Bool, Choice, Device, Int, ListOf, Methods, OutDir, Real, Seed
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def rejects(kind, value, error=ValueError, name="knob"):
