@@ -42,9 +42,9 @@ def test_every_problem_has_every_runnable_sampler(metrics):
 def test_exact_sampler_within_floor_and_some_approximation_hallucinates(metrics):
     for key, p in metrics["problems"].items():
         ex = p["methods"]["exact sampler"]
-        assert ex["tv_modes"] <= ex["floor_q95"] + 0.03, key
+        assert ex["tv_modes"] <= ex["floor_q95"] + 0.05, key
         assert ex["excluded_mass"] <= 0.03, key
-    assert metrics["summary"]["exact_gap"] <= 0.03
+    assert metrics["summary"]["exact_gap"] <= 0.05
     approx = [r["excluded_mass"] for p in metrics["problems"].values() for n, r in p["methods"].items()
               if n not in ("exact sampler", "FSR")]
     assert max(approx) > 0.05
