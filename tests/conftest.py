@@ -61,3 +61,19 @@ def check_verdict(verdict: dict, statuses=None) -> None:
     assert verdict["status"] == ("supported" if n == len(rows) else "not reproduced" if n == 0 else "partly supported")
     if statuses is not None:
         assert verdict["status"] in statuses, verdict
+
+
+def check_page_outputs(path: Path, name: str, figures: list[str]) -> None:
+    """A chapter run by run_notebook into `path`: its figures are exactly `figures` (PNG stems),
+    each at most 12 in wide at the saved 150 dpi, and no output prints a raw 16-digit float."""
+    import re
+    import struct
+    pngs = sorted((path / "out").glob("*.png"))
+    assert [p.stem for p in pngs] == sorted(figures)
+    for p in pngs:   # bbox "tight" may trim a figure, never widen it much
+        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
+    nb = json.loads((path / name).read_text())
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+            assert not re.search(r"\d\.\d{7,}", text), text[:300]

@@ -1,12 +1,9 @@
 """Chapter 1 (claim 1): the FSR converges to the true posterior at the Monte Carlo rate N^-1/2,
 for linear and nonlinear forward models."""
-import json
-import re
-import struct
 
 import pytest
 
-from conftest import assert_rejected, check_verdict, run_notebook
+from conftest import assert_rejected, check_page_outputs, check_verdict, run_notebook
 
 NB = "01_finite_sample_lens.ipynb"
 TINY = dict(n_atoms_max=5000, n_sizes=5, n_seeds=8, n_grid=100, n_bins=10)
@@ -81,15 +78,7 @@ def test_verdict_is_supported_with_thresholds_around_minus_one_half(metrics):
 @pytest.mark.notebooks
 def test_page_shows_rounded_numbers_and_figures_of_legible_width(run):
     path, _ = run
-    pngs = sorted((path / "out").glob("*.png"))
-    assert [p.stem for p in pngs] == ['convergence', 'problems']
-    for p in pngs:   # at most 12 in wide at the saved 150 dpi (bbox "tight" may trim, never widen much)
-        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
-    nb = json.loads((path / NB).read_text())
-    for cell in nb["cells"]:
-        for o in cell.get("outputs", []):
-            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
-            assert not re.search(r"\d\.\d{7,}", text), text[:300]   # no raw 16-digit floats
+    check_page_outputs(path, NB, ['convergence', 'problems'])
 
 
 @pytest.mark.notebooks

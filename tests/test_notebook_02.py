@@ -1,13 +1,10 @@
 """Chapter 2 (headline figure): (t, x_t) posterior densities. The FSR matches the true posterior
 and its sampler sits at the Monte Carlo floor; the approximations do not."""
-import json
 import math
-import re
-import struct
 
 import pytest
 
-from conftest import assert_rejected, check_verdict, run_notebook
+from conftest import assert_rejected, check_page_outputs, check_verdict, run_notebook
 
 NB = "02_headline_heatmaps.ipynb"
 TINY = dict(n_atoms=64, n_particles=512, n_steps=100, n_record=15, n_bins=40, n_quad=800,
@@ -81,16 +78,8 @@ def test_verdict_is_supported(metrics):
 @pytest.mark.notebooks
 def test_page_shows_rounded_numbers_and_figures_of_legible_width(run):
     path, _ = run
-    pngs = sorted((path / "out").glob("*.png"))
-    assert [p.stem for p in pngs] == ['final_densities_abs', 'final_densities_linear_1', 'headline_heatmaps_abs',
-                                      'headline_heatmaps_linear_1', 'tv_over_time']
-    for p in pngs:   # at most 12 in wide at the saved 150 dpi (bbox "tight" may trim, never widen much)
-        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
-    nb = json.loads((path / NB).read_text())
-    for cell in nb["cells"]:
-        for o in cell.get("outputs", []):
-            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
-            assert not re.search(r"\d\.\d{7,}", text), text[:300]   # no raw 16-digit floats
+    check_page_outputs(path, NB, ['final_densities_abs', 'final_densities_linear_1', 'headline_heatmaps_abs',
+                                      'headline_heatmaps_linear_1', 'tv_over_time'])
 
 
 @pytest.mark.notebooks

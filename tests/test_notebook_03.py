@@ -1,13 +1,10 @@
 """Chapter 3 (claim 2): approximations under- or over-estimate the posterior spread at
 intermediate times; their likelihood scores are too strong or too weak. The FSR is exact."""
-import json
 import math
-import re
-import struct
 
 import pytest
 
-from conftest import assert_rejected, check_verdict, run_notebook
+from conftest import assert_rejected, check_page_outputs, check_verdict, run_notebook
 
 NB = "03_posterior_spread.ipynb"
 # 1000 steps: at t_min the spread of a one-atom posterior is b^2 ~ 1e-3, which coarser
@@ -86,15 +83,7 @@ def test_verdict_is_supported(metrics):
 @pytest.mark.notebooks
 def test_page_shows_rounded_numbers_and_figures_of_legible_width(run):
     path, _ = run
-    pngs = sorted((path / "out").glob("*.png"))
-    assert [p.stem for p in pngs] == ['score_agreement', 'variance_ratio']
-    for p in pngs:   # at most 12 in wide at the saved 150 dpi (bbox "tight" may trim, never widen much)
-        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
-    nb = json.loads((path / NB).read_text())
-    for cell in nb["cells"]:
-        for o in cell.get("outputs", []):
-            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
-            assert not re.search(r"\d\.\d{7,}", text), text[:300]   # no raw 16-digit floats
+    check_page_outputs(path, NB, ['score_agreement', 'variance_ratio'])
 
 
 @pytest.mark.notebooks

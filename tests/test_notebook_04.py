@@ -1,12 +1,9 @@
 """Chapter 4 (claim 3): distance to the exact posterior against the stopping time. Exact samplers
 improve steadily to t_min; approximate ones stay far, and some are better stopped early."""
-import json
-import re
-import struct
 
 import pytest
 
-from conftest import assert_rejected, check_verdict, run_notebook
+from conftest import assert_rejected, check_page_outputs, check_verdict, run_notebook
 
 NB = "04_early_stopping.ipynb"
 TINY = dict(n_atoms=64, n_particles=512, n_steps=300, n_record=12)
@@ -79,15 +76,7 @@ def test_verdict_says_where_early_stopping_matters(metrics):
 @pytest.mark.notebooks
 def test_page_shows_rounded_numbers_and_figures_of_legible_width(run):
     path, _ = run
-    pngs = sorted((path / "out").glob("*.png"))
-    assert [p.stem for p in pngs] == ['w1_vs_stopping_time']
-    for p in pngs:   # at most 12 in wide at the saved 150 dpi (bbox "tight" may trim, never widen much)
-        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
-    nb = json.loads((path / NB).read_text())
-    for cell in nb["cells"]:
-        for o in cell.get("outputs", []):
-            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
-            assert not re.search(r"\d\.\d{7,}", text), text[:300]   # no raw 16-digit floats
+    check_page_outputs(path, NB, ['w1_vs_stopping_time'])
 
 
 @pytest.mark.notebooks

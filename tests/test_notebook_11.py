@@ -1,13 +1,10 @@
 """Chapter 11 (beyond the paper): conventions decide failures. ΠGDM's hallucinated prior modes on the
 three-atom testbed come from the paper code's r_t² and vanish under Song et al.'s; the discretisation and
 the step count leave them in place; DPS's mode-weight error changes size with its scaling."""
-import json
-import re
-import struct
 
 import pytest
 
-from conftest import assert_rejected, check_verdict, run_notebook
+from conftest import assert_rejected, check_page_outputs, check_verdict, run_notebook
 
 NB = "11_conventions.ipynb"
 TINY = dict(n_particles=512, n_steps=100, step_counts=[50, 100])
@@ -90,15 +87,7 @@ def test_verdict_the_failures_size_depends_on_the_convention(metrics):
 @pytest.mark.notebooks
 def test_page_shows_rounded_numbers_and_a_figure_of_legible_width(run):
     path, _ = run
-    pngs = sorted((path / "out").glob("*.png"))
-    assert [p.stem for p in pngs] == ["conventions"]
-    for p in pngs:   # at most 12 in wide at the saved 150 dpi
-        assert struct.unpack(">I", p.read_bytes()[16:20])[0] <= 12 * 150, p.name
-    nb = json.loads((path / NB).read_text())
-    for cell in nb["cells"]:
-        for o in cell.get("outputs", []):
-            text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
-            assert not re.search(r"\d\.\d{7,}", text), text[:300]
+    check_page_outputs(path, NB, ["conventions"])
 
 
 @pytest.mark.notebooks
