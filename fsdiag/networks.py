@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ._checks import as_tensor, check_int, check_positive, check_real, resolve_device
 from .methods import Approximation, Guidance
-from .prior import EmpiricalPrior, Moments
+from .prior import EmpiricalPrior, Moments, _check_abar
 from .schedules import VPSchedule
 
 __all__ = ["MLP", "ConvNet", "NetworkDenoiser", "Trained", "train_denoiser", "NetworkPrior",
@@ -298,13 +298,6 @@ def train_denoiser(atoms, *, arch: str = "mlp", image_shape=None, seed: int = 0,
 
 
 # ------------------------------------------------------------------ the prior interface
-def _check_abar(abar) -> tuple[float, float, float]:
-    abar = check_real(abar, "abar")
-    if not (0.0 < abar < 1.0):
-        raise ValueError(f"abar: expected alpha_bar in (0, 1), got {abar}")
-    return abar, math.sqrt(abar), 1.0 - abar
-
-
 class NetworkPrior:
     """A trained denoiser behind the prior interface the guidance samplers use (σ-DPS, ζ-DPS,
     ΠGDM, TMPD): `moments(x, abar).mean` is the network's Tweedie mean, `denoiser_vjp` is
