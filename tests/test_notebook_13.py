@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import assert_rejected, check_verdict, run_notebook
+from conftest import assert_rejected, check_page_outputs, check_verdict, run_notebook
 
 NB = "13_imaging.ipynb"
 TINY = dict(operators=["inpainting", "fourier_magnitude"], n_particles=32, n_steps=20, n_patches=300,
@@ -14,9 +14,23 @@ TINY = dict(operators=["inpainting", "fourier_magnitude"], n_particles=32, n_ste
             tweedie_times=[1.0, 0.3, 0.05])
 
 
+FIGURES = ["maps_digits", "maps_textures", "class_weights_digits", "class_weights_textures", "tweedie_blur", "growth"]
+
+
 @pytest.fixture(scope="module")
-def metrics(tmp_path_factory):
-    return run_notebook(NB, tmp_path_factory.mktemp("nb13"), seed=0, **TINY)
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nb13")
+    return path, run_notebook(NB, path, seed=0, **TINY)
+
+
+@pytest.fixture(scope="module")
+def metrics(run):
+    return run[1]
+
+
+@pytest.mark.notebooks
+def test_page_outputs(run):
+    check_page_outputs(run[0], NB, FIGURES)
 
 
 @pytest.mark.notebooks

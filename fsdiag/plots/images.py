@@ -64,7 +64,7 @@ def posterior_maps_figure(problems, *, title: str = ""):
     if not problems:
         raise ValueError("problems: expected at least one problem")
     n = len(problems)
-    fig, axes = plt.subplots(n, 2, figsize=(12, 1.25 + 1.75 * n), squeeze=False, layout="constrained",
+    fig, axes = plt.subplots(n, 2, figsize=(11.5, 1.25 + 1.75 * n), squeeze=False, layout="constrained",
                              gridspec_kw={"width_ratios": [1.3, 1.0]})
     for row, p in zip(axes, problems):
         names = list(p["maps"])
@@ -97,7 +97,7 @@ def operator_class_weights_figure(problems, *, class_names, ncols: int = 2):
     k = len(class_names)
     ncols = max(1, min(ncols, 3, len(problems)))
     nrows = -(-len(problems) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(min(12, 6 * ncols), 2.9 * nrows), squeeze=False,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(11.5, 5.75 * ncols), 2.9 * nrows), squeeze=False,
                              layout="constrained", sharey=True)
     pos = np.arange(k)
     for ax, p in zip(axes.flat, problems):
@@ -140,7 +140,7 @@ def tweedie_blur_figure(strips, curves):
         raise ValueError(f"strips: expected at most 3 strips and curves (one per data set), got {ncols}")
     nrows = int(bool(strips)) + int(bool(curves))
     heights = ([1.4] if strips else []) + ([1.0] if curves else [])
-    fig, axes = plt.subplots(nrows, ncols, figsize=(12, 3.0 * nrows + 0.6), squeeze=False, layout="constrained",
+    fig, axes = plt.subplots(nrows, ncols, figsize=(11.5, 3.0 * nrows + 0.6), squeeze=False, layout="constrained",
                              gridspec_kw={"height_ratios": heights})
     r = 0
     if strips:
@@ -190,7 +190,7 @@ def growth_figure(sweep, *, title: str = ""):
         raise ValueError("sweep: expected at least one size")
     names = list(sweep["methods"])
     colors = _colors(names)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.4), layout="constrained")
     for n in names:
         m = sweep["methods"][n]
         axes[0].plot(sizes, m["tv_above_floor"], "o-", color=colors[n], label=n)
