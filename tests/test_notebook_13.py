@@ -1,4 +1,4 @@
-"""Chapter 13 (claim 8 on images): every sampler on digits and texture patches under image
+"""Chapter 13 (the paper's imaging setting): every sampler on digits and texture patches under image
 operators, judged against the exact posterior over atoms. The exact sampler stays within the Monte
 Carlo floor, approximations put mass on ruled-out classes, early-stopped Tweedie means are blurred."""
 import math
