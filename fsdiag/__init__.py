@@ -14,7 +14,7 @@ from .original_dps import OriginalDPS
 from .prior import EmpiricalPrior
 from .samplers import Run, sample, sample_exact
 from .schedules import DDPMSchedule, VPSchedule
-from . import daps, mcgdiff, smc   # beyond the paper: fsdiag.smc.tds, fsdiag.mcgdiff.mcgdiff_lite, fsdiag.daps.daps
+from . import daps, mcgdiff, smc   # beyond the paper: fsdiag.smc.SAMPLERS (tds, mcgdiff, mcgdiff_lite, daps)
 
 __version__ = "0.1.0"
 
