@@ -32,12 +32,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))   # run from a checkout without installing
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident) in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _rss_mib() -> float:
+    return _status_mib("VmRSS")
 
 
 def _reset_hwm() -> bool:
@@ -58,11 +63,7 @@ def _reset_hwm() -> bool:
 
 
 def _hwm_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _status_mib("VmHWM")
 
 
 def _peak_mib() -> float:
