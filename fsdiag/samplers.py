@@ -182,7 +182,7 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
         if exact_fsr and k not in rec.steps:
             # prior score + likelihood score = (a E[x_0 | x_t, y] - x_t) / b^2 (DESIGN §8): the
             # conditional Tweedie mean alone, one head, half the work of prior + conditional.
-            score = (a * prior.posterior_moments(x, abar_t, problem.log_lik).mean - x) / b2
+            score = prior.posterior_score(x, abar_t, problem.log_lik)
         else:
             g = approx(problem, x, abar_t)
             rec(k, x, g.tweedie)
