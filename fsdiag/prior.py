@@ -429,9 +429,19 @@ class EmpiricalPrior:
         B, d = x.shape
         if v.shape[0] != B or v.shape[2] != d:
             raise ValueError(f"v: expected shape ({B}, {d}) or ({B}, k, {d}), got {tuple(v.shape)}")
-        k = v.shape[1]
         mo = self.moments(x, abar) if moments is None else moments
-        mc = mo.mean - self.center                                   # (B, d) centred mean
+        out = self._cov_pass(x, a, b2, v, mo.mean)[1]
+        _check_result("v", out)
+        return out[:, 0] if squeeze else out
+
+    def _cov_pass(self, x: torch.Tensor, a: float, b2: float, v: torch.Tensor,
+                  mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One streamed pass for C v centred at `mean` (B, d): returns this pass's own log-normaliser
+        (B,) and sum_i w_i (x^(i) - mean)((x^(i) - mean) . v) (B, k, d), the w_i normalised over
+        these atoms (a sharded prior combines shards' results with the log-normalisers)."""
+        B, d = x.shape
+        k = v.shape[1]
+        mc = mean - self.center                                      # (B, d) centred mean
         mv = (mc.unsqueeze(1) * v).sum(-1)                           # (B, k)
         xq = x - a * self.center
         floor = _exp_floor(self.dtype)
@@ -459,8 +469,7 @@ class EmpiricalPrior:
                 acc = acc * rescale[:, None, None] + (ps.reshape(B * k, n_sl) @ xc).reshape(B, k, d)
                 run_max = new_max
         out = (acc - mc.unsqueeze(1) * wsum.unsqueeze(-1)) / run_sum[:, None, None]
-        _check_result("v", out)
-        return out[:, 0] if squeeze else out
+        return run_max + torch.log(run_sum), out
 
     def denoiser_vjp(self, x, abar, v, *, moments: Moments | None = None) -> torch.Tensor:
         """(dm/dx_t)^T v = (a / b^2) C(x_t) v (the Jacobian is symmetric; no autograd)."""
@@ -497,6 +506,11 @@ class EmpiricalPrior:
     def nearest_atoms(self, x, abar) -> torch.Tensor:
         """Index of the most responsible atom for each query (the nearest a x^(i) for equal weights)."""
         return self.sample_atoms(x, abar, None)
+
+    def atoms_at(self, index: torch.Tensor) -> torch.Tensor:
+        """The atoms x^(i) for a tensor of indices (any shape), in the kernels' dtype (a sharded
+        prior gathers them from the shard that holds each one)."""
+        return self.atoms[index].to(self.dtype)
 
     def log_posterior_weights(self, log_lik) -> torch.Tensor:
         """log psi_i = log_softmax(log pi_i + l_i), computed in float64 (exact on near ties

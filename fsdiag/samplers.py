@@ -220,13 +220,13 @@ def sample_exact(prior: EmpiricalPrior, lik, *, n_particles: int = 4096, n_steps
     idx = torch.multinomial(psi, n_particles, replacement=True, generator=gen)
     ab = schedule.alpha_bar(float(grid[0]))
     z = torch.randn(n_particles, prior.dim, generator=gen, dtype=dt_, device=dev)
-    x = math.sqrt(ab) * prior.atoms[idx].to(dt_) + math.sqrt(1 - ab) * z
+    x = math.sqrt(ab) * prior.atoms_at(idx) + math.sqrt(1 - ab) * z
     for k in tqdm(range(n_steps), desc="exact", disable=not progress, leave=False):
         t, s = float(grid[k]), float(grid[k + 1])
         abar_t, abar_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
         if k in rec.steps:
             rec(k, x, prior.moments(x, abar_t).mean)
-        x0 = prior.atoms[prior.sample_atoms(x, abar_t, gen, problem.log_lik)].to(dt_)
+        x0 = prior.atoms_at(prior.sample_atoms(x, abar_t, gen, problem.log_lik))
         # Bridge q(x_s | x_t, x_0) of the VP forward process.
         ratio = abar_t / abar_s
         var_ts = 1.0 - ratio                                  # Var(x_t | x_s)
