@@ -15,7 +15,6 @@ import math
 import numpy as np
 import torch
 
-from ._threads import threads_for
 from .prior import EmpiricalPrior
 
 __all__ = ["ExactDenoiser"]
@@ -153,45 +152,17 @@ def _mean_rows(prior: EmpiricalPrior, x: torch.Tensor, abar) -> torch.Tensor:
 
 def _cov_matvec(prior: EmpiricalPrior, x: torch.Tensor, abar, mean: torch.Tensor,
                 v: torch.Tensor) -> torch.Tensor:
-    """Cov(x0 | x_t) v = sum_i w_i (x_i - m)((x_i - m) . v) for v (B, k, d), m the saved mean;
-    abar a float or per row (a, b2) as (B, 1) tensors.
-
-    `EmpiricalPrior.cov_matvec` normalises w_i by the log_norm of the earlier moments pass, whose
-    logits are rounded differently; at small b in float32 the two differ by >> 1 (logits ~
-    eps a |x| |x_i| / b^2), scaling the product by exp(difference) (seen: 1e20x at sigma = 3e-4,
-    d = 64) or overflowing. Here the weights are normalised within this pass (a streamed
-    softmax, as in `moments`), so such rounding only moves w_i by its own size. The centring at
-    the saved m costs nothing: a slightly different m changes C v only at second order."""
-    B, d = x.shape
-    k = v.shape[1]
-    a, alpha, beta = _coefs(abar, x)
-    c = prior.center
-    mc = mean - c
-    mv = (mc.unsqueeze(1) * v).sum(-1)                                # (B, k)
-    lhs = torch.cat([(x - a * c) * alpha, v.reshape(B * k, d)])      # logits and x_i . v: one matmul
-    floor = -80.0 if x.dtype == torch.float32 else -700.0             # exp's fast path (DESIGN §7)
-    cut = 2.0 * math.exp(floor)
-    run_max = torch.full((B,), torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device)
-    run_sum = x.new_zeros(B)
-    wsum = x.new_zeros(B, k)
-    acc = x.new_zeros(B, k, d)
-    n = prior.n_atoms
-    size = min(prior.chunk_size, max(64, _BLOCK // max(B * (k + 1), 1)))
-    with threads_for(B * (k + 1) * n * d):
-        for s in range(0, n, size):
-            sl = slice(s, min(s + size, n))
-            xc = prior.atoms[sl] - c
-            q = lhs @ xc.T
-            logits = q[:B].add_(prior.log_weights[sl]).sub_(beta * (xc * xc).sum(1))
-            new_max = torch.maximum(run_max, logits.amax(1))
-            rescale = torch.exp((run_max - new_max).clamp_min(floor))
-            p = torch.nn.functional.threshold_(logits.sub_(new_max[:, None]).clamp_(min=floor).exp_(), cut, 0.0)
-            ps = p.unsqueeze(1) * (q[B:].reshape(B, k, -1) - mv.unsqueeze(-1))   # p_i (x_i - m) . v
-            run_sum = run_sum * rescale + p.sum(1)
-            wsum = wsum * rescale[:, None] + ps.sum(-1)
-            acc = acc * rescale[:, None, None] + (ps.reshape(B * k, -1) @ xc).reshape(B, k, d)
-            run_max = new_max
-    return (acc - mc.unsqueeze(1) * wsum.unsqueeze(-1)) / run_sum[:, None, None]
+    """Cov(x0 | x_t) v for v (B, k, d), centred at the saved mean m; abar a float or per row
+    (a, b2) as (B, 1) tensors. The prior's own streamed pass (`EmpiricalPrior._cov_pass`, which
+    broadcasts per-row coefficients): its weights are normalised within the pass, not by the
+    earlier moments pass's log_norm, which at small b in float32 rounds the logits differently
+    (seen: 1e20x at sigma = 3e-4, d = 64). Centring at the saved m costs nothing: a slightly
+    different m changes C v only at second order."""
+    if isinstance(abar, tuple):
+        a, b2 = (t.to(dtype=x.dtype, device=x.device) for t in abar)
+    else:
+        a, b2 = math.sqrt(abar), 1.0 - abar
+    return prior._cov_pass(x, a, b2, v, mean)[1]
 
 
 def _prior_mean(prior: EmpiricalPrior) -> torch.Tensor:
