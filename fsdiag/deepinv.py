@@ -338,11 +338,13 @@ def run(name: str, denoiser, physics, y, *, n: int, seed: int = 0, batch: int | 
     sample = SAMPLERS[name](dinv, denoiser, physics, **settings)
     # deepinv's samplers draw from torch's global generator (DiffPIR, DDRM, the Langevin
     # chains) or from their solver's own one seeded from it: seeding it makes runs repeatable.
-    torch.manual_seed(seed)
-    out, start = [], time.perf_counter()
-    for s in range(0, n, batch):
-        rows = min(batch, n - s)
-        x = sample(y1.expand(rows, *y1.shape[1:]).clone())
-        out.append(x.detach().reshape(rows, -1).to(torch.float64).cpu())
-    wall = time.perf_counter() - start
+    # fork_rng restores the caller's global generator state afterwards (CPU and CUDA).
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        out, start = [], time.perf_counter()
+        for s in range(0, n, batch):
+            rows = min(batch, n - s)
+            x = sample(y1.expand(rows, *y1.shape[1:]).clone())
+            out.append(x.detach().reshape(rows, -1).to(torch.float64).cpu())
+        wall = time.perf_counter() - start
     return SamplerRun(name, torch.cat(out), wall, dict(settings))
