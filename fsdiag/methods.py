@@ -14,13 +14,13 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
-from ._checks import check_int, check_positive
+from ._checks import as_tensor, check_int, check_positive
 from .forward import LinearForwardModel
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior
 
 __all__ = ["Approximation", "Guidance", "Problem", "METHODS", "register", "make_method",
-           "FSR", "SigmaDPS", "ZetaDPS", "PiGDM", "TMPD"]
+           "FSR", "SigmaDPS", "ZetaDPS", "PiGDM", "TMPD", "CGResult"]
 
 METHODS: dict[str, type["Approximation"]] = {}
 
@@ -80,6 +80,72 @@ class Problem:
         if "matrix" not in self._cache:
             self._cache["matrix"] = self.lik.forward.matrix_for(self.prior.dim, self.dtype, self.device)
         return self._cache["matrix"]
+
+    def gram(self) -> torch.Tensor:
+        """A A^T (m, m) of the dense matrix, computed once (ΠGDM's dense solve needs it every step)."""
+        if "gram" not in self._cache:
+            A = self.matrix()
+            self._cache["gram"] = A @ A.T
+        return self._cache["gram"]
+
+    # ----------------------------------------------------------- matrix-free linear algebra
+    # A linear forward model is A(x) = M x + c. ΠGDM and TMPD need M and M^T only as products,
+    # which an image operator computes in O(d) (a mask, a blur, a pooling) without the (m, d)
+    # matrix: apply_A(w) = M w, apply_At(z) = M^T z, batched over rows.
+    def _linear(self, name: str):
+        fwd = self.lik.forward
+        if not isinstance(fwd, LinearForwardModel):
+            raise TypeError(f"lik: {name} needs a linear forward model (fsdiag.forward.LinearForwardModel), "
+                            f"got {fwd!r}")
+        return fwd
+
+    def out_dim(self) -> int:
+        """m, the number of measurements."""
+        return self.lik.forward.out_dim(self.prior.dim)
+
+    def _offset(self) -> torch.Tensor | None:
+        """c = A(0) of A(x) = M x + c (None when c = 0): taken from the operator itself, so a
+        subclass that adds a constant without setting `bias` is handled too."""
+        if "offset" not in self._cache:
+            c = self.lik.forward(torch.zeros(1, self.prior.dim, dtype=self.dtype, device=self.device))[0]
+            self._cache["offset"] = c if bool((c != 0).any()) else None
+        return self._cache["offset"]
+
+    def _A(self, w: torch.Tensor) -> torch.Tensor:
+        out = self.lik.forward(w)
+        c = self._offset()
+        return out if c is None else out - c
+
+    def _At(self, z: torch.Tensor) -> torch.Tensor:
+        # J_A(x)^T z does not depend on x for a linear model: any x of the right shape will do
+        return self.lik.forward.vjp(z.new_zeros(z.shape[0], self.prior.dim), z)
+
+    def _rows_arg(self, v, name: str, width: int) -> torch.Tensor:
+        v = as_tensor(v, name, ndim=2, dtype=self.dtype, device=self.device)
+        if v.shape[1] != width:
+            raise ValueError(f"{name}: expected shape (batch, {width}), got {tuple(v.shape)}")
+        return v
+
+    def apply_A(self, w) -> torch.Tensor:
+        """M w for rows w (B, d) -> (B, m): the linear part of A(x) = M x + c (no bias c),
+        matrix-free, in the prior's dtype and device."""
+        self._linear("apply_A")
+        return self._A(self._rows_arg(w, "w", self.prior.dim))
+
+    def apply_At(self, z) -> torch.Tensor:
+        """M^T z for rows z (B, m) -> (B, d): the adjoint, from the operator's vector-Jacobian
+        product (exact for a linear model), matrix-free, in the prior's dtype and device."""
+        self._linear("apply_At")
+        return self._At(self._rows_arg(z, "z", self.out_dim()))
+
+    def rows(self) -> torch.Tensor:
+        """The (m, d) matrix M from m adjoint products M^T e_j: no limit on d, for small m
+        (TMPD's dense path). Equals `matrix()` bit for bit for masks, pooling, Affine and zero-
+        or circular-padded blur; to rounding for reflect padding (its folded edge sums)."""
+        if "rows" not in self._cache:
+            self._linear("rows")
+            self._cache["rows"] = self._At(torch.eye(self.out_dim(), dtype=self.dtype, device=self.device))
+        return self._cache["rows"]
 
     def noise_var(self) -> torch.Tensor:
         return self.lik.noise_var.to(self.dtype).to(self.device)
@@ -182,29 +248,67 @@ class PiGDM(Approximation):
     """Song et al. 2023: N(m, r_t^2 I); score J^T A^T (r_t^2 A A^T + Sigma_n)^-1 (y - A m).
 
     r2="paper" uses r_t^2 = (1 - abar)/abar (the paper's code); r2="song" uses 1 - abar.
+    solver: "dense" factors r_t^2 A A^T + Sigma_n (Cholesky, m x m) every step from the (m, d)
+    matrix; "cg" solves the same system by conjugate gradients (at most cg_iters iterations, to
+    a relative residual cg_tol) with only the products A w and A^T z, matrix-free, O(d) per
+    product for image operators; "auto" is "dense" while the matrix is small (d <= DENSE_MAX_DIM
+    and m d <= DENSE_MAX_ENTRIES), else "cg". The system is SPD, so CG converges (in exact
+    arithmetic, within m iterations); `last_cg` holds the last call's iterations and largest
+    relative residual.
     """
 
     name = "pigdm"
     linear_only = True
+    # The dense path stores M (m x d) and factors an m x m matrix every step (m^3 / 3 flops).
+    # d <= 4096 is what an image operator's matrix_for accepts; m d <= 2**22 is 32 MiB in
+    # float64 and keeps the per-step Cholesky at m <= 2048 for m = d. Beyond it CG, whose cost
+    # is at most cg_iters x (A + A^T) per particle and needs no matrix.
+    DENSE_MAX_DIM: ClassVar[int] = 4096
+    DENSE_MAX_ENTRIES: ClassVar[int] = 2 ** 22
 
-    def __init__(self, *, r2: str = "paper"):
+    def __init__(self, *, r2: str = "paper", solver: str = "auto", cg_iters: int = 100, cg_tol: float = 1e-6):
         if not isinstance(r2, str) or r2 not in ("paper", "song"):
             raise ValueError(f"r2: expected 'paper' or 'song', got {r2!r}")
-        self.r2 = r2
+        if not isinstance(solver, str) or solver not in ("auto", "dense", "cg"):
+            raise ValueError(f"solver: expected 'auto', 'dense' or 'cg', got {solver!r}")
+        self.r2, self.solver = r2, solver
+        self.cg_iters = check_int(cg_iters, "cg_iters", minimum=1)
+        self.cg_tol = check_positive(cg_tol, "cg_tol")
+        self.last_cg: CGResult | None = None
+
+    def uses_dense(self, problem: Problem) -> bool:
+        """Whether this problem takes the dense (Cholesky) path."""
+        if self.solver != "auto":
+            return self.solver == "dense"
+        d = problem.prior.dim
+        return d <= self.DENSE_MAX_DIM and problem.out_dim() * d <= self.DENSE_MAX_ENTRIES
 
     def __call__(self, problem, x, abar):
         r2 = (1 - abar) / abar if self.r2 == "paper" else 1 - abar
         mo = problem.prior.moments(x, abar)
-        A = problem.matrix()
-        cov_y = r2 * (A @ A.T) + torch.diag(problem.noise_var())
-        u = torch.cholesky_solve(problem.lik.residual(mo.mean).T, torch.linalg.cholesky(cov_y)).T
-        return Guidance(problem.prior.denoiser_vjp(x, abar, u @ A, moments=mo), mo.mean)
+        nv = problem.noise_var()
+        r = problem.lik.residual(mo.mean)
+        if self.uses_dense(problem):
+            cov_y = r2 * problem.gram() + torch.diag(nv)
+            u = torch.cholesky_solve(r.T, torch.linalg.cholesky(cov_y)).T
+            seed = u @ problem.matrix()
+        else:
+            res = _batched_cg(lambda z: r2 * problem._A(problem._At(z)) + nv * z, r, self.cg_iters, self.cg_tol)
+            self.last_cg = res
+            seed = problem._At(res.solution)
+        return Guidance(problem.prior.denoiser_vjp(x, abar, seed, moments=mo), mo.mean)
 
 
 @register
 class TMPD(Approximation):
     """Boys et al. 2024: N(m, Cov), Cov = ((1 - abar)/sqrt(abar)) J = C(x_t);
-    score J^T A^T (A Cov A^T + Sigma_n)^-1 (y - A m). Dense for small m, else conjugate gradients."""
+    score J^T A^T (A Cov A^T + Sigma_n)^-1 (y - A m).
+
+    m <= dense_max: the m x m system is built from C A^T (m covariance products per particle,
+    A's rows from m adjoint products, no limit on d) and solved directly. Otherwise conjugate
+    gradients, at most cg_iters iterations (each one covariance product) to a relative residual
+    cg_tol, with A and A^T applied matrix-free; `last_cg` holds the last call's iterations and
+    largest relative residual (cg_iters = 0 gives zero guidance)."""
 
     name = "tmpd"
     linear_only = True
@@ -213,39 +317,55 @@ class TMPD(Approximation):
         self.dense_max = check_int(dense_max, "dense_max", minimum=0)
         self.cg_iters = check_int(cg_iters, "cg_iters", minimum=0)
         self.cg_tol = check_positive(cg_tol, "cg_tol")
+        self.last_cg: CGResult | None = None
 
     def __call__(self, problem, x, abar):
         a, b2 = _scales(abar)
         prior = problem.prior
         mo = prior.moments(x, abar)
-        A, nv = problem.matrix(), problem.noise_var()
+        nv = problem.noise_var()
         r = problem.lik.residual(mo.mean)
         B, m = r.shape
         if m <= self.dense_max:
+            A = problem.rows()
             CA = prior.cov_matvec(x, abar, A.expand(B, m, A.shape[1]), moments=mo)   # (B, m, d): C A^T
             S = torch.einsum("jd,bkd->bjk", A, CA) + torch.diag(nv)
             u = torch.linalg.solve(S, r.unsqueeze(-1)).squeeze(-1)
             return Guidance((a / b2) * torch.einsum("bk,bkd->bd", u, CA), mo.mean)
-        u = _batched_cg(lambda z: prior.cov_matvec(x, abar, z @ A, moments=mo) @ A.T + nv * z,
-                        r, self.cg_iters, self.cg_tol)
-        return Guidance(prior.denoiser_vjp(x, abar, u @ A, moments=mo), mo.mean)
+        res = _batched_cg(lambda z: problem._A(prior.cov_matvec(x, abar, problem._At(z), moments=mo)) + nv * z,
+                          r, self.cg_iters, self.cg_tol)
+        self.last_cg = res
+        return Guidance(prior.denoiser_vjp(x, abar, problem._At(res.solution), moments=mo), mo.mean)
 
 
-def _batched_cg(matvec, rhs: torch.Tensor, iters: int, tol: float) -> torch.Tensor:
-    """Conjugate gradients for a batch of SPD systems, one per row of rhs."""
+class CGResult(NamedTuple):
+    solution: torch.Tensor   # (B, m)
+    iterations: int          # iterations taken (the same for every row)
+    residual: float          # largest relative residual ||rhs - S u|| / ||rhs|| over the rows (CG's recursion)
+
+
+def _batched_cg(matvec, rhs: torch.Tensor, iters: int, tol: float) -> CGResult:
+    """Conjugate gradients for a batch of SPD systems S u = rhs, one per row of rhs; stops when
+    every row's relative residual is at most tol or after iters iterations. A row whose
+    curvature p.Sp is not positive (a converged row at rounding level) takes no step."""
+    tiny = torch.finfo(rhs.dtype).tiny
     u = torch.zeros_like(rhs)
     res = rhs.clone()
     p = res.clone()
     rs = (res * res).sum(1, keepdim=True)
-    stop = tol * tol * rs.clamp_min(torch.finfo(rhs.dtype).tiny)
-    for _ in range(iters):
+    rs0 = rs.clamp_min(tiny)
+    stop = tol * tol * rs0
+    k = 0
+    for k in range(1, iters + 1):
         if bool((rs <= stop).all()):
+            k -= 1
             break
         Ap = matvec(p)
-        alpha = rs / (p * Ap).sum(1, keepdim=True).clamp_min(torch.finfo(rhs.dtype).tiny)
+        pAp = (p * Ap).sum(1, keepdim=True)
+        alpha = torch.where(pAp > 0, rs / pAp.clamp_min(tiny), torch.zeros_like(pAp))
         u = u + alpha * p
         res = res - alpha * Ap
         rs_new = (res * res).sum(1, keepdim=True)
-        p = res + (rs_new / rs.clamp_min(torch.finfo(rhs.dtype).tiny)) * p
+        p = res + (rs_new / rs.clamp_min(tiny)) * p
         rs = rs_new
-    return u
+    return CGResult(u, k, float((rs / rs0).sqrt().max()) if rs.numel() else 0.0)
