@@ -165,3 +165,24 @@ def test_cuda_kernels_match_the_cpu(storage, gen):
         v = torch.randn(64, 24, generator=gen)
         torch.testing.assert_close(gpu.cov_matvec(x.cuda(), abar, v.cuda()).cpu(), cpu.cov_matvec(x, abar, v),
                                    rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("storage", [None, torch.bfloat16])
+def test_one_off_passes_in_small_blocks_match_the_whole_array(storage, gen, monkeypatch):
+    """The constructor's squared norms and log_likelihoods walk ~1 MiB blocks (many blocks here):
+    the same numbers as one pass over all atoms."""
+    monkeypatch.setattr(P, "_ONE_OFF_BYTES", 8)                  # the floor: 16 atoms per block
+    atoms = torch.randn(100, 5, generator=gen, dtype=torch.float64) + 2.0
+    kw = {} if storage is None else {"storage_dtype": storage}
+    prior = fsdiag.EmpiricalPrior(atoms, device="cpu", **kw)
+    assert len(list(prior._blocks(8))) == 7
+    xc = prior.atoms.to(prior.dtype) - prior.center
+    torch.testing.assert_close(prior._sq, (xc * xc).sum(1), rtol=1e-6, atol=1e-6)
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Affine.example(5, seed=2), torch.tensor([0.3]), 0.4)
+    ll = prior.log_likelihoods(lik)
+    assert ll.dtype == torch.float64 and ll.shape == (100,)
+    torch.testing.assert_close(ll, lik.log_prob(prior.atoms.to(torch.float64)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="atoms"):
+        bad = atoms.clone()
+        bad[57, 3] = math.nan                                    # in the 4th block
+        fsdiag.EmpiricalPrior(bad, device="cpu")
