@@ -25,8 +25,8 @@ import torch
 
 from ._checks import as_tensor, check_int, make_generator
 
-__all__ = ["ImageData", "HeldOut", "hold_out", "digits", "lfw_subset", "patches", "PATCH_SOURCES",
-           "shapes", "SHAPES", "from_array", "from_png_folder", "mnist", "read_idx", "cifar10"]
+__all__ = ["ImageData", "HeldOut", "hold_out", "digits", "lfw_subset", "patches", "patch_coverage",
+           "PATCH_SOURCES", "shapes", "SHAPES", "from_array", "from_png_folder", "mnist", "read_idx", "cifar10"]
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -150,10 +150,13 @@ def hold_out(data: ImageData, n: int = 1, *, seed: int | None = None,
     return HeldOut(data.atoms[keep], data.labels[keep], truths, data.labels[held.to(data.labels.device)])
 
 
-def _equals_any(atoms: torch.Tensor, truths: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+def _equals_any(atoms: torch.Tensor, truths: torch.Tensor, max_values: int = 1 << 22) -> torch.Tensor:
     """(N,) bool: rows of atoms exactly equal to some truth, in O(N d + N log n). A random
     projection sorts the (distinct) truths; each atom is compared exactly with the truths whose
-    projection is nearest to its own (a tolerance: two matmul calls need not round alike)."""
+    projection is nearest to its own (a tolerance: two matmul calls need not round alike).
+    Atoms are projected `max_values` values at a time (a float64 copy of ~32 MB, not of all atoms:
+    at 10^6 32x32 patches a block of 2^18 rows was a 2 GB temporary)."""
+    chunk = max(1, max_values // max(atoms.shape[1], 1))
     truths = torch.unique(truths, dim=0)
     r = torch.randn(atoms.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     r = r.to(atoms.device)
@@ -201,7 +204,7 @@ PATCH_SOURCES = ("brick", "grass", "gravel", "camera", "astronaut", "coffee", "c
                  "page", "text", "clock", "cell", "chelsea", "rocket", "immunohistochemistry",
                  "hubble_deep_field", "retina")
 _DEFAULT_SOURCES = ("brick", "grass", "gravel", "camera", "astronaut", "coffee")
-_PATCH_BLOCK = 1 << 16
+_PATCH_BLOCK = 1 << 24          # values (not patches) per copied block
 
 
 @lru_cache(maxsize=None)
@@ -220,21 +223,26 @@ def _source_image(name: str, color: bool) -> np.ndarray:
     return img.astype(np.float32)[..., None]
 
 
-def patches(n: int, size: int = 8, *, sources=_DEFAULT_SOURCES, color: bool = False,
-            seed: int | None = None, generator: torch.Generator | None = None, dtype=torch.float32) -> ImageData:
-    """n size x size patches cut at uniformly random positions from scikit-image's bundled
-    images (`PATCH_SOURCES`); label = the source's index in `sources`; the classes are balanced
-    (n // len(sources), the first n % len(sources) sources one more) and shuffled.
-    Gray (1, size, size) by default, color=True (3, size, size) needs color sources.
-    Pixels in [0, 1]. Memory: the result (n C size^2 floats) plus one block of 65536 patches."""
-    n = check_int(n, "n", maximum=10 ** 8)
-    size = check_int(size, "size", maximum=4096)
+def _check_sources(sources) -> tuple[str, ...]:
     if isinstance(sources, str) or not hasattr(sources, "__iter__"):
         raise TypeError(f"sources: expected a sequence of names from PATCH_SOURCES, got {sources!r}")
     sources = tuple(sources)
     bad = [s for s in sources if s not in PATCH_SOURCES]
     if not sources or bad:
         raise ValueError(f"sources: expected names from {PATCH_SOURCES}, got {sources!r}")
+    return sources
+
+
+def patches(n: int, size: int = 8, *, sources=_DEFAULT_SOURCES, color: bool = False,
+            seed: int | None = None, generator: torch.Generator | None = None, dtype=torch.float32) -> ImageData:
+    """n size x size patches cut at uniformly random positions from scikit-image's bundled
+    images (`PATCH_SOURCES`); label = the source's index in `sources`; the classes are balanced
+    (n // len(sources), the first n % len(sources) sources one more) and shuffled.
+    Gray (1, size, size) by default, color=True (3, size, size) needs color sources.
+    Pixels in [0, 1]. Memory: the result (n C size^2 floats) plus one block of ~64 MB."""
+    n = check_int(n, "n", maximum=10 ** 8)
+    size = check_int(size, "size", maximum=4096)
+    sources = _check_sources(sources)
     if not isinstance(color, bool):
         raise TypeError(f"color: expected True or False, got {color!r}")
     dtype = _check_dtype(dtype)
@@ -243,6 +251,7 @@ def patches(n: int, size: int = 8, *, sources=_DEFAULT_SOURCES, color: bool = Fa
     labels = torch.arange(n) % len(sources)
     labels = labels[torch.randperm(n, generator=g)]
     out = torch.empty(n, c, size, size, dtype=dtype)
+    block = max(1, _PATCH_BLOCK // (c * size * size))       # patches copied per block (~64 MB)
     for k, name in enumerate(sources):
         img = torch.from_numpy(_source_image(name, color))
         h, w = img.shape[:2]
@@ -254,12 +263,44 @@ def patches(n: int, size: int = 8, *, sources=_DEFAULT_SOURCES, color: bool = Fa
         rows = torch.nonzero(labels == k).flatten()
         top = torch.randint(0, h - size + 1, (len(rows),), generator=g)
         left = torch.randint(0, w - size + 1, (len(rows),), generator=g)
-        for s in range(0, len(rows), _PATCH_BLOCK):
-            out[rows[s:s + _PATCH_BLOCK]] = windows[top[s:s + _PATCH_BLOCK], left[s:s + _PATCH_BLOCK]].to(dtype)
+        for s in range(0, len(rows), block):
+            out[rows[s:s + block]] = windows[top[s:s + block], left[s:s + block]].to(dtype)
     atoms = out.reshape(n, c * size * size)                             # rows in (C, H, W) order
     return ImageData(atoms, labels.long(), (c, size, size), (0.0, 1.0), sources,
                      f"{n} {size}x{size} {'color' if color else 'gray'} patches of scikit-image's "
                      f"{', '.join(sources)}; pixels in [0, 1]")
+
+
+def patch_coverage(n: int, size: int = 8, *, sources=_DEFAULT_SOURCES) -> dict:
+    """How much `patches(n, size, sources=sources)` repeats itself, in closed form (no patch is cut).
+
+    Source k (h x w pixels) has P = (h - size + 1)(w - size + 1) window positions and gets n_k of
+    the n patches (the balanced split of `patches`), at positions drawn uniformly with replacement.
+    Per source, and over all patches (weighted by n_k): `positions` P; `patches` n_k;
+    `repeat_fraction`, the expected fraction of the patches that repeat another's position,
+    1 - P (1 - (1 - 1/P)^n_k) / n_k (one minus the expected distinct positions per patch);
+    `neighbours`, the expected number of other patches whose position is one pixel away (in rows,
+    columns or both; the same position not counted), (n_k - 1) 2 U / P^2 with U the pairs of
+    8-neighbouring positions. A patch and its one-pixel neighbour share most of their pixels."""
+    n = check_int(n, "n", maximum=10 ** 8)
+    size = check_int(size, "size", maximum=4096)
+    sources = _check_sources(sources)
+    per = {}
+    for k, name in enumerate(sources):
+        img = _source_image(name, False)            # (h, w, 1); a color source has the same h, w
+        h, w = img.shape[:2]
+        if size > min(h, w):
+            raise ValueError(f"size: {size} exceeds the {h}x{w} source image {name!r}")
+        rows, cols = h - size + 1, w - size + 1
+        p = rows * cols
+        n_k = n // len(sources) + (k < n % len(sources))
+        pairs = rows * (cols - 1) + (rows - 1) * cols + 2 * (rows - 1) * (cols - 1)
+        distinct = p * -math.expm1(n_k * math.log1p(-1.0 / p)) if p > 1 else float(n_k > 0)
+        per[name] = {"positions": p, "patches": n_k,
+                     "repeat_fraction": 1.0 - distinct / n_k if n_k else 0.0,
+                     "neighbours": max(n_k - 1, 0) * 2 * pairs / p ** 2}
+    mean = {key: sum(v["patches"] * v[key] for v in per.values()) / n for key in ("repeat_fraction", "neighbours")}
+    return {"n": n, "size": size, "positions": sum(v["positions"] for v in per.values()), **mean, "sources": per}
 
 
 # ------------------------------------------------------------------ procedural shapes

@@ -63,6 +63,63 @@ def test_patches_are_seeded():
     assert not torch.equal(a.atoms, D.patches(24, 6, seed=4).atoms)
 
 
+def test_patches_copy_blocks_do_not_change_them(monkeypatch):
+    # the windows are copied a bounded block at a time (~64 MB): a block of a few patches gives
+    # the same atoms as one block for all
+    ref = D.patches(50, 8, seed=5)
+    monkeypatch.setattr(D, "_PATCH_BLOCK", 3 * 64)
+    small = D.patches(50, 8, seed=5)
+    assert torch.equal(ref.atoms, small.atoms) and torch.equal(ref.labels, small.labels)
+
+
+def test_patch_coverage_repeats_match_the_patches_cut():
+    # camera is 512 x 512: 508 x 508 windows have 5 x 5 = 25 positions; 20 patches drawn with
+    # replacement repeat a position with probability 1 - 25 (1 - (24/25)^20) / 20 = 0.3025
+    cov = D.patch_coverage(20, 508, sources=("camera",))
+    assert cov["positions"] == 25 and cov["sources"]["camera"]["patches"] == 20
+    p_distinct = 25 * (1 - (24 / 25) ** 20) / 20
+    assert cov["repeat_fraction"] == pytest.approx(1 - p_distinct, rel=1e-12)
+    r = torch.randn(508 * 508, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    # windows at distinct positions differ, so distinct projections count distinct positions
+    seen = [1 - torch.unique(D.patches(20, 508, sources=("camera",), seed=s).atoms.double() @ r).numel() / 20
+            for s in range(60)]
+    se = np.std(seen) / np.sqrt(len(seen))
+    assert abs(np.mean(seen) - cov["repeat_fraction"]) < 4 * se + 1e-3, (np.mean(seen), cov)
+
+
+def test_patch_coverage_neighbours_match_a_simulation():
+    # coffee is 400 x 600 (rows != columns): 398 x 398 windows have 3 x 203 positions
+    n = 50
+    cov = D.patch_coverage(2 * n, 398, sources=("coffee", "coffee"))["sources"]["coffee"]
+    rows, cols = 3, 203
+    assert cov["positions"] == rows * cols and cov["patches"] == n
+    rng = np.random.default_rng(0)
+    r, c = rng.integers(0, rows, (4000, n)), rng.integers(0, cols, (4000, n))
+    cheb = np.maximum(np.abs(r[:, :, None] - r[:, None]), np.abs(c[:, :, None] - c[:, None]))
+    per_patch = (cheb == 1).sum(-1)                     # other patches one pixel away
+    assert cov["neighbours"] == pytest.approx(per_patch.mean(), rel=0.05)
+    same = (cheb == 0).sum(-1) - 1                      # others at the same position
+    distinct = np.array([len(set(zip(a, b))) for a, b in zip(r, c)])
+    assert cov["repeat_fraction"] == pytest.approx(1 - distinct.mean() / n, abs=0.01)
+    assert same.mean() > 0 and cov["neighbours"] > 0
+
+
+def test_patch_coverage_grows_with_n_and_validates():
+    small, big = (D.patch_coverage(n, 32, sources=("brick", "moon")) for n in (1000, 100000))
+    assert 0 < small["repeat_fraction"] < big["repeat_fraction"] < 1
+    assert small["neighbours"] < big["neighbours"]
+    assert big["positions"] == 2 * 481 ** 2
+    # the balanced split of `patches`: 3 patches over 2 sources gives 2 and 1
+    odd = D.patch_coverage(3, 8, sources=("brick", "moon"))["sources"]
+    assert (odd["brick"]["patches"], odd["moon"]["patches"]) == (2, 1)
+    assert odd["moon"]["repeat_fraction"] == 0.0 and odd["moon"]["neighbours"] == 0.0
+    for bad, name in [(lambda: D.patch_coverage(0), "n"), (lambda: D.patch_coverage(5, 600, sources=("brick",)), "size"),
+                      (lambda: D.patch_coverage(5, sources=("lena",)), "sources"),
+                      (lambda: D.patch_coverage(5, sources="brick"), "sources")]:
+        with pytest.raises((ValueError, TypeError), match=f"^{name}: "):
+            bad()
+
+
 def test_shapes():
     data = D.shapes(50, 12, seed=0)
     check(data, 50, (1, 12, 12), 5)
@@ -116,6 +173,17 @@ def test_hold_out_never_returns_a_truth_among_the_atoms():
         for t, lab in zip(truths, truth_labels):
             i = int(np.nonzero((rows == t.numpy()).all(1))[0][0])
             assert int(lab) == i % 3
+
+
+def test_hold_out_projects_atoms_in_bounded_blocks():
+    # _equals_any projects a block of atoms at a time: blocks of one row or of all rows agree
+    data = D.patches(300, 8, sources=("brick",), seed=2)          # ~ 1% repeated positions
+    truths = data.atoms[:7]
+    ref = D._equals_any(data.atoms, truths)
+    assert torch.equal(ref, D._equals_any(data.atoms, truths, max_values=64))
+    assert torch.equal(ref, D._equals_any(data.atoms, truths, max_values=1))
+    assert bool(ref[:7].all())
+    assert torch.equal(ref, (data.atoms[:, None] == truths[None]).all(-1).any(1))
 
 
 def test_split_is_seeded_and_builds_a_prior():
