@@ -178,7 +178,7 @@ def test_one_off_passes_in_small_blocks_match_the_whole_array(storage, gen, monk
     assert len(list(prior._blocks(8))) == 7
     xc = prior.atoms.to(prior.dtype) - prior.center
     torch.testing.assert_close(prior._sq, (xc * xc).sum(1), rtol=1e-6, atol=1e-6)
-    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Affine.example(5, seed=2), torch.tensor([0.3]), 0.4)
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Affine.example(5, seed=2), torch.tensor([0.3, -0.2]), 0.4)
     ll = prior.log_likelihoods(lik)
     assert ll.dtype == torch.float64 and ll.shape == (100,)
     torch.testing.assert_close(ll, lik.log_prob(prior.atoms.to(torch.float64)), rtol=0, atol=0)
