@@ -35,6 +35,8 @@ def _case(name):
         atoms = torch.randn(7, 2, generator=g, dtype=torch.float64)
         weights = torch.rand(7, generator=g, dtype=torch.float64) + 0.2
         sizes = (5, 2)
+        if name == "uneven":     # one atom on both shards: exact ties across shards (lowest index
+            atoms[6], weights[6] = atoms[1], weights[1]        # wins; independent Gumbel noise)
         if name == "zero":
             weights[:2] = 0.0
             sizes = (2, 5)
@@ -44,13 +46,18 @@ def _case(name):
         weights = None
         sizes = (4, 2)
         lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([0.3]), 0.8)
+    elif name == "twin":     # equal shards holding the same atoms: the shards' noise must differ
+        atoms = torch.tensor([[-1.0], [0.5], [-1.0], [0.5]], dtype=torch.float64)
+        weights = None
+        sizes = (2, 2)
+        lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([0.1]), 1.0)
     else:
         raise KeyError(name)
     x = torch.randn(40, atoms.shape[1], generator=g, dtype=torch.float64) * 1.5
     return atoms, weights, lik, x, sizes
 
 
-CASES = ("even", "uneven", "zero", "tiny")
+CASES = ("even", "uneven", "zero", "tiny", "twin")
 
 
 def _vectors(x, k=3):
@@ -218,7 +225,7 @@ def test_zero_mass_shard_contributes_nothing(sharded):
         assert bool((prior_draw >= sizes[0]).all()) and bool((cond_draw >= sizes[0]).all())
 
 
-@pytest.mark.parametrize("name", ["even", "uneven", "zero"])
+@pytest.mark.parametrize("name", ["even", "uneven", "zero", "twin"])
 def test_sample_every_method_matches_one_process(sharded, name):
     whole, lik, _, _, _ = _whole(name)
     runs = sharded[0][name]["runs"]
@@ -246,7 +253,7 @@ def _binomial_bound(counts, p, n):
     assert scipy.stats.chi2.sf(stat, int(pos.sum()) - 1) > 1e-5, stat
 
 
-@pytest.mark.parametrize("name", ["uneven", "zero", "tiny"])
+@pytest.mark.parametrize("name", ["uneven", "zero", "tiny", "twin"])
 def test_gumbel_draws_follow_the_responsibilities(sharded, name):
     whole, _, _, _, ll = _whole(name)
     xq = torch.full((1, whole.dim), 0.2, dtype=torch.float64)
