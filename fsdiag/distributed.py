@@ -45,8 +45,10 @@ Every rank then holds the same particles. Sharded, so a ShardedPrior is a drop-i
   all ranks, concatenated in rank order, are one process's matrix).
 
 `n_atoms`, `atoms`, `labels` are this shard's (`offset` is its first global index, `n_total`
-the number of atoms in all); `weights` are this shard's atoms' pi_i, normalised over all shards.
-Every method is a collective: all ranks must call it together with the same queries.
+the number of atoms in all, `sizes` every shard's count); `weights` are this shard's atoms' pi_i,
+normalised over all shards. Every method is a collective: all ranks must call it together with
+the same queries. Not sharded: the judges (`fsdiag.evaluate`, `diagnose`) index `atoms` and
+`labels` with global indices; run them on one process with an `EmpiricalPrior` of all atoms.
 """
 from __future__ import annotations
 
