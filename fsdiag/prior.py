@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -49,12 +50,151 @@ _MIN_CHUNK = 64
 # constructor peaked 39 MiB and the per-atom log-likelihoods (2048-atom float64 blocks) 177 MiB
 # of RSS above the atoms. Small blocks bound what can pile up; speed is unchanged (O(N d) work).
 _ONE_OFF_BYTES = 1 << 20
-# The fused route (EmpiricalPrior._flash_pass): torch's CPU flash-attention kernel, with its
-# log-sum-exp output so chunks merge exactly; None where this torch lacks it (then torch ops).
-_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-# Atoms per flash call: the scratch keys (chunk x (d + 2)) stay ~13 MB at d = 784 (float32).
+# Atoms per fused call: the scratch keys (chunk x (d + 2)) stay ~13 MB at d = 784 (float32).
 _FLASH_ATOMS = 4096
 _FLASH_MIN_ATOMS = 128
+
+
+# ---------------------------------------------------------------------------- fused route
+# The fused route (EmpiricalPrior._flash_pass) runs an attention kernel that returns its
+# per-query log-sum-exp, so chunks (and shards) merge exactly. One kernel per device type:
+#
+# cpu:  aten::_scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p=0.,
+#       is_causal=False, *, attn_mask=None, scale=None) -> (output, logsumexp); float32 and
+#       float64; the value width must equal the query width (else a slower path), so V = K.
+#       Measured on this CPU: 91% of the matmul peak at MNIST size, and the fastest route at d = 1.
+# cuda: aten::_scaled_dot_product_efficient_attention(query, key, value, attn_bias?,
+#       bool compute_log_sumexp, dropout_p=0., is_causal=False, *, scale=None)
+#       -> (output, log_sumexp, philox_seed, philox_offset)   (native_functions.yaml; the schema
+#       is printed by torch.ops.aten._scaled_dot_product_efficient_attention.default._schema).
+#       Facts from pytorch's sources (not run here: no GPU in the session that wrote this):
+#       - aten/src/ATen/native/transformers/cuda/attention.cu, _efficient_attention_forward:
+#         logsumexp = at::empty({B, num_heads, ceil_div(max_seqlen_q, kAlignLSE) * kAlignLSE},
+#         float32): the LSE is float32 and padded along the queries to a multiple of 32
+#         (kAlignLSE), hence the slice [..., :M] below; natural log, the scale included
+#         (mem_eff_attention/kernel_forward.h stores mi / log2(e) + log(s_prime)).
+#       - _scaled_dot_product_efficient_attention_cuda takes (B, H, M, K), transposes to
+#         (B, M, H, K) for the kernel and the output back to (B, H, M, Kv).
+#       - aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, check_head_dim_size_mem_efficient:
+#         q/k/v last dims divisible by minimum_gemm_alignment (4 for float32 on sm80+, 8 for
+#         16-bit types): the key width d + 1 (+ 1) is padded with zero columns to a multiple of
+#         8 (zero columns in q and k add nothing to the logits; their outputs are dropped).
+#         Head dims above 128 run the kernels without kSingleValueIteration (any K up to 65536).
+#       - dtypes float32 / float16 / bfloat16 (bfloat16 from sm80). Only float32 is used: the
+#         logits a x.x_i / b^2 + bias_i are differences of terms up to ~1e6 at small b, which a
+#         16-bit query would round to nonsense; 16-bit atom storage is widened per chunk to
+#         float32 before the kernel, as in every route. float64 has no fused CUDA kernel.
+#       - _scaled_dot_product_flash_attention (CUDA) takes float16 / bfloat16 only and head
+#         dims <= 256 (check_head_dim_size_flash): not usable here, for the same reason.
+# Nobody has run the CUDA kernel through this code yet, so "auto" uses a kernel only after a
+# one-time self-check per (device, dtype, key width) against torch ops (_fused_self_check).
+
+
+def _flash_cpu(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out, lse = _FLASH(q, k, k, scale=1.0)[:2]
+    return out, lse
+
+
+def _efficient_cuda(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, k, None, True, scale=1.0)[:2]
+    return out, lse
+
+
+class _Fused(NamedTuple):
+    """A fused attention kernel for one device type. call(q (1, 1, M, W), k (1, 1, n, W)) returns
+    (softmax(q k^T) k of shape (1, 1, M, W), its natural-log log-sum-exp (1, 1, >= M)), V = K."""
+
+    call: object
+    align: int                  # the key width is padded with zero columns to a multiple of this
+    dtypes: tuple               # compute dtypes the kernel takes ("auto" skips others silently)
+    max_width: int | None       # "auto" uses it up to this padded key width (None: any width)
+
+
+_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+# CUDA: "auto" only up to a padded key width of 128, where the kernel keeps a query's whole
+# output row on chip (kSingleValueIteration) and the torch-ops route is bound by memory traffic:
+# a dozen elementwise passes (logits, max, exp, sums) over each B x chunk block in global memory
+# against one fused pass. Wider keys (images) make both routes compute-bound matmuls, where
+# cuBLAS is the safe default until `python benchmarks/bench_fsr.py --task cuda` shows otherwise.
+_CUDA_FUSED_MAX_WIDTH = 128
+_FUSED: dict[str, _Fused] = {}
+if _FLASH is not None:
+    _FUSED["cpu"] = _Fused(_flash_cpu, 1, (torch.float32, torch.float64), None)
+if hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention"):
+    _FUSED["cuda"] = _Fused(_efficient_cuda, 8, (torch.float32,), _CUDA_FUSED_MAX_WIDTH)
+# Self-check outcomes: (device, dtype, key width, kernel) -> None (passed) or why it failed.
+_FUSED_CHECKED: dict[tuple, str | None] = {}
+_FUSED_LOCK = threading.Lock()
+_ROUTES = ("auto", "flash", "torch")
+
+
+def _fused_width(d: int, has_ll: bool, align: int) -> int:
+    """Key width [x - c, bias, (l)] padded with zero columns to a multiple of `align`."""
+    w = d + 1 + has_ll
+    return -(-w // align) * align
+
+
+def _fused_self_check(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> str | None:
+    """Run the fused kernel and torch ops on a small random problem on `device` (300 atoms in
+    chunks of 128, so merges are exercised; both heads); None if they agree, else why not."""
+    try:
+        with threads_for(0):         # one CPU thread: a tiny problem (2 threads spin on a busy machine)
+            return _fused_compare(device, dtype, d, has_ll)
+    except Exception as err:         # any failure of an untested kernel means: do not use it
+        first = str(err).splitlines()[0] if str(err) else ""
+        return f"it raised {type(err).__name__}: {first}"
+
+
+def _fused_compare(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> str | None:
+    g = torch.Generator().manual_seed(0)
+    # atoms ~ 1 + N(0, 4/d): distances O(1) at any d, so at abar = 0.05 the responsibilities
+    # spread over ~250 of the 300 atoms (a wrong weighted sum shows) and at 0.64 over ~2 for
+    # d >= 128 (sharp); the offset checks the centring.
+    atoms = 1.0 + torch.randn(300, d, generator=g, dtype=torch.float64) * (2.0 / math.sqrt(d))
+    u = (atoms - 1.0).sum(1) / (2.0 * math.sqrt(d))                   # ~ N(0, 1) per atom
+    ll = -(u - 0.5) ** 2 if has_ll else None
+    heads = (False, True) if has_ll else (False,)
+    x = 0.8 * atoms[:16] + 0.6 * torch.randn(16, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+    tiny = EmpiricalPrior(atoms.to(dtype), device=device, chunk_size=128)
+    x = x.to(dtype=dtype, device=device)
+    # float32: the two routes agree to ~1e-6 here (the CPU kernel); a kernel 0.5% off in its
+    # weighted sums, or one that applies its default scale 1/sqrt(W), fails.
+    tol = 1e-4 if dtype != torch.float64 else 1e-10
+    for abar in (0.64, 0.05):
+        a, b2 = math.sqrt(abar), 1.0 - abar
+        lli = None if ll is None else tiny._log_lik(ll.to(device))[0]
+        xq = x - a * tiny.center
+        lf, mf = tiny._flash_pass(xq, a, b2, lli, heads)
+        lt, mt = tiny._torch_pass(xq, a, b2, lli, heads)
+        if lf.shape != lt.shape or mf.shape != mt.shape:
+            return (f"it returned shapes {tuple(lf.shape)}, {tuple(mf.shape)}; expected "
+                    f"{tuple(lt.shape)}, {tuple(mt.shape)}")
+        err = max(float((lf - lt).abs().max()) / (1 + float(lt.abs().max())),
+                  float((mf - mt).norm() / mt.norm().clamp_min(torch.finfo(dtype).tiny)))
+        if not err <= tol:           # (NaN fails too)
+            return f"it disagrees with torch ops by {err:.3g} (relative; tolerance {tol:g})"
+    return None
+
+
+def _fused_usable(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> bool:
+    """Whether "auto" may use the fused kernel here: one self-check per (device, dtype, key
+    width, kernel), cached; a failure warns once and falls back to torch ops for good."""
+    op = _FUSED.get(device.type)
+    if op is None or dtype not in op.dtypes:
+        return False
+    key = (str(device), dtype, _fused_width(d, has_ll, op.align), op)
+    with _FUSED_LOCK:
+        if key not in _FUSED_CHECKED:
+            _FUSED_CHECKED[key] = _fused_self_check(device, dtype, d, has_ll)
+            if _FUSED_CHECKED[key] is not None:
+                _warn_fused(key, _FUSED_CHECKED[key])
+    return _FUSED_CHECKED[key] is None
+
+
+def _warn_fused(key: tuple, why: str) -> None:
+    warnings.warn(f"fsdiag: the fused attention route on {key[0]} ({key[1]}, key width {key[2]}) "
+                  f"is not used: {why}; the kernels use torch ops there (same results, slower)",
+                  RuntimeWarning, stacklevel=4)
 _STORAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -275,24 +415,37 @@ class EmpiricalPrior:
     def _bias(self, sl: slice, a: float, b2: float) -> torch.Tensor:
         return self.log_weights[sl] - (a * a / (2 * b2)) * self._sq[sl]
 
-    def _use_flash(self, x: torch.Tensor) -> bool:
-        # (an empty batch crashes the flash kernel: integer division by zero)
-        # Below ~128 atoms the flash kernel's fixed cost per call (padded blocks) loses to torch ops.
-        return (_FLASH is not None and self.device.type == "cpu" and not x.requires_grad and x.shape[0] > 0
-                and self.n_atoms >= _FLASH_MIN_ATOMS)
+    def _use_flash(self, x: torch.Tensor, has_ll: bool = False) -> bool:
+        """Route "auto": the fused kernel where one exists for this device and dtype, where it is
+        expected to win (_Fused.max_width; on the CPU at any width), and where its self-check
+        passed. Not under autograd (its backward is slow and less accurate), not for an empty
+        batch (it crashes the CPU kernel), not below ~128 atoms (its fixed cost per call loses)."""
+        op = _FUSED.get(self.device.type)
+        if (op is None or x.requires_grad or x.shape[0] == 0 or self.n_atoms < _FLASH_MIN_ATOMS
+                or self.dtype not in op.dtypes):
+            return False
+        if op.max_width is not None and _fused_width(self.dim, has_ll, op.align) > op.max_width:
+            return False
+        return _fused_usable(self.device, self.dtype, self.dim, has_ll)
 
     def _flash_pass(self, xq: torch.Tensor, a: float, b2: float, ll: torch.Tensor | None,
                     heads: tuple[bool, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fused route: torch's CPU flash-attention kernel (one pass over each block: logits,
-        running max, exp, sum and the weighted sum of values, vectorised in C++) on queries
-        Q = [xq a/b^2, 1, h] and keys = values = [x^(i) - c, bias_i, l_i] (the bias folded into
-        extra key columns; h = 1 adds the log-likelihood). Chunks of atoms are merged exactly
-        from each call's log-sum-exp. Returns log_norm (H, B) and centred means (H, B, d)."""
+        """The fused route: an attention kernel (one pass over each block: logits, running max,
+        exp, sum and the weighted sum of values, on chip) on queries Q = [xq a/b^2, 1, h, 0...]
+        and keys = values = [x^(i) - c, bias_i, l_i, 0...] (the bias folded into extra key
+        columns; h = 1 adds the log-likelihood; zero columns pad the width to the kernel's
+        alignment). 16-bit atoms are widened into the float32 keys. Chunks of atoms are merged
+        exactly from each call's log-sum-exp. Returns log_norm (H, B) and centred means (H, B, d)."""
+        op = _FUSED.get(self.device.type)
+        if op is None:
+            raise ValueError(f"route: no fused attention kernel for device {self.device} in this torch "
+                             f"({torch.__version__}); use route='torch' or 'auto'")
         B, d = xq.shape
         H = len(heads)
-        width = d + 1 + (ll is not None)
+        used = d + 1 + (ll is not None)
+        width = _fused_width(d, ll is not None, op.align)
         lo = -torch.finfo(self.dtype).max / 8    # finite: a chunk of zero-weight atoms must not give -inf - -inf
-        q = xq.new_empty(H * B, width)
+        q = xq.new_zeros(H * B, width)
         for h, cond in enumerate(heads):
             rows = q[h * B:(h + 1) * B]
             torch.mul(xq, a / b2, out=rows[:, :d])
@@ -301,6 +454,8 @@ class EmpiricalPrior:
                 rows[:, d + 1] = float(cond)
         size = max(_MIN_CHUNK, min(self.chunk_size, _FLASH_ATOMS))
         keys = self._scratch(min(size, self.n_atoms) * width).view(-1, width)
+        if width > used:
+            keys[:, used:] = 0.0                 # the buffer is shared with other widths
         q4 = q[None, None]
         run_lse = acc = None
         for s in range(0, self.n_atoms, size):
@@ -310,9 +465,9 @@ class EmpiricalPrior:
             torch.clamp(self._bias(sl, a, b2), min=lo, out=k[:, d])
             if ll is not None:
                 torch.clamp(ll[sl], min=lo, out=k[:, d + 1])
-            k4 = k[None, None]
-            out, lse = _FLASH(q4, k4, k4, scale=1.0)[:2]
-            out, lse = out[0, 0, :, :d], lse[0, 0].to(self.dtype)
+            out, lse = op.call(q4, k[None, None])
+            # (the CUDA kernel pads its LSE along the queries to a multiple of 32)
+            out, lse = out[0, 0, :, :d], lse[0, 0, :H * B].to(self.dtype)
             if run_lse is None:
                 run_lse, acc = lse, out.clone()
             else:
@@ -349,14 +504,26 @@ class EmpiricalPrior:
     def _reduce(self, x: torch.Tensor, abar, log_lik, heads: tuple[bool, ...], *, route: str = "auto"):
         """log_norm (H, B) and Tweedie means (H, B, d) for each head (True: with the likelihood),
         plus the likelihood's shift. route: "auto", "flash" or "torch" (tests compare them)."""
+        if route not in _ROUTES:
+            raise ValueError(f"route: expected one of {_ROUTES}, got {route!r}")
         _, a, b2 = _check_abar(abar)
         ll, shift = (None, 0.0) if log_lik is None else self._log_lik(log_lik)
         xq = x - a * self.center
-        flash = self._use_flash(x) if route == "auto" else route == "flash"
+        flash = self._use_flash(x, ll is not None) if route == "auto" else route == "flash"
         with threads_for(len(heads) * x.shape[0] * self.n_atoms * self.dim):
-            if flash:
+            log_norm = None
+            if flash and route == "auto":
+                try:
+                    log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
+                except RuntimeError as err:   # a kernel that passed its self-check fails here: fall back for good
+                    op = _FUSED[self.device.type]
+                    key = (str(self.device), self.dtype, _fused_width(self.dim, ll is not None, op.align), op)
+                    with _FUSED_LOCK:
+                        _FUSED_CHECKED[key] = f"it raised {type(err).__name__} at batch {x.shape[0]}, {self.n_atoms} atoms"
+                    _warn_fused(key, _FUSED_CHECKED[key])
+            elif flash:
                 log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
-            else:
+            if log_norm is None:
                 log_norm, mean = self._torch_pass(xq, a, b2, ll, heads)
         mean = mean + self.center
         _check_result("x", log_norm, mean)
