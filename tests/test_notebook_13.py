@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import assert_rejected, check_page_outputs, check_verdict, run_notebook
+from conftest import ROOT, assert_rejected, check_page_outputs, check_verdict, run_notebook
 
 NB = "13_imaging.ipynb"
 TINY = dict(operators=["inpainting", "fourier_magnitude"], n_particles=32, n_steps=20, n_patches=300,
@@ -94,6 +94,54 @@ def test_growth_sweep_and_verdict(metrics):
     assert rows["exact sampler: largest TV over classes above the 95% Monte Carlo quantile"]["holds"]
     assert rows["largest mass an approximation puts on classes the exact posterior rules out"]["holds"]
     assert v["status"] in {"supported", "partly supported"}
+
+
+def gpu_profile() -> dict:
+    """The chapter's parameters in the gpu profile of notebooks/profiles.yml (defaults included)."""
+    from fsdiag.regenerate import expand
+    return dict(expand("gpu", only=["13_imaging"])[0].params)
+
+
+# The gpu profile's code path on the CPU: every parameter of the profile (32x32 patches, TMPD's CG
+# iterations, all operators and methods) except the counts, which are tiny.
+GPU_COUNTS = dict(n_patches=400, sweep_sizes=[300, 1000], n_particles=16, n_steps=10, sweep_particles=16,
+                  sweep_steps=10, n_candidates=5, device="cpu", n_threads=1)
+
+
+def test_gpu_profile_names_only_parameters_of_the_chapter():
+    from fsdiag.regenerate import notebook_parameters
+    p = gpu_profile()
+    assert p["patch_size"] == 32 and max(p["sweep_sizes"]) == 10 ** 6 and p["device"] == "cuda"
+    assert set(p) <= set(notebook_parameters(ROOT / "notebooks" / NB))
+    assert set(GPU_COUNTS) <= set(notebook_parameters(ROOT / "notebooks" / NB))
+
+
+@pytest.mark.notebooks
+def test_gpu_profile_code_path_runs_on_the_cpu_at_tiny_counts(tmp_path):
+    from fsdiag.data import patch_coverage
+    profile = gpu_profile()
+    params = {**profile, **GPU_COUNTS}
+    m = run_notebook(NB, tmp_path, **params)
+    check_page_outputs(tmp_path, NB, FIGURES)
+    for key in set(profile) - set(GPU_COUNTS):            # everything but the counts is the profile's
+        assert m["params"].get(key, profile[key]) == profile[key], key
+    ops = m["params"]["operators"]
+    assert set(m["problems"]) == {f"{d}/{op}" for d in ("digits", "textures") for op in ops}
+    for op in ops:
+        truth = np.asarray(m["problems"][f"textures/{op}"]["truth"])
+        assert truth.shape == (1, 32, 32)
+        runs = m["problems"][f"textures/{op}"]["methods"]
+        assert len(runs["exact sampler"]["times"]) == len(runs["exact sampler"]["blur"]) >= 2
+        for name, r in runs.items():
+            assert np.isfinite([r["tv_modes"], r["mean_rmse"], r["std_ratio"], r["excluded_mass"]]).all(), (op, name)
+    assert m["sweep"]["sizes"] == [300, 1000] and all(np.isfinite(m["sweep"]["ess"]))
+    # the overlap of the texture pool (the largest N plus the held-out candidates), in closed form
+    pool = max(GPU_COUNTS["n_patches"], *GPU_COUNTS["sweep_sizes"]) + GPU_COUNTS["n_candidates"]
+    assert set(m["texture_coverage"]) == {"400", str(pool)}
+    expect = patch_coverage(pool, 32, sources=m["params"]["textures"])
+    assert m["texture_coverage"][str(pool)]["repeat_fraction"] == pytest.approx(expect["repeat_fraction"])
+    assert m["texture_coverage"][str(pool)]["neighbours"] == pytest.approx(expect["neighbours"])
+    check_verdict(m["verdict"])
 
 
 @pytest.mark.notebooks
