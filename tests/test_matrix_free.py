@@ -185,10 +185,13 @@ def test_auto_keeps_the_dense_path_on_book_sized_problems(gen):
     small = [problem_for(op, 64, gen=gen) for op in (imaging.Inpainting(digits), imaging.GaussianBlur(digits),
                                                       imaging.Downsampling(digits), imaging.BoxInpainting(digits))]
     small += [Problem.build(*three_atoms()), problem_for(fsdiag.forward.Identity(), 784, n=3, gen=gen),
-              problem_for(imaging.GaussianBlur((1, 32, 32)), 1024, n=3, gen=gen)]   # the GPU profile's 32 x 32
+              problem_for(imaging.GaussianBlur((1, 32, 32)), 1024, n=3, gen=gen),   # the GPU profile's 32 x 32
+              problem_for(imaging.GaussianBlur((3, 32, 32)), 3072, n=3, gen=gen),
+              problem_for(imaging.Downsampling((1, 64, 64)), 4096, n=3, gen=gen)]     # the largest matrix_for builds
     assert all(PiGDM().uses_dense(p) for p in small)
-    large = [problem_for(imaging.GaussianBlur((3, 32, 32)), 3072, n=3, gen=gen),
-             problem_for(imaging.Inpainting((3, 64, 64)), 12288, n=3, gen=gen)]
+    large = [problem_for(imaging.BoxInpainting((1, 65, 64), (0, 0, 1, 1), keep_box=True), 4160, n=3, gen=gen),
+             problem_for(imaging.Inpainting((3, 64, 64)), 12288, n=3, gen=gen),
+             problem_for(fsdiag.forward.Affine(torch.ones(4097, 2)), 2, n=3, gen=gen)]
     assert not any(PiGDM().uses_dense(p) for p in large)
     # "auto" on a small problem is the dense path, bit for bit
     problem, x = small[1], torch.randn(5, 64, generator=gen, dtype=torch.float64)
