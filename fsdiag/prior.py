@@ -252,11 +252,17 @@ class EmpiricalPrior:
     accumulate in float32 or better; the error is that of rounding the atoms themselves:
     `python benchmarks/bench_fsr.py --task storage` measures it against float64);
     center: the point the kernels centre the atoms at (default their mean; a sharded prior
-    passes the mean over all shards so that every shard's log-normaliser drops the same term).
+    passes the mean over all shards so that every shard's log-normaliser drops the same term);
+    route: how the Tweedie-mean kernels run: "auto" (default: a fused attention kernel where one
+    exists, is expected to be faster and passed its self-check, else torch ops), "flash" (the
+    fused kernel, forced) or "torch" (torch ops); the attribute `route` may be set later.
     """
 
     def __init__(self, atoms, weights=None, labels=None, *, device="auto", dtype=None,
-                 chunk_size: int | None = None, storage_dtype=None, center=None):
+                 chunk_size: int | None = None, storage_dtype=None, center=None, route: str = "auto"):
+        if route not in _ROUTES:
+            raise ValueError(f"route: expected one of {_ROUTES}, got {route!r}")
+        self.route = route
         dev = resolve_device(device)
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
@@ -503,7 +509,10 @@ class EmpiricalPrior:
 
     def _reduce(self, x: torch.Tensor, abar, log_lik, heads: tuple[bool, ...], *, route: str = "auto"):
         """log_norm (H, B) and Tweedie means (H, B, d) for each head (True: with the likelihood),
-        plus the likelihood's shift. route: "auto", "flash" or "torch" (tests compare them)."""
+        plus the likelihood's shift. route: "auto" (the prior's own `route`), "flash" or "torch"
+        (tests compare them)."""
+        if route == "auto":
+            route = getattr(self, "route", "auto")      # (a subclass may skip __init__'s attribute)
         if route not in _ROUTES:
             raise ValueError(f"route: expected one of {_ROUTES}, got {route!r}")
         _, a, b2 = _check_abar(abar)

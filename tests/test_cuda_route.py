@@ -222,3 +222,22 @@ def test_cuda_routes_and_storage_match_float64(storage, route, d, gen):
     run = fsdiag.sample(prior, fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), atoms[1].double().cpu(), 0.5),
                         method="fsr", n_particles=32, n_steps=5, progress=False, seed=0)
     assert run.samples.device.type == "cuda" and bool(torch.isfinite(run.samples).all())
+
+
+@needs_flash
+def test_the_priors_route_keyword_picks_the_route_for_auto(gen, monkeypatch):
+    kernel = install(monkeypatch, flash)
+    atoms = torch.randn(300, 4, generator=gen)
+    with pytest.raises(ValueError, match="route"):
+        fsdiag.EmpiricalPrior(atoms, route="cuda", device="cpu")
+    x = torch.randn(20, 4, generator=gen)
+    forced_torch = fsdiag.EmpiricalPrior(atoms, route="torch", chunk_size=128, device="cpu")
+    m_torch = forced_torch.denoise(x, 0.4)
+    assert kernel.calls == 0 and P._FUSED_CHECKED == {}
+    forced_flash = fsdiag.EmpiricalPrior(atoms, route="flash", chunk_size=128, device="cpu")
+    m_flash = forced_flash.denoise(x, 0.4)
+    assert kernel.calls == 3 and P._FUSED_CHECKED == {}     # 300 atoms in 128-atom chunks: no self-check
+    torch.testing.assert_close(m_flash, m_torch, rtol=2e-4, atol=2e-5)
+    forced_flash.route = "torch"
+    forced_flash.denoise(x, 0.4)
+    assert kernel.calls == 3
