@@ -5,6 +5,7 @@
     python benchmarks/bench_fsr.py --task gmm           # the paper code's gmm task, fsdiag vs the paper code's way
     python benchmarks/bench_fsr.py --task mnist         # fsdiag.sample at MNIST size vs the matmul peak; peak memory
     python benchmarks/bench_fsr.py --task storage       # float16/bfloat16 atom storage: error against float64
+    python benchmarks/bench_fsr.py --task cuda          # on a GPU: routes x storage at three sizes (< 3 min, H200)
 
 Tasks gmm, mnist and storage run on --threads threads (default 1: the machine is shared).
 
@@ -240,6 +241,133 @@ def storage_worker(args) -> dict:
     return out
 
 
+def _cuda_cases(args):
+    """(name, atoms N, dim d, particles B, (fewer, more) steps) of the cuda task."""
+    return [("gmm", args.gmm_atoms, 1, args.gmm_particles, (5, 45)),
+            ("mnist", 60000, 784, 256, (2, 12)),
+            ("1e6x1024", 10 ** 6, 1024, 256, (1, 5))]
+
+
+def cuda_worker(args) -> dict:
+    """fsdiag.sample(method="fsr") on a CUDA device, per step, for three problems: the paper code's
+    gmm task (d = 1, 1024 atoms, 4096 particles), MNIST size (60000 x 784 synthetic pixels, 256
+    particles, half the pixels observed) and 10^6 atoms of 32x32 (d = 1024, 256 particles); each
+    with the kernels' route forced to torch ops and to the fused kernel (efficient attention), and
+    the atoms stored in float32 and bfloat16 (widened to float32 per chunk). A step's time is the
+    difference of two whole sample calls with fewer and more steps (setup cancels), best of
+    --rounds; its share of the matmul peak counts 4 B N d flops against a plain (B x d) @ (d x N)
+    float32 matmul timed in the same run. Then the Tweedie mean's error against float64 at MNIST
+    size for float32, bfloat16 and float16 storage on both routes, and which route "auto" picks.
+    Returns {} (the caller prints why) without a CUDA device."""
+    if not torch.cuda.is_available():
+        return {}
+    import fsdiag
+    from fsdiag import prior as P
+    from fsdiag.testbeds import GaussianMixture
+
+    dev = torch.device("cuda")
+    t_start = time.perf_counter()
+    print(f"device {torch.cuda.get_device_name(dev)}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+          f"TF32 matmul allowed: {torch.backends.cuda.matmul.allow_tf32}", flush=True)
+    rows = {}
+
+    def timed(fn):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for name, N, d, B, (s1, s2) in _cuda_cases(args):
+        if time.perf_counter() - t_start > args.cuda_budget_s:
+            print(f"{name}: skipped (past --cuda-budget-s {args.cuda_budget_s:g} s)", flush=True)
+            continue
+        g = torch.Generator(device=dev).manual_seed(0)
+        if name == "gmm":
+            mix = GaussianMixture([0.3, 0.7], [[-2.0], [2.0]], [0.25, 0.25], dtype=torch.float64)
+            atoms = mix.sample(N, torch.Generator().manual_seed(0)).to(dev, torch.float32)
+            lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([1.0], dtype=torch.float64), 0.5)
+        else:
+            atoms = torch.rand(N, d, generator=g, device=dev)
+            mask = torch.rand(d, generator=torch.Generator().manual_seed(0)) < 0.5
+            y = atoms[0, mask.to(dev)].double().cpu() + 0.1 * torch.randn(int(mask.sum()), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+            lik = fsdiag.GaussianLikelihood(fsdiag.forward.Mask(mask), y, 0.1)
+        xa = torch.randn(B, d, generator=g, device=dev)
+        mm_out = torch.empty(B, N, device=dev)
+        timed(lambda: torch.matmul(xa, atoms.T, out=mm_out))
+        mm = min(timed(lambda: torch.matmul(xa, atoms.T, out=mm_out)) for _ in range(5))
+        del mm_out
+        peak = 2.0 * B * N * d / mm
+        rows[f"{name}_matmul_tflops"] = peak / 1e12
+        step = {}
+        for storage in ("float32", "bfloat16"):
+            kw = {} if storage == "float32" else {"storage_dtype": torch.bfloat16}
+            prior = fsdiag.EmpiricalPrior(atoms, device=dev, **kw)
+            for route in ("torch", "flash"):
+                prior.route = route
+                try:
+                    run = lambda k: fsdiag.sample(prior, lik, method="fsr", n_particles=B, n_steps=k,  # noqa: E731
+                                                  record=0, progress=False, seed=1)
+                    run(s1)                                                   # warm-up
+                    t = [min(timed(lambda: run(k)) for _ in range(args.rounds)) for k in (s1, s2)]
+                    step[storage, route] = (t[1] - t[0]) / (s2 - s1)
+                except Exception as err:   # noqa: BLE001 - report and go on with the next
+                    print(f"{name} {storage} {route}: FAILED {type(err).__name__}: {err}", flush=True)
+                    continue
+                ms = 1e3 * step[storage, route]
+                share = 4.0 * B * N * d / step[storage, route] / peak
+                rows[f"{name}_{storage}_{route}_ms_per_step"] = ms
+                rows[f"{name}_{storage}_{route}_share_of_matmul"] = share
+                print(f"{name:9s} {storage:8s} {route:5s} {ms:9.3f} ms/step  {share:6.1%} of the matmul peak "
+                      f"({peak / 1e12:.1f} TFLOP/s)", flush=True)
+            prior.route = "auto"
+            rows[f"{name}_{storage}_auto_picks_fused"] = float(prior._use_flash(xa, True))
+            del prior
+            if (storage, "torch") in step and (storage, "flash") in step:
+                rows[f"{name}_{storage}_fused_speedup"] = step[storage, "torch"] / step[storage, "flash"]
+        for route in ("torch", "flash"):
+            if ("float32", route) in step and ("bfloat16", route) in step:
+                rows[f"{name}_{route}_bf16_speedup"] = step["float32", route] / step["bfloat16", route]
+        del atoms, xa
+        torch.cuda.empty_cache()
+    if time.perf_counter() - t_start <= args.cuda_budget_s:
+        rows.update(_cuda_storage_error(dev))
+    for key, why in P._FUSED_CHECKED.items():
+        print(f"self-check {key[0]} {key[1]} key width {key[2]}: {'passed' if why is None else why}")
+    rows["wall_s"] = time.perf_counter() - t_start
+    return rows
+
+
+def _cuda_storage_error(dev) -> dict:
+    """The Tweedie mean (with the likelihood) at MNIST size against float64 torch ops on the same
+    unrounded atoms, relative RMS, worst over three noise levels, per storage dtype and route."""
+    import fsdiag
+
+    g = torch.Generator(device=dev).manual_seed(2)
+    N, d, B = 60000, 784, 64
+    atoms = torch.rand(N, d, generator=g, device=dev, dtype=torch.float64)
+    ll = -((atoms[:, :392] - atoms[0, :392]) ** 2).sum(1) / (2 * 0.1 ** 2 * 392)   # a soft likelihood
+    exact = fsdiag.EmpiricalPrior(atoms, device=dev, route="torch")
+    out = {}
+    for t in (0.8, 0.3, 0.1):
+        abar = fsdiag.VPSchedule().alpha_bar(t)
+        x = math.sqrt(abar) * atoms[:B] + math.sqrt(1 - abar) * torch.randn(B, d, generator=g, device=dev, dtype=torch.float64)
+        ref = exact.posterior_moments(x, abar, ll).mean
+        rms = float(ref.pow(2).mean().sqrt())
+        for storage in (torch.float32, torch.bfloat16, torch.float16):
+            prior = fsdiag.EmpiricalPrior(atoms.float(), device=dev, storage_dtype=storage)
+            for route in ("torch", "flash"):
+                prior.route = route
+                try:
+                    m = prior.posterior_moments(x.float(), abar, ll).mean.double()
+                except Exception as err:   # noqa: BLE001
+                    print(f"storage error {storage} {route}: FAILED {type(err).__name__}: {err}", flush=True)
+                    continue
+                key = f"mnist_{str(storage).split('.')[-1]}_{route}_rel_err_vs_float64"
+                out[key] = max(out.get(key, 0.0), float((m - ref).pow(2).mean().sqrt()) / rms)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n-atoms", type=int, default=60000)
@@ -249,7 +377,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--task", choices=["score", "gmm", "mnist", "storage"], default="score")
+    p.add_argument("--task", choices=["score", "gmm", "mnist", "storage", "cuda"], default="score")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for gmm, mnist, storage")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the timed codes (best of)")
     p.add_argument("--gmm-atoms", type=int, default=1024)
@@ -260,6 +388,8 @@ def main(argv=None):
     p.add_argument("--record", type=int, default=0,
                    help="recorded times in the mnist task (0: the final time only; a recorded step also "
                         "computes the prior mean, 1.5x the work of a step that is not)")
+    p.add_argument("--cuda-budget-s", type=float, default=150,
+                   help="cuda task: skip the remaining problems once this many seconds have passed")
     p.add_argument("--worker", choices=["streamed", "naive"], help=argparse.SUPPRESS)
     p.add_argument("--matmul-peak", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the results to this file")
@@ -303,9 +433,13 @@ def main(argv=None):
 
 
 def _task(args) -> int:
-    fn = {"gmm": gmm_worker, "mnist": mnist_worker, "storage": storage_worker}[args.task]
+    fn = {"gmm": gmm_worker, "mnist": mnist_worker, "storage": storage_worker, "cuda": cuda_worker}[args.task]
     print(f"task {args.task}, torch {torch.__version__}, {args.threads} thread(s)")
     rows = fn(args)
+    if args.task == "cuda" and not rows:
+        print(f"no CUDA device (torch {torch.__version__}, built for CUDA {torch.version.cuda}): "
+              "the cuda task needs one; nothing was measured")
+        return 0
     width = max(map(len, rows))
     for k, v in rows.items():
         print(f"  {k:<{width}}  {v:10.4g}")

@@ -387,8 +387,11 @@ class EmpiricalPrior:
             yield slice(s, min(s + size, self.n_atoms))
 
     def _blocks(self, itemsize: int):
-        """Atom slices of ~_ONE_OFF_BYTES (at `itemsize` bytes per entry) for one-off passes."""
-        size = max(16, _ONE_OFF_BYTES // (itemsize * self.dim))
+        """Atom slices of ~_ONE_OFF_BYTES (at `itemsize` bytes per entry) for one-off passes; 64x
+        that off the CPU (glibc's heap is a CPU matter: CUDA's caching allocator reuses blocks,
+        and every block costs a few kernel launches: 10^6 x 1024 atoms would be ~8000 blocks)."""
+        budget = _ONE_OFF_BYTES if self.device.type == "cpu" else 64 * _ONE_OFF_BYTES
+        size = max(16, budget // (itemsize * self.dim))
         for s in range(0, self.n_atoms, size):
             yield slice(s, min(s + size, self.n_atoms))
 

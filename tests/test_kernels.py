@@ -186,3 +186,23 @@ def test_one_off_passes_in_small_blocks_match_the_whole_array(storage, gen, monk
         bad = atoms.clone()
         bad[57, 3] = math.nan                                    # in the 4th block
         fsdiag.EmpiricalPrior(bad, device="cpu")
+
+
+def test_bench_cuda_task_exits_0_with_a_message_without_a_gpu(monkeypatch, capsys, tmp_path):
+    """`python benchmarks/bench_fsr.py --task cuda` on a machine without CUDA: status 0, says so."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fsr.py"
+    spec = importlib.util.spec_from_file_location("bench_fsr_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main(["--task", "cuda", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "no CUDA device" in out and "nothing was measured" in out
+    assert not (tmp_path / "r.json").exists()
+    cases = bench._cuda_cases(argparse.Namespace(gmm_atoms=1024, gmm_particles=4096))
+    assert [(c[0], c[1], c[2], c[3]) for c in cases] == [("gmm", 1024, 1, 4096), ("mnist", 60000, 784, 256),
+                                                         ("1e6x1024", 10 ** 6, 1024, 256)]
