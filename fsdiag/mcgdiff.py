@@ -65,7 +65,13 @@ def release_indices(obs_var: torch.Tensor, schedule, grid: torch.Tensor) -> torc
     return first
 
 
-_KERNELS = ("ddpm", "euler")
+_KERNELS = ("ddpm", "euler", "exact")
+
+
+def _bridge(abar_t, abar_s):
+    """(c_x, c_0, v): the forward bridge q(x_s | x_t, x_0) = N(c_x x_t + c_0 x_0, v I), s < t."""
+    var_ts, b2_t, b2_s = 1.0 - abar_t / abar_s, 1.0 - abar_t, 1.0 - abar_s
+    return math.sqrt(abar_t / abar_s) * b2_s / b2_t, math.sqrt(abar_s) * var_ts / b2_t, var_ts * b2_s / b2_t
 
 
 def _prior_kernel(kernel, schedule, x, m, t, s, abar_t, abar_s):
@@ -75,9 +81,19 @@ def _prior_kernel(kernel, schedule, x, m, t, s, abar_t, abar_s):
     if kernel == "euler":
         beta, dt = schedule.beta(t), t - s
         return x + (0.5 * beta * x + beta * (math.sqrt(abar_t) * m - x) / (1 - abar_t)) * dt, beta * dt
-    var_ts, b2_t, b2_s = 1.0 - abar_t / abar_s, 1.0 - abar_t, 1.0 - abar_s
-    mean = (math.sqrt(abar_t / abar_s) * b2_s / b2_t) * x + (math.sqrt(abar_s) * var_ts / b2_t) * m
-    return mean, var_ts * b2_s / b2_t
+    c_x, c_0, v = _bridge(abar_t, abar_s)
+    return c_x * x + c_0 * m, v
+
+
+def _lineages(ancestry: list, final: torch.Tensor) -> list[int]:
+    """Number of distinct particles at each grid index from which the returned samples descend;
+    ancestry[k] = the ancestor indices drawn at grid index k (None: no resampling there)."""
+    anc, out = final, [int(torch.unique(final).numel())]
+    for idx in reversed(ancestry):
+        if idx is not None:
+            anc = idx[anc]
+        out.append(int(torch.unique(anc).numel()))
+    return out[::-1]
 
 
 def _check_smc_args(ess_threshold, resampling) -> float:
@@ -109,6 +125,8 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
         raise ValueError(f"kernel: expected one of {list(_KERNELS)}, got {kernel!r}")
     if not isinstance(getattr(lik, "forward", None), LinearForwardModel):
         raise ValueError(f"forward: mcgdiff needs a linear forward model, got {getattr(lik, 'forward', lik)!r}")
+    if kernel == "exact" and not (hasattr(prior, "responsibilities") and hasattr(prior, "atoms")):
+        raise TypeError(f"prior: kernel='exact' needs the atoms of an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
     n, n_steps, schedule, grid, problem, gen, rec_steps = _setup(
         prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max, schedule=schedule,
         seed=seed, generator=generator, record=record)
@@ -162,31 +180,54 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
     const = float((0.5 * torch.log(ab_rel[released]) - torch.log(s[released])).sum())
     const += float(_log_normal(ybar_all[r:], torch.zeros_like(ybar_all[r:]), torch.full_like(ybar_all[r:], s2y)).sum())
     log_evidence = float(torch.logsumexp(log_w, 0) - math.log(n)) + const
-    ess, resampled, times, xs, ms = [], [], [], [], []
+    if kernel == "exact":                                            # the atoms in SVD coordinates
+        atoms_bar = prior.atoms_at(torch.arange(prior.n_atoms, device=dev)).to(f64) @ V
+    ess, resampled, times, xs, ms, ancestry = [], [], [], [], [], []
     for k in tqdm(range(n_steps), desc=name, disable=not progress, leave=False):
         t, t_next = float(grid[k]), float(grid[k + 1])
         abar = float(abars[k])
-        m = prior.moments(x, abar).mean
+        m = prior.moments(x, abar).mean if kernel != "exact" or k in rec_steps else None
         if k in rec_steps:
             view = resample(log_w, view_gen, resampling)
             times.append(t), xs.append(x[view].clone()), ms.append(m[view].clone())
-        mu, v = _prior_kernel(kernel, schedule, x, m, t, t_next, abar, float(abars[k + 1]))
-        mu = mu.to(f64) @ V
         # Draw x_{k+1} from N(mu, v) x g_{k+1}; its weight int N(x; mu, v) g_{k+1}(x) dx / g_k(x_k) is
         # known before the move (fully adapted), so resampling comes first. Coordinates released at k
         # keep their factor N(c_i; xbar_k,i, delta_i) (they are not divided out: the conditioning).
         active_next, mean_s, var_s = potential(k + 1)
         _, mean_k, var_k = potential(k)
         on = torch.nonzero(active_next).flatten()                 # active at k + 1, hence at k (var_k > 0)
-        incr = (_log_normal(mean_s[on], mu[:, on], v + var_s[on]).sum(1)
-                - _log_normal(xbar[:, on], mean_k[on], var_k[on]).sum(1))
+        if kernel == "exact":
+            # Mixture over atoms: sum_i w_i(x_t) N(c_x x_t + c_0 x^(i), v); the component of each particle is
+            # drawn from w_i int N(x; mu_i, v) g_{k+1}(x) dx after resampling, then x from that component x g.
+            c_x, c_0, v = _bridge(abar, float(abars[k + 1]))
+            base = c_x * xbar
+            comp = torch.log(prior.responsibilities(x, abar).to(f64).clamp_min(1e-300))          # (n, N)
+            if on.numel():
+                sd = torch.sqrt(v + var_s[on])
+                u, a_ = (mean_s[on] - base[:, on]) / sd, c_0 * atoms_bar[:, on] / sd
+                comp = comp - 0.5 * ((u * u).sum(1, keepdim=True) - 2 * u @ a_.T + (a_ * a_).sum(1)) \
+                    - float(torch.log(sd).sum() + 0.5 * on.numel() * math.log(2 * math.pi))
+            incr = torch.logsumexp(comp, 1) - _log_normal(xbar[:, on], mean_k[on], var_k[on]).sum(1)
+        else:
+            mu, v = _prior_kernel(kernel, schedule, x, m, t, t_next, abar, float(abars[k + 1]))
+            mu = mu.to(f64) @ V
+            incr = (_log_normal(mean_s[on], mu[:, on], v + var_s[on]).sum(1)
+                    - _log_normal(xbar[:, on], mean_k[on], var_k[on]).sum(1))
         log_evidence += float(torch.logsumexp(log_w + incr, 0) - torch.logsumexp(log_w, 0))
         log_w = log_w + incr
         idx, ess_k = resample_if_degenerate(log_w, threshold, gen, resampling)
         ess.append(ess_k)
+        ancestry.append(idx)
         if idx is not None:
-            mu, log_w = mu[idx], torch.zeros_like(log_w)
+            log_w = torch.zeros_like(log_w)
             resampled.append(k)
+            if kernel == "exact":
+                base, comp = base[idx], comp[idx]
+            else:
+                mu = mu[idx]
+        if kernel == "exact":
+            pick = torch.multinomial(torch.softmax(comp, 1), 1, generator=gen)[:, 0]
+            mu = base + c_0 * atoms_bar[pick]
         xbar, _ = optimal(mu, v, k + 1)
         x = (xbar @ V.T).to(dt_)
         _check_finite(x, name, t_next)
@@ -206,7 +247,8 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
     rel_time = [float(grid[k]) if k <= n_steps else math.nan for k in k_rel.tolist()]
     info = {"ess": ess, "resampled": resampled, "log_weights": log_w.cpu(), "log_evidence": log_evidence,
             "ess_threshold": threshold, "resampling": resampling, "observed_rank": r,
-            "release_index": k_rel.cpu().tolist(), "release_time": rel_time}
+            "release_index": k_rel.cpu().tolist(), "release_time": rel_time,
+            "lineages": _lineages(ancestry, idx)}
     return RunWithInfo(x_out, torch.tensor(times, dtype=torch.float64), torch.stack(xs), torch.stack(ms),
                        name, None, schedule, n_steps, seed if generator is None else None,
                        {"release": release, "kernel": kernel, "ess_threshold": threshold,
