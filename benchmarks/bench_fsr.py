@@ -170,7 +170,8 @@ def mnist_worker(args) -> dict:
     half of the pixels observed): the whole call's time, counted as 4 B N d flops per step and
     4 B N d for the final Tweedie mean (setup charged to the call), against a plain a @ b of the same shape (B x d) @ (d x N)
     timed in turns with it; the kernel alone (posterior_moments, 4 B N d) likewise. Peak RSS beyond the atoms and the
-    recorded trajectory is the extra memory of the whole call (log-likelihoods included): as RSS
+    recorded trajectory is the extra memory of the whole call (log-likelihoods included), and the
+    constructor's (EmpiricalPrior(atoms)) likewise: as RSS
     with glibc's default malloc, which keeps freed blocks of up to 32 MB in its heap (its mmap
     threshold rises with each freed block), and as live memory — run with the environment
     MALLOC_MMAP_THRESHOLD_=131072 (fixed threshold: freed blocks go back at once)."""
@@ -183,11 +184,14 @@ def mnist_worker(args) -> dict:
     mask = torch.rand(d, generator=g) < 0.5
     y = atoms[0, mask].double() + 0.1 * torch.randn(int(mask.sum()), generator=g, dtype=torch.float64)
     lik = fsdiag.GaussianLikelihood(fsdiag.forward.Mask(mask), y, 0.1)
-    prior = fsdiag.EmpiricalPrior(atoms, device="cpu")
-    xa = torch.randn(B, d, generator=g)
-    kw = dict(method="fsr", n_particles=B, record=args.record, progress=False, seed=1)
     if not _reset_hwm():
         raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): Linux only")
+    base_rss = _rss_mib()
+    prior = fsdiag.EmpiricalPrior(atoms, device="cpu")
+    init_extra = _hwm_mib() - base_rss          # the constructor's peak beyond the atoms
+    xa = torch.randn(B, d, generator=g)
+    kw = dict(method="fsr", n_particles=B, record=args.record, progress=False, seed=1)
+    _reset_hwm()
     base_rss = _rss_mib()
     t0 = time.perf_counter(); run = fsdiag.sample(prior, lik, n_steps=1 + args.mnist_steps, **kw)
     t1 = time.perf_counter()
@@ -211,7 +215,7 @@ def mnist_worker(args) -> dict:
     return {"matmul_gflops": peak / 1e9, "kernel_s": min(kern), "kernel_fraction_of_matmul_peak": flops / min(kern) / peak,
             "sample_s": min(whole), "sample_steps": steps, "sample_gflops": total / min(whole) / 1e9,
             "fraction_of_matmul_peak": total / min(whole) / peak, "atoms_mib": atoms.nbytes / 2 ** 20,
-            "trajectory_mib": traj_mib, "peak_extra_mib": peak_extra}
+            "trajectory_mib": traj_mib, "peak_extra_mib": peak_extra, "prior_init_peak_extra_mib": init_extra}
 
 
 def storage_worker(args) -> dict:
@@ -446,8 +450,10 @@ def _task(args) -> int:
     if args.task == "gmm":
         print(f"target: >= 50x the paper code's way per step: {rows['speedup_per_step'] >= 50}")
     if args.task == "mnist":
+        print(f"peak RSS beyond the atoms ({rows['atoms_mib']:.0f} MiB) and the trajectory: fsdiag.sample "
+              f"{rows['peak_extra_mib']:.1f} MiB, EmpiricalPrior(...) {rows['prior_init_peak_extra_mib']:.1f} MiB")
         print(f"targets: >= 70% of the matmul peak: {rows['fraction_of_matmul_peak'] >= 0.7}; "
-              f"extra memory < 64 MiB: {rows['peak_extra_mib'] < 64}")
+              f"extra memory < 64 MiB: {max(rows['peak_extra_mib'], rows['prior_init_peak_extra_mib']) < 64}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
