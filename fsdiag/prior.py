@@ -531,7 +531,9 @@ class EmpiricalPrior:
                     op = _FUSED[self.device.type]
                     key = (str(self.device), self.dtype, _fused_width(self.dim, ll is not None, op.align), op)
                     with _FUSED_LOCK:
-                        _FUSED_CHECKED[key] = f"it raised {type(err).__name__} at batch {x.shape[0]}, {self.n_atoms} atoms"
+                        first = str(err).splitlines()[0] if str(err) else ""
+                        _FUSED_CHECKED[key] = (f"it raised {type(err).__name__} at batch {x.shape[0]}, "
+                                               f"{self.n_atoms} atoms: {first}")
                     _warn_fused(key, _FUSED_CHECKED[key])
             elif flash:
                 log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
