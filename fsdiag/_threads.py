@@ -19,10 +19,12 @@ SMALL_WORK = 2 ** 25
 
 
 @contextmanager
-def threads_for(work: float):
-    """Run the block with one intra-op thread when `work` is below SMALL_WORK (CPU only)."""
+def threads_for(work: float, device: torch.device | None = None):
+    """Run the block with one intra-op thread when `work` is below SMALL_WORK (CPU only: on
+    another `device` the block's kernels do not use these threads, and the thread count is left
+    alone, saving two set_num_threads calls per kernel call)."""
     n = torch.get_num_threads()
-    if n == 1 or work >= SMALL_WORK:
+    if n == 1 or work >= SMALL_WORK or (device is not None and torch.device(device).type != "cpu"):
         yield
         return
     torch.set_num_threads(1)

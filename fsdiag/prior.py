@@ -522,7 +522,7 @@ class EmpiricalPrior:
         ll, shift = (None, 0.0) if log_lik is None else self._log_lik(log_lik)
         xq = x - a * self.center
         flash = self._use_flash(x, ll is not None) if route == "auto" else route == "flash"
-        with threads_for(len(heads) * x.shape[0] * self.n_atoms * self.dim):
+        with threads_for(len(heads) * x.shape[0] * self.n_atoms * self.dim, self.device):
             log_norm = None
             if flash and route == "auto":
                 try:
@@ -693,7 +693,7 @@ class EmpiricalPrior:
         xq = x - a * self.center
         best = _start_max(1, x.shape[0], self.dtype, self.device)[0]
         idx = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
-        with threads_for(x.shape[0] * self.n_atoms * self.dim):
+        with threads_for(x.shape[0] * self.n_atoms * self.dim, self.device):
             for sl in self._chunks(x.shape[0]):
                 logits = torch.addmm(self._bias(sl, a, b2), xq, self._centred(sl).T, alpha=a / b2)
                 if ll is not None:

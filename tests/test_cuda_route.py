@@ -241,3 +241,17 @@ def test_the_priors_route_keyword_picks_the_route_for_auto(gen, monkeypatch):
     forced_flash.route = "torch"
     forced_flash.denoise(x, 0.4)
     assert kernel.calls == 3
+
+
+def test_threads_for_leaves_the_cpu_threads_alone_for_gpu_work():
+    from fsdiag._threads import SMALL_WORK, threads_for
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threads_for(SMALL_WORK - 1, torch.device("cuda")):
+            assert torch.get_num_threads() == 2
+        with threads_for(SMALL_WORK - 1, torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
