@@ -15,6 +15,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from ._checks import as_tensor, check_int, check_positive
+from ._threads import threads_for
 from .forward import LinearForwardModel
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior
@@ -101,7 +102,9 @@ class Problem:
 
     def out_dim(self) -> int:
         """m, the number of measurements."""
-        return self.lik.forward.out_dim(self.prior.dim)
+        if "out_dim" not in self._cache:
+            self._cache["out_dim"] = self.lik.forward.out_dim(self.prior.dim)
+        return self._cache["out_dim"]
 
     def _offset(self) -> torch.Tensor | None:
         """c = A(0) of A(x) = M x + c (None when c = 0): taken from the operator itself, so a
@@ -111,14 +114,21 @@ class Problem:
             self._cache["offset"] = c if bool((c != 0).any()) else None
         return self._cache["offset"]
 
+    def _product_work(self, rows: int) -> int:
+        # An image operator's product costs a few dozen flops per pixel (a blur's taps); CG calls
+        # it on small (B, d) blocks where torch's threads only add synchronisation (_threads).
+        return 32 * rows * (self.prior.dim + self.out_dim())
+
     def _A(self, w: torch.Tensor) -> torch.Tensor:
-        out = self.lik.forward(w)
+        with threads_for(self._product_work(w.shape[0])):
+            out = self.lik.forward(w)
         c = self._offset()
         return out if c is None else out - c
 
     def _At(self, z: torch.Tensor) -> torch.Tensor:
         # J_A(x)^T z does not depend on x for a linear model: any x of the right shape will do
-        return self.lik.forward.vjp(z.new_zeros(z.shape[0], self.prior.dim), z)
+        with threads_for(self._product_work(z.shape[0])):
+            return self.lik.forward.vjp(z.new_zeros(z.shape[0], self.prior.dim), z)
 
     def _rows_arg(self, v, name: str, width: int) -> torch.Tensor:
         v = as_tensor(v, name, ndim=2, dtype=self.dtype, device=self.device)
