@@ -100,14 +100,25 @@ def _efficient_cuda(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, tor
     return out, lse
 
 
+def _cuda_splits(rows: int, n: int, device: torch.device) -> int:
+    """Key splits per CUDA call (split-KV): the kernel parallelises over batch x heads x blocks of
+    (up to 64) queries and walks the keys inside a block, so one call with 256 queries would keep
+    4 of an H200's 132 SMs busy. The chunk's keys are split into S batch entries (the queries
+    repeated), ~2 thread blocks per SM, each split >= 256 keys; the splits merge by their LSE."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(n // 256, -(-2 * sms // -(-rows // 64))))
+
+
 class _Fused(NamedTuple):
-    """A fused attention kernel for one device type. call(q (1, 1, M, W), k (1, 1, n, W)) returns
-    (softmax(q k^T) k of shape (1, 1, M, W), its natural-log log-sum-exp (1, 1, >= M)), V = K."""
+    """A fused attention kernel for one device type. call(q (S, 1, M, W), k (S, 1, n, W)) returns
+    (softmax(q k^T) k of shape (S, 1, M, W), its natural-log log-sum-exp (S, 1, >= M)), V = K."""
 
     call: object
     align: int                  # the key width is padded with zero columns to a multiple of this
     dtypes: tuple               # compute dtypes the kernel takes ("auto" skips others silently)
     max_width: int | None       # "auto" uses it up to this padded key width (None: any width)
+    splits: object = None       # (rows M, keys n, device) -> S key splits per call (None: 1)
+    atoms_per_call: int = _FLASH_ATOMS
 
 
 _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -121,7 +132,8 @@ _FUSED: dict[str, _Fused] = {}
 if _FLASH is not None:
     _FUSED["cpu"] = _Fused(_flash_cpu, 1, (torch.float32, torch.float64), None)
 if hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention"):
-    _FUSED["cuda"] = _Fused(_efficient_cuda, 8, (torch.float32,), _CUDA_FUSED_MAX_WIDTH)
+    # 16384 atoms per call on a GPU: keys ~52 MB at d = 784 (float32), room for 64 splits.
+    _FUSED["cuda"] = _Fused(_efficient_cuda, 8, (torch.float32,), _CUDA_FUSED_MAX_WIDTH, _cuda_splits, 16384)
 # Self-check outcomes: (device, dtype, key width, kernel) -> None (passed) or why it failed.
 _FUSED_CHECKED: dict[tuple, str | None] = {}
 _FUSED_LOCK = threading.Lock()
@@ -135,8 +147,8 @@ def _fused_width(d: int, has_ll: bool, align: int) -> int:
 
 
 def _fused_self_check(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> str | None:
-    """Run the fused kernel and torch ops on a small random problem on `device` (300 atoms in
-    chunks of 128, so merges are exercised; both heads); None if they agree, else why not."""
+    """Run the fused kernel and torch ops on a small random problem on `device` (both heads);
+    None if they agree, else why not."""
     try:
         with threads_for(0):         # one CPU thread: a tiny problem (2 threads spin on a busy machine)
             return _fused_compare(device, dtype, d, has_ll)
@@ -148,14 +160,15 @@ def _fused_self_check(device: torch.device, dtype: torch.dtype, d: int, has_ll: 
 def _fused_compare(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> str | None:
     g = torch.Generator().manual_seed(0)
     # atoms ~ 1 + N(0, 4/d): distances O(1) at any d, so at abar = 0.05 the responsibilities
-    # spread over ~250 of the 300 atoms (a wrong weighted sum shows) and at 0.64 over ~2 for
-    # d >= 128 (sharp); the offset checks the centring.
-    atoms = 1.0 + torch.randn(300, d, generator=g, dtype=torch.float64) * (2.0 / math.sqrt(d))
+    # spread over most atoms (a wrong weighted sum shows) and at 0.64 over ~2 for d >= 128
+    # (sharp); the offset checks the centring. 1101 atoms in chunks of 512: merges, and on a GPU
+    # 2 key splits per call with a dead key padding the last chunk.
+    atoms = 1.0 + torch.randn(1101, d, generator=g, dtype=torch.float64) * (2.0 / math.sqrt(d))
     u = (atoms - 1.0).sum(1) / (2.0 * math.sqrt(d))                   # ~ N(0, 1) per atom
     ll = -(u - 0.5) ** 2 if has_ll else None
     heads = (False, True) if has_ll else (False,)
     x = 0.8 * atoms[:16] + 0.6 * torch.randn(16, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-    tiny = EmpiricalPrior(atoms.to(dtype), device=device, chunk_size=128)
+    tiny = EmpiricalPrior(atoms.to(dtype), device=device, chunk_size=512)
     x = x.to(dtype=dtype, device=device)
     # float32: the two routes agree to ~1e-6 here (the CPU kernel); a kernel 0.5% off in its
     # weighted sums, or one that applies its default scale 1/sqrt(W), fails.
@@ -461,22 +474,37 @@ class EmpiricalPrior:
             rows[:, d] = 1.0
             if ll is not None:
                 rows[:, d + 1] = float(cond)
-        size = max(_MIN_CHUNK, min(self.chunk_size, _FLASH_ATOMS))
-        keys = self._scratch(min(size, self.n_atoms) * width).view(-1, width)
+        size = max(_MIN_CHUNK, min(self.chunk_size, op.atoms_per_call))
+        n0 = min(size, self.n_atoms)
+        S = 1 if op.splits is None else max(1, min(n0, int(op.splits(H * B, n0, self.device))))
+        keys = self._scratch(S * -(-n0 // S) * width).view(-1, width)
         if width > used:
             keys[:, used:] = 0.0                 # the buffer is shared with other widths
-        q4 = q[None, None]
+        q4 = q[None, None] if S == 1 else q[None, None].expand(S, 1, H * B, width).contiguous()
         run_lse = acc = None
         for s in range(0, self.n_atoms, size):
             sl = slice(s, min(s + size, self.n_atoms))
-            k = keys[:sl.stop - s]
-            self._centred(sl, out=k[:, :d])
-            torch.clamp(self._bias(sl, a, b2), min=lo, out=k[:, d])
+            n = sl.stop - s
+            per = -(-n // S)                     # keys per split; S * per - n dead keys pad the last
+            k = keys[:S * per]
+            self._centred(sl, out=k[:n, :d])
+            torch.clamp(self._bias(sl, a, b2), min=lo, out=k[:n, d])
             if ll is not None:
-                torch.clamp(ll[sl], min=lo, out=k[:, d + 1])
-            out, lse = op.call(q4, k[None, None])
+                torch.clamp(ll[sl], min=lo, out=k[:n, d + 1])
+            if S * per > n:                      # dead keys: logit ~ lo, weight exactly 0
+                k[n:, :used] = 0.0
+                k[n:, d] = lo
+            out, lse = op.call(q4, k.view(S, 1, per, width))
             # (the CUDA kernel pads its LSE along the queries to a multiple of 32)
-            out, lse = out[0, 0, :, :d], lse[0, 0, :H * B].to(self.dtype)
+            out, lse = out[:, 0, :, :d], lse[:, 0, :H * B].to(self.dtype)
+            if S == 1:
+                out, lse = out[0], lse[0]
+            else:                                # merge the splits by their log-sum-exps
+                top = lse.amax(0)
+                w = torch.exp(lse - top)
+                total = w.sum(0)
+                out = (w.unsqueeze(-1) * out).sum(0) / total.unsqueeze(-1)
+                lse = top + torch.log(total)
             if run_lse is None:
                 run_lse, acc = lse, out.clone()
             else:

@@ -35,15 +35,16 @@ def cuda_like(q, k):
     multiple of 32, the padding holding garbage (float32 on CUDA, which takes float32 only)."""
     out, lse = flash(q, k)
     m = lse.shape[-1]
-    pad = torch.full((1, 1, -(-m // 32) * 32), 123.0, dtype=lse.dtype)
+    pad = torch.full((*lse.shape[:2], -(-m // 32) * 32), 123.0, dtype=lse.dtype)
     pad[..., :m] = lse
     return out, pad
 
 
-def install(monkeypatch, fn, *, align=8, dtypes=(torch.float32, torch.float64), max_width=None):
+def install(monkeypatch, fn, *, align=8, dtypes=(torch.float32, torch.float64), max_width=None,
+            splits=None, atoms_per_call=P._FLASH_ATOMS):
     """Make `fn` the CPU's fused kernel, with a fresh self-check cache."""
     kernel = Kernel(fn)
-    monkeypatch.setattr(P, "_FUSED", {"cpu": P._Fused(kernel, align, dtypes, max_width)})
+    monkeypatch.setattr(P, "_FUSED", {"cpu": P._Fused(kernel, align, dtypes, max_width, splits, atoms_per_call)})
     monkeypatch.setattr(P, "_FUSED_CHECKED", {})
     return kernel
 
@@ -255,3 +256,37 @@ def test_threads_for_leaves_the_cpu_threads_alone_for_gpu_work():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@needs_flash
+@pytest.mark.parametrize("splits", [2, 3, 7])
+def test_key_splits_pad_and_merge_exactly(splits, gen, monkeypatch):
+    """Split-KV (the CUDA entry's way to fill the GPU): each chunk's keys go to `splits` batch
+    entries, the last chunk padded with dead keys, the entries merged by their LSE; the same
+    numbers as torch ops (500 atoms in chunks of 128: 128 = 3 x 43 - 1, 116 = 3 x 39 - 1)."""
+    kernel = install(monkeypatch, cuda_like, splits=lambda rows, n, dev: splits, atoms_per_call=128)
+    prior, x, ll = problem(gen, n=500, d=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        routes_agree(prior, x, ll, 2e-4)
+    assert kernel.calls > 0 and set(P._FUSED_CHECKED.values()) == {None}
+    # zero-weight atoms filling whole splits (logits at the finite floor) still give no NaN
+    atoms = torch.randn(300, 2, generator=gen, dtype=torch.float64)
+    w = torch.ones(300, dtype=torch.float64)
+    w[:200] = 0.0
+    zero = fsdiag.EmpiricalPrior(atoms, weights=w, chunk_size=128, device="cpu", route="flash")
+    alive = fsdiag.EmpiricalPrior(atoms[200:], chunk_size=4096, device="cpu", route="torch")
+    xs = torch.randn(30, 2, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(zero.denoise(xs, 0.3), alive.denoise(xs, 0.3), rtol=1e-10, atol=1e-12)
+
+
+def test_cuda_split_rule(monkeypatch):
+    """~2 thread blocks per SM (blocks of 64 queries), >= 256 keys per split, at least 1."""
+    class Props:
+        multi_processor_count = 132                                   # an H200
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    dev = torch.device("cuda")
+    assert P._cuda_splits(256, 16384, dev) == 64                      # MNIST batch: 4 query blocks
+    assert P._cuda_splits(8192, 16384, dev) == 3                      # gmm, two heads: 128 blocks
+    assert P._cuda_splits(32, 512, dev) == 2                          # the self-check
+    assert P._cuda_splits(32, 100, dev) == 1
