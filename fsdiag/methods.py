@@ -273,9 +273,10 @@ class PiGDM(Approximation):
     # The dense path stores M (m x d) and factors an m x m matrix every step: at most 4096^2
     # entries (128 MiB in float64) and m^3 / 3 <= 23 GFLOP per step, whatever the number of
     # particles. CG costs up to cg_iters x (A + A^T) per particle: 1 iteration for a mask, but
-    # 70-100 for a blur, where the dense path stays faster up to d = 4096 (measured, float32,
-    # 16 particles, 32x32x3 blur: 0.43 s dense vs 0.73 s CG per call). d <= 4096 is also what an
-    # image operator's matrix_for accepts, so "auto" keeps every earlier result on its path.
+    # 65-100 for a blur, where the dense path stays faster up to d = 4096 (measured, float32, one
+    # thread, 32x32x3 blur, per call: 16 particles 0.48 s dense vs 0.67 s CG, 64 particles 0.51 s
+    # vs 3.3 s). d <= 4096 is also what an image operator's matrix_for accepts, so "auto" keeps
+    # every earlier result on its path.
     DENSE_MAX_DIM: ClassVar[int] = 4096
 
     def __init__(self, *, r2: str = "paper", solver: str = "auto", cg_iters: int = 100, cg_tol: float = 1e-6):
