@@ -170,6 +170,7 @@ stage() {   # name, wanted timeout (s), command...
     fi
     local s rc st
     s=$(date +%s)
+    export GPU_CHECK_STAGE_TIMEOUT=$t
     run_with_deadline "$t" "$@"
     rc=$?
     case $rc in
@@ -408,6 +409,12 @@ p["out_dir"] = os.path.join(os.environ["GPU_CHECK_WORK"], "ch13_out")
 with open(sys.argv[1], "w") as f:
     yaml.safe_dump(p, f, sort_keys=True)
 print(f"chapter 13, profile {profile}: " + json.dumps(p, sort_keys=True))
+scale = os.path.join(os.environ["GPU_CHECK_OUT"], "scale.json")
+if os.path.isfile(scale) and os.environ["GPU_CHECK_DRY"] != "1":
+    t = json.load(open(scale)).get("predicted_chapter_s", {}).get("total_without_digits", float("nan"))
+    left = float(os.environ.get("GPU_CHECK_STAGE_TIMEOUT", "nan"))
+    print(f"predicted by the scale stage: {t:.0f} s for the texture problems, sweep and evaluate; {left:.0f} s "
+          "left" + (": the chapter will be stopped, the lines it printed by then stay in the log" if t > left else ""))
 EOF
     cd "$REPO/notebooks" && "$PY" -m papermill 13_imaging.ipynb "$WORK/13_imaging.ipynb" -f "$params" \
         -k python3 --log-output --no-progress-bar --autosave-cell-every 10
