@@ -26,6 +26,24 @@ def test_sliced_wasserstein_of_a_shift(gen):
     assert D.sliced_wasserstein(x, x) == 0.0
 
 
+def test_sliced_wasserstein_streams_large_samples_in_float64(gen):
+    """Projected a block of rows at a time (float32 atoms never copied to float64 whole): equal
+    to the projections of the whole float64 sample, scipy's W1 per direction; NaN/Inf named."""
+    x = torch.randn(300, 700, generator=gen)
+    y = torch.randn(4000, 700, generator=gen) + 0.3           # 4000 rows = three blocks at d = 700
+    w = np.random.default_rng(1).random(4000)
+    dirs = torch.randn(700, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    dirs /= dirs.norm(dim=0, keepdim=True)
+    px, py = (x.double() @ dirs).numpy(), (y.double() @ dirs).numpy()
+    want = np.mean([stats.wasserstein_distance(px[:, j], py[:, j], None, w) for j in range(8)])
+    assert D.sliced_wasserstein(x, y, y_weights=w, n_projections=8, seed=5) == pytest.approx(want, rel=1e-9)
+    for name, bad in (("x", x.clone()), ("y", y.clone())):
+        bad[7, 3] = math.inf
+        args = (bad, y) if name == "x" else (x, bad)
+        with pytest.raises(ValueError, match=f"^{name}: expected finite"):
+            D.sliced_wasserstein(*args)
+
+
 def test_wilson_and_tv():
     lo, hi = D.wilson_interval(30, 100)
     assert float(lo) == pytest.approx(0.2189, abs=1e-4) and float(hi) == pytest.approx(0.3958, abs=1e-4)
