@@ -6,6 +6,7 @@
     python benchmarks/bench_fsr.py --task mnist         # fsdiag.sample at MNIST size vs the matmul peak; peak memory
     python benchmarks/bench_fsr.py --task storage       # float16/bfloat16 atom storage: error against float64
     python benchmarks/bench_fsr.py --task cuda          # on a GPU: routes x storage at three sizes (< 3 min, H200)
+    python benchmarks/bench_fsr.py --task cuda --dry-run  # the same code on the CPU at tiny sizes (a smoke test)
 
 Tasks gmm, mnist and storage run on --threads threads (default 1: the machine is shared).
 
@@ -246,7 +247,9 @@ def storage_worker(args) -> dict:
 
 
 def _cuda_cases(args):
-    """(name, atoms N, dim d, particles B, (fewer, more) steps) of the cuda task."""
+    """(name, atoms N, dim d, particles B, (fewer, more) steps) of the cuda task (--dry-run: tiny)."""
+    if getattr(args, "dry_run", False):
+        return [("gmm", 300, 1, 64, (1, 2)), ("mnist", 600, 784, 8, (1, 2)), ("1e6x1024", 600, 1024, 8, (1, 2))]
     return [("gmm", args.gmm_atoms, 1, args.gmm_particles, (5, 45)),
             ("mnist", 60000, 784, 256, (2, 12)),
             ("1e6x1024", 10 ** 6, 1024, 256, (1, 5))]
@@ -262,24 +265,26 @@ def cuda_worker(args) -> dict:
     --rounds; its share of the matmul peak counts 4 B N d flops against a plain (B x d) @ (d x N)
     float32 matmul timed in the same run. Then the Tweedie mean's error against float64 at MNIST
     size for float32, bfloat16 and float16 storage on both routes, and which route "auto" picks.
-    Returns {} (the caller prints why) without a CUDA device."""
-    if not torch.cuda.is_available():
+    Returns {} (the caller prints why) without a CUDA device. --dry-run: the same code on the
+    CPU at tiny sizes (its numbers mean nothing; it checks that the task runs)."""
+    dry = args.dry_run
+    if not dry and not torch.cuda.is_available():
         return {}
     import fsdiag
     from fsdiag import prior as P
     from fsdiag.testbeds import GaussianMixture
 
-    dev = torch.device("cuda")
+    dev = torch.device("cpu" if dry else "cuda")
     t_start = time.perf_counter()
-    print(f"device {torch.cuda.get_device_name(dev)}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
-          f"TF32 matmul allowed: {torch.backends.cuda.matmul.allow_tf32}", flush=True)
+    print(f"device {'cpu (dry run)' if dry else torch.cuda.get_device_name(dev)}, torch {torch.__version__} "
+          f"(CUDA {torch.version.cuda}), TF32 matmul allowed: {torch.backends.cuda.matmul.allow_tf32}", flush=True)
     rows = {}
 
     def timed(fn):
-        torch.cuda.synchronize()
+        _sync(dev)
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        _sync(dev)
         return time.perf_counter() - t0
 
     for name, N, d, B, (s1, s2) in _cuda_cases(args):
@@ -333,22 +338,23 @@ def cuda_worker(args) -> dict:
             if ("float32", route) in step and ("bfloat16", route) in step:
                 rows[f"{name}_{route}_bf16_speedup"] = step["float32", route] / step["bfloat16", route]
         del atoms, xa
-        torch.cuda.empty_cache()
+        if not dry:
+            torch.cuda.empty_cache()
     if time.perf_counter() - t_start <= args.cuda_budget_s:
-        rows.update(_cuda_storage_error(dev))
+        rows.update(_cuda_storage_error(dev, 600 if dry else 60000))
     for key, why in P._FUSED_CHECKED.items():
         print(f"self-check {key[0]} {key[1]} key width {key[2]}: {'passed' if why is None else why}")
     rows["wall_s"] = time.perf_counter() - t_start
     return rows
 
 
-def _cuda_storage_error(dev) -> dict:
+def _cuda_storage_error(dev, N: int = 60000) -> dict:
     """The Tweedie mean (with the likelihood) at MNIST size against float64 torch ops on the same
     unrounded atoms, relative RMS, worst over three noise levels, per storage dtype and route."""
     import fsdiag
 
     g = torch.Generator(device=dev).manual_seed(2)
-    N, d, B = 60000, 784, 64
+    d, B = 784, 64
     atoms = torch.rand(N, d, generator=g, device=dev, dtype=torch.float64)
     ll = -((atoms[:, :392] - atoms[0, :392]) ** 2).sum(1) / (2 * 0.1 ** 2 * 392)   # a soft likelihood
     exact = fsdiag.EmpiricalPrior(atoms, device=dev, route="torch")
@@ -394,6 +400,7 @@ def main(argv=None):
                         "computes the prior mean, 1.5x the work of a step that is not)")
     p.add_argument("--cuda-budget-s", type=float, default=150,
                    help="cuda task: skip the remaining problems once this many seconds have passed")
+    p.add_argument("--dry-run", action="store_true", help="cuda task: run its code on the CPU at tiny sizes")
     p.add_argument("--worker", choices=["streamed", "naive"], help=argparse.SUPPRESS)
     p.add_argument("--matmul-peak", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the results to this file")

@@ -192,6 +192,7 @@ def test_bench_cuda_task_exits_0_with_a_message_without_a_gpu(monkeypatch, capsy
     """`python benchmarks/bench_fsr.py --task cuda` on a machine without CUDA: status 0, says so."""
     import argparse
     import importlib.util
+    import json
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fsr.py"
@@ -203,6 +204,17 @@ def test_bench_cuda_task_exits_0_with_a_message_without_a_gpu(monkeypatch, capsy
     out = capsys.readouterr().out
     assert "no CUDA device" in out and "nothing was measured" in out
     assert not (tmp_path / "r.json").exists()
+    # --dry-run: the task's whole code path on the CPU at tiny sizes (timings meaningless)
+    assert bench.main(["--task", "cuda", "--dry-run", "--rounds", "1", "--json", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())
+    for case in ("gmm", "mnist", "1e6x1024"):
+        for storage in ("float32", "bfloat16"):
+            for route in ("torch", "flash"):
+                assert math.isfinite(rows[f"{case}_{storage}_{route}_ms_per_step"])
+            assert rows[f"{case}_{storage}_auto_picks_fused"] in (0.0, 1.0)
+    for storage, bound in (("float32", 1e-5), ("bfloat16", 1e-2), ("float16", 2e-3)):
+        for route in ("torch", "flash"):
+            assert 0 < rows[f"mnist_{storage}_{route}_rel_err_vs_float64"] < bound
     cases = bench._cuda_cases(argparse.Namespace(gmm_atoms=1024, gmm_particles=4096))
     assert [(c[0], c[1], c[2], c[3]) for c in cases] == [("gmm", 1024, 1, 4096), ("mnist", 60000, 784, 256),
                                                          ("1e6x1024", 10 ** 6, 1024, 256)]
