@@ -58,9 +58,9 @@ class Problem:
             # float64 whatever the atoms' dtype: the posterior over atoms is a softmax of l_i,
             # and float32 l_i lose the differences that decide near ties. The kernels centre
             # l_i before casting to the prior's dtype (EmpiricalPrior._log_lik).
-            # (in blocks of atoms: a float64 copy of all of them is 2x the atoms' memory in float32)
-            log_lik = torch.cat([lik.log_prob(prior.atoms[s:s + 2048].to(torch.float64))
-                                 for s in range(0, prior.n_atoms, 2048)])
+            # (prior.log_likelihoods: ~1 MiB blocks into one output; 2048-atom float64 blocks grew
+            # glibc's heap by up to ~280 MiB at MNIST size)
+            log_lik = prior.log_likelihoods(lik)
             if not bool(torch.isfinite(log_lik).all()):
                 bad = int((~torch.isfinite(log_lik)).sum())
                 raise ValueError(f"noise_std: log p(y | x^(i)) overflows float64 for {bad} of "
