@@ -11,7 +11,8 @@ at or after tau_i (going down), where the identity still holds exactly with a re
 delta_i = abar' sigma_i^2 - (1 - abar') >= 0: p(y_i | x_0) is proportional to
 int q(xbar_tau' | x_0) N(c_i; xbar_tau', delta_i) dxbar_tau' (delta_i = 0 pins the coordinate, as the paper).
 
-Twisted SMC over the paper's VP grid (Euler-Maruyama reverse kernel N(mu(x_t), v I), v = beta dt):
+Twisted SMC over the paper's VP grid with a Gaussian reverse kernel N(mu(x_t), v I) of the prior (DDPM by
+default, or Euler-Maruyama; kernel="exact": a mixture of such Gaussians over the atoms, see below):
 - while grid time t >= tau'_i, coordinate i carries the potential g_t,i(xbar) = N(xbar; sqrt(abar_t)
   ytilde_i, 1 - abar_t / abar' + (abar_t / abar') delta_i), the observation pushed forward from tau';
 - the proposal is the locally optimal one, N(mu, v) x g on the guided coordinates (Gaussian, exact),
@@ -24,12 +25,29 @@ the end by the true likelihood at the Tweedie mean, N(ybar_i; s_i (V^T m(x_{t_mi
 does. release=False treats every coordinate so: `mcgdiff_lite`, the simplified variant.
 The prior enters only through its Tweedie mean; one denoiser pass per step.
 
-Exact in the limit of particles *for the prior chain it runs*: conditioning at tau' weighs particles by
-the chain's marginal density there, so the discretised chain's error at tau' passes into the answer.
-With the observation in the tails of the prior's modes this dominates: three atoms, y = -0.9, sigma_y =
-0.3, 1024 particles, mass on the atom -1.8 (exact 0.902): 0.77 / 0.83 with the DDPM kernel at 30 / 60
-steps (6 seeds), as the unconditioned chain's own marginal at tau' predicts (0.76 / 0.83, and 0.92 at
-200 steps). TDS, corrected by the true likelihood at the Tweedie mean, gets 0.900 at 60 steps.
+Exact in the limit of particles *for the prior chain it runs* (tests/test_mcgdiff.py: against quadrature of
+the chain in 1-D, and against plain importance sampling of the chain in 3-D with released, never-released and
+unobserved coordinates): conditioning at tau' weighs particles by the chain's marginal density there, so the
+discretised chain's error passes into the answer. Three atoms, y = -0.9 (in the tails of both modes), sigma_y
+= 0.3, mass on the atom -1.8: exact 0.902; the DDPM chain conditioned as above 0.686 / 0.778 / 0.831 at
+10 / 30 / 60 steps (quadrature), MCGdiff 0.680 / 0.774 / 0.828 (4 x 4096-8192 particles); with
+kernel="exact", the FSR's own reverse kernel sum_i w_i(x_t) q(x_s | x_t, x^(i)) (exact marginals at any step
+size; dense responsibilities, small N only), 0.904 / 0.905. The weights are right; the chain is not.
+
+A second, different failure on chapter 10's digits (top half observed, sigma_y = 0.5, 100 steps): Monte
+Carlo error, not bias. TV over classes (seed 0) 0.17 / 0.18 / 0.15 at 256 / 1024 / 4096 particles against
+floors 0.07 / 0.04 / 0.02; other seeds at 1024: 0.11-0.68, at 16384: 0.14 and 0.49; kernel="exact", whose
+target is the posterior itself, does no better (0.37 / 0.51 at 256 / 1024). The potentials g_t are the
+observation pushed through the forward process as if the prior were flat, while the reverse kernel contracts
+toward the data (near t = 1, where p_t and g_t are both ~ N(0, 1), a step adds ~ xbar_i^2 (1 - alpha) /
+(2 - alpha) to log w per observed coordinate, alpha = abar_t / abar_s: 0.15 xbar_i^2 at 100 steps). The
+weights must undo that pull coordinate by coordinate, and more steps do not help: with ONE atom (exact chain,
+trivial posterior) and 32 observed pixels the log p(y) estimate is 3-6 nats low at 16384 particles and 100
+steps, 5-9 at 500 steps, against < 0.6 with 4 observed pixels. On the digits almost every step loses 30-60% of
+the ESS, ~35 resamplings in the 86 guided steps leave the returned particles descended
+from 7 / 72 / 178 particles at t = 0.3, where the digit's class is being decided (info["lineages"]), and the
+class weights carry the error of that many draws. TDS, whose twist N(y; A m(x_t), ...) contains the prior's
+denoiser, resamples twice and reaches the floor (TV 0.03 at 1024).
 """
 from __future__ import annotations
 
@@ -112,11 +130,16 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
             resampling: str = "systematic") -> RunWithInfo:
     """MCGdiff (Cardoso et al. 2023) on the paper's VP grid linspace(t_max, t_min, n_steps + 1): per-coordinate
     release times, optimal Gaussian proposals, resampling when ESS < ess_threshold * n (the paper resamples
-    at every step: ess_threshold=1). Linear forward models with isotropic noise only.
+    at every step: ess_threshold=1). Linear forward models with isotropic noise only. kernel: "ddpm" (the
+    forward bridge at x_0 = m(x_t), MCGdiff's), "euler" (the paper's Euler-Maruyama step) or "exact" (the FSR's
+    exact reverse kernel, a mixture over atoms: the chain's marginals are exact, so the only error left is
+    Monte Carlo; needs an fsdiag.EmpiricalPrior, dense responsibilities, small N).
 
     Same signature and info as `fsdiag.smc.tds`, plus info["release_index"] (grid index of each observed
     coordinate's release, n_steps + 1 = never), info["release_time"] (its grid time, nan = never),
-    info["observed_rank"] r. release=False: no coordinate is released (`mcgdiff_lite`).
+    info["observed_rank"] r, info["lineages"] (per grid index, how many distinct particles there the returned
+    samples descend from: a small number means the answer rests on that many draws). release=False: no
+    coordinate is released (`mcgdiff_lite`).
     """
     threshold = _check_smc_args(ess_threshold, resampling)
     if not isinstance(release, bool):
