@@ -207,7 +207,8 @@ def _normal(x, mean, var):
 def _bridge(ab_t, ab_s):
     """q(x_s | x_t, x_0) = N(cx x_t + c0 x_0, v), written out (DDPM's posterior mean and variance)."""
     lam = ab_t / ab_s
-    return math.sqrt(lam) * (1 - ab_s) / (1 - ab_t), math.sqrt(ab_s) * (1 - lam) / (1 - ab_t), (1 - lam) * (1 - ab_s) / (1 - ab_t)
+    b2_t, b2_s = 1 - ab_t, 1 - ab_s
+    return math.sqrt(lam) * b2_s / b2_t, math.sqrt(ab_s) * (1 - lam) / b2_t, (1 - lam) * b2_s / b2_t
 
 
 def ddpm_chain_target_1d(atoms, y, sigma, n_steps, t_min, h=0.01):
