@@ -11,7 +11,7 @@
 #   env         nvidia-smi, torch's build (torch.version.cuda), the device, memory, CPUs
 #   setup       fsdiag from this checkout (PYTHONPATH), papermill and ipykernel: installs them if missing
 #   cuda_tests  python -m pytest -q -m cuda, then the unmarked tests named after CUDA (-k cuda)
-#   bench       python benchmarks/bench_fsr.py --task cuda (a message, no failure, while it has no such task)
+#   bench       python benchmarks/bench_fsr.py --task cuda (--dry-run on the CPU in a dry run)
 #   scale       10^6 texture patches of 32x32: time and host memory to make them, seconds per sampler step
 #               and per evaluate at each N of GPU_CHECK_SCALE_N, GPU peak memory, and the chapter's time
 #               predicted from them at the profile's sizes (OUT/scale.json)
@@ -21,8 +21,8 @@
 #   collect     OUT/metrics.json, OUT/13_imaging.ipynb (executed, partial after a timeout) and
 #               OUT/ch13_outputs.tar.gz (figures, csv and the parameters), from the finished or the
 #               staging folder
-# OUT ends with at most 6 files (the device tool returns 8): gpu_check.log, scale.json, metrics.json,
-# 13_imaging.ipynb, ch13_outputs.tar.gz, ch13_params.yaml. Exit status: 0 when every stage ran, else 1.
+# OUT ends with at most 7 files (the device tool returns 8): gpu_check.log, scale.json, metrics.json,
+# 13_imaging.ipynb, ch13_outputs.tar.gz, ch13_params.yaml, bench_cuda.json. Exit status: 0 when every stage ran, else 1.
 #
 # Where torch and papermill come from:
 #   * a fresh GPU box with network: `make setup` (GPU_CHECK_INSTALL=1 lets the setup stage run it). On
@@ -253,10 +253,11 @@ stage_bench() {
         return 0
     fi
     if [[ $DRY == 1 ]]; then
-        echo "dry run: bench_fsr.py --task cuda needs CUDA; not run"
-        return 0
+        "$PY" benchmarks/bench_fsr.py --task cuda --dry-run
+        return
     fi
-    "$PY" benchmarks/bench_fsr.py --task cuda
+    # the benchmark skips its remaining problems after --cuda-budget-s, inside this stage's timeout
+    "$PY" benchmarks/bench_fsr.py --task cuda --cuda-budget-s 110 --json "$OUT_DIR/bench_cuda.json"
 }
 
 stage_scale() {
@@ -455,7 +456,7 @@ main() {
     stage env 30 stage_env
     stage setup 120 stage_setup
     stage cuda_tests "${GPU_CHECK_TESTS_S:-150}" stage_cuda_tests
-    stage bench "${GPU_CHECK_BENCH_S:-90}" stage_bench
+    stage bench "${GPU_CHECK_BENCH_S:-150}" stage_bench
     stage scale "${GPU_CHECK_SCALE_S:-150}" stage_scale
     stage ch13 "${GPU_CHECK_CH13_S:-100000}" stage_ch13
     stage collect 60 stage_collect

@@ -71,14 +71,15 @@ def test_dry_run_runs_every_stage_and_collects_the_chapter(tmp_path):
 def test_a_stage_out_of_time_is_stopped_with_its_kernel_and_the_rest_still_runs(tmp_path):
     run_id = f"timeout-{os.getpid()}"
     start = time.perf_counter()
-    # 35 s budget, 15 s kept for collecting: the chapter (default dry counts, ~25 s and more) is stopped
-    res = run_check(tmp_path, run_id, GPU_CHECK_STAGES="ch13,collect", GPU_CHECK_BUDGET_S="35")
+    # 24 s budget, 15 s kept for collecting: the chapter (default dry counts, ~25 s and more on a
+    # quiet machine) gets ~9 s and is stopped whatever the machine's speed
+    res = run_check(tmp_path, run_id, GPU_CHECK_STAGES="ch13,collect", GPU_CHECK_BUDGET_S="24")
     log = (tmp_path / "gpu_check.log").read_text()
     assert res.returncode == 1, log[-3000:]
     assert "out of time" in log
     summary = log.split(" summary (")[1]
     assert "ch13        TIMEOUT" in summary and "collect     ok" in summary
-    assert time.perf_counter() - start < 35 + 30
+    assert time.perf_counter() - start < 24 + 30
     time.sleep(1)
     assert processes_of(run_id) == [], "the stopped stage left processes running"
     assert (tmp_path / "ch13_params.yaml").is_file() and (tmp_path / "gpu_check.log").is_file()
