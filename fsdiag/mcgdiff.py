@@ -37,18 +37,18 @@ size; dense responsibilities, small N only), 0.904 / 0.905. The weights are righ
 A second, different failure on chapter 10's digits (top half observed, sigma_y = 0.5, 100 steps): Monte Carlo
 error, not bias. TV over classes (seed 0) 0.17 / 0.18 / 0.15 at 256 / 1024 / 4096 particles against floors
 0.07 / 0.04 / 0.02; seeds 0-5 at 1024: 0.18-0.68, at 16384: 0.14 and 0.49; kernel="exact", whose target is the
-posterior itself, does no better (0.37 / 0.51 at 256 / 1024). The potentials g_t are the observation pushed
-through the forward process as if the prior were flat, while the reverse kernel contracts toward the data
-(near t = 1, where p_t and g_t are both ~ N(0, 1), a step adds ~ xbar_i^2 (1 - alpha) / (2 - alpha) to log w
-per observed coordinate, alpha = abar_t / abar_s: 0.15 xbar_i^2 at 100 steps). The weights must undo that pull
-coordinate by coordinate, and more steps do not help: with ONE atom (exact chain, trivial posterior) and 32
-observed pixels the log p(y) estimate is 3-6 nats low at 16384 particles and 100 steps, 5-9 at 500 steps,
-against 0.2-0.6 with 4 observed pixels at 4096. On the digits almost every step loses 30-60% of the ESS, ~35
-resamplings in the 86 guided steps leave the returned particles descended from 7 / 72 / 178 particles at t =
-0.3, where the digit's class is being decided (info["lineages"]), and the class weights carry the error of
-that many draws (the log p(y) estimate is 9 nats below the exact one at 1024 particles, 6-9 at 4096). TDS,
-whose twist N(y; A m(x_t), ...) contains the prior's denoiser, resamples twice and reaches the floor (TV 0.03
-at 1024).
+posterior itself, does no better (0.37 / 0.51 / 0.22 at 256 / 1024 / 4096, 20 lineages at t = 0.3 of 4096).
+The potentials g_t are the observation pushed through the forward process as if the prior were flat, while the
+reverse kernel contracts toward the data (near t = 1, where p_t and g_t are both ~ N(0, 1), a step adds ~
+xbar_i^2 (1 - alpha) / (2 - alpha) to log w per observed coordinate, alpha = abar_t / abar_s: 0.15 xbar_i^2 at
+100 steps). The weights must undo that pull coordinate by coordinate, and more steps do not help: with ONE
+atom (exact chain, trivial posterior) and 32 observed pixels the log p(y) estimate is 3-6 nats low at 16384
+particles and 100 steps, 5-9 at 500 steps, against 0.2-0.6 with 4 observed pixels at 4096. On the digits
+almost every step loses 30-60% of the ESS, ~35 resamplings in the 86 guided steps leave the returned particles
+descended from 7 / 72 / 178 particles at t = 0.3, where the digit's class is being decided (info["lineages"]),
+and the class weights carry the error of that many draws (the log p(y) estimate is 9 nats below the exact one
+at 1024 particles, 6-9 at 4096). TDS, whose twist N(y; A m(x_t), ...) contains the prior's denoiser, resamples
+twice and reaches the floor (TV 0.03 at 1024).
 """
 from __future__ import annotations
 
