@@ -59,8 +59,7 @@ import torch
 import torch.distributed as dist
 
 from ._checks import as_tensor, check_generator, resolve_device
-from ._threads import threads_for
-from .prior import EmpiricalPrior, _check_abar, _check_result, _start_max
+from .prior import EmpiricalPrior, _check_abar, _check_result
 
 __all__ = ["ShardedPrior"]
 
@@ -279,26 +278,3 @@ class ShardedPrior(EmpiricalPrior):
         # argmax returns the first maximum: on ties, the lowest rank, hence the lowest index
         win = allp[:, 0].argmax(0)
         return allp[:, 1].gather(0, win.unsqueeze(0))[0].to(torch.long)
-
-    def _best_atom(self, x, a, b2, generator, log_lik) -> tuple[torch.Tensor, torch.Tensor]:
-        """This shard's best (value in float64, local index) per query: the streamed (Gumbel-)max
-        of the logits, with log_lik centred by this shard's shift and the shift added back, so
-        the values of all shards compare."""
-        ll, shift = (None, 0.0) if log_lik is None else self._log_lik(log_lik)
-        xq = x - a * self.center
-        best = _start_max(1, x.shape[0], self.dtype, self.device)[0]
-        idx = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
-        with threads_for(x.shape[0] * self.n_atoms * self.dim):
-            for sl in self._chunks(x.shape[0]):
-                logits = torch.addmm(self._bias(sl, a, b2), xq, self._centred(sl).T, alpha=a / b2)
-                if ll is not None:
-                    logits = logits + ll[sl]
-                if generator is not None:
-                    u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
-                    logits = logits - torch.log(-torch.log(u.clamp_min(torch.finfo(self.dtype).tiny)))
-                val, arg = logits.max(1)
-                better = val > best
-                best = torch.where(better, val, best)
-                idx = torch.where(better, arg + sl.start, idx)
-        _check_result("x", best)
-        return best.to(torch.float64) + shift, idx

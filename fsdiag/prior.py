@@ -718,7 +718,12 @@ class EmpiricalPrior:
         _, a, b2 = _check_abar(abar)
         if generator is not None:
             generator = check_generator(generator)
-        ll = None if log_lik is None else self._log_lik(log_lik)[0]
+        return self._best_atom(x, a, b2, generator, log_lik)[1]
+
+    def _best_atom(self, x, a: float, b2: float, generator, log_lik) -> tuple[torch.Tensor, torch.Tensor]:
+        """The streamed (Gumbel-)max of the logits: per query, the best value (float64, with the
+        likelihood's shift added back, so that values of different shards compare) and its index."""
+        ll, shift = (None, 0.0) if log_lik is None else self._log_lik(log_lik)
         xq = x - a * self.center
         best = _start_max(1, x.shape[0], self.dtype, self.device)[0]
         idx = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
@@ -735,7 +740,7 @@ class EmpiricalPrior:
                 best = torch.where(better, val, best)
                 idx = torch.where(better, arg + sl.start, idx)
         _check_result("x", best)
-        return idx
+        return best.to(torch.float64) + shift, idx
 
     def nearest_atoms(self, x, abar) -> torch.Tensor:
         """Index of the most responsible atom for each query (the nearest a x^(i) for equal weights)."""
