@@ -271,7 +271,7 @@ def cuda_worker(args) -> dict:
     if not dry and not torch.cuda.is_available():
         return {}
     import fsdiag
-    from fsdiag import prior as P
+    from fsdiag import _fused as FU
     from fsdiag.testbeds import GaussianMixture
 
     dev = torch.device("cpu" if dry else "cuda")
@@ -342,7 +342,7 @@ def cuda_worker(args) -> dict:
             torch.cuda.empty_cache()
     if time.perf_counter() - t_start <= args.cuda_budget_s:
         rows.update(_cuda_storage_error(dev, 600 if dry else 60000))
-    for key, why in P._FUSED_CHECKED.items():
+    for key, why in FU.CHECKED.items():
         print(f"self-check {key[0]} {key[1]} key width {key[2]}: {'passed' if why is None else why}")
     rows["wall_s"] = time.perf_counter() - t_start
     return rows

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import threading
-import warnings
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import _fused
 from ._threads import threads_for
 from ._checks import as_tensor, check_generator, check_int, check_real, resolve_device
 
@@ -50,165 +50,8 @@ _MIN_CHUNK = 64
 # constructor peaked 39 MiB and the per-atom log-likelihoods (2048-atom float64 blocks) 177 MiB
 # of RSS above the atoms. Small blocks bound what can pile up; speed is unchanged (O(N d) work).
 _ONE_OFF_BYTES = 1 << 20
-# Atoms per fused call: the scratch keys (chunk x (d + 2)) stay ~13 MB at d = 784 (float32).
-_FLASH_ATOMS = 4096
 _FLASH_MIN_ATOMS = 128
-
-
-# ---------------------------------------------------------------------------- fused route
-# The fused route (EmpiricalPrior._flash_pass) runs an attention kernel that returns its
-# per-query log-sum-exp, so chunks (and shards) merge exactly. One kernel per device type:
-#
-# cpu:  aten::_scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p=0.,
-#       is_causal=False, *, attn_mask=None, scale=None) -> (output, logsumexp); float32 and
-#       float64; the value width must equal the query width (else a slower path), so V = K.
-#       Measured on this CPU: 91% of the matmul peak at MNIST size, and the fastest route at d = 1.
-# cuda: aten::_scaled_dot_product_efficient_attention(query, key, value, attn_bias?,
-#       bool compute_log_sumexp, dropout_p=0., is_causal=False, *, scale=None)
-#       -> (output, log_sumexp, philox_seed, philox_offset)   (native_functions.yaml; the schema
-#       is printed by torch.ops.aten._scaled_dot_product_efficient_attention.default._schema).
-#       Facts from pytorch's sources (not run here: no GPU in the session that wrote this):
-#       - aten/src/ATen/native/transformers/cuda/attention.cu, _efficient_attention_forward:
-#         logsumexp = at::empty({B, num_heads, ceil_div(max_seqlen_q, kAlignLSE) * kAlignLSE},
-#         float32): the LSE is float32 and padded along the queries to a multiple of 32
-#         (kAlignLSE), hence the slice [..., :M] below; natural log, the scale included
-#         (mem_eff_attention/kernel_forward.h stores mi / log2(e) + log(s_prime)).
-#       - _scaled_dot_product_efficient_attention_cuda takes (B, H, M, K), transposes to
-#         (B, M, H, K) for the kernel and the output back to (B, H, M, Kv).
-#       - aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, check_head_dim_size_mem_efficient:
-#         q/k/v last dims divisible by minimum_gemm_alignment (4 for float32 on sm80+, 8 for
-#         16-bit types): the key width d + 1 (+ 1) is padded with zero columns to a multiple of
-#         8 (zero columns in q and k add nothing to the logits; their outputs are dropped).
-#         Head dims above 128 run the kernels without kSingleValueIteration (any K up to 65536).
-#       - dtypes float32 / float16 / bfloat16 (bfloat16 from sm80). Only float32 is used: the
-#         logits a x.x_i / b^2 + bias_i are differences of terms up to ~1e6 at small b, which a
-#         16-bit query would round to nonsense; 16-bit atom storage is widened per chunk to
-#         float32 before the kernel, as in every route. float64 has no fused CUDA kernel.
-#       - _scaled_dot_product_flash_attention (CUDA) takes float16 / bfloat16 only and head
-#         dims <= 256 (check_head_dim_size_flash): not usable here, for the same reason.
-# Nobody has run the CUDA kernel through this code yet, so "auto" uses a kernel only after a
-# one-time self-check per (device, dtype, key width) against torch ops (_fused_self_check).
-
-
-def _flash_cpu(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out, lse = _FLASH(q, k, k, scale=1.0)[:2]
-    return out, lse
-
-
-def _efficient_cuda(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, k, None, True, scale=1.0)[:2]
-    return out, lse
-
-
-def _cuda_splits(rows: int, n: int, device: torch.device) -> int:
-    """Key splits per CUDA call (split-KV): the kernel parallelises over batch x heads x blocks of
-    (up to 64) queries and walks the keys inside a block, so one call with 256 queries would keep
-    4 of an H200's 132 SMs busy. The chunk's keys are split into S batch entries (the queries
-    repeated), ~2 thread blocks per SM, each split >= 256 keys; the splits merge by their LSE."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(n // 256, -(-2 * sms // -(-rows // 64))))
-
-
-class _Fused(NamedTuple):
-    """A fused attention kernel for one device type. call(q (S, 1, M, W), k (S, 1, n, W)) returns
-    (softmax(q k^T) k of shape (S, 1, M, W), its natural-log log-sum-exp (S, 1, >= M)), V = K."""
-
-    call: object
-    align: int                  # the key width is padded with zero columns to a multiple of this
-    dtypes: tuple               # compute dtypes the kernel takes ("auto" skips others silently)
-    max_width: int | None       # "auto" uses it up to this padded key width (None: any width)
-    splits: object = None       # (rows M, keys n, device) -> S key splits per call (None: 1)
-    atoms_per_call: int = _FLASH_ATOMS
-
-
-_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-# CUDA: "auto" only up to a padded key width of 128, where the kernel keeps a query's whole
-# output row on chip (kSingleValueIteration) and the torch-ops route is bound by memory traffic:
-# a dozen elementwise passes (logits, max, exp, sums) over each B x chunk block in global memory
-# against one fused pass. Wider keys (images) make both routes compute-bound matmuls, where
-# cuBLAS is the safe default until `python benchmarks/bench_fsr.py --task cuda` shows otherwise.
-_CUDA_FUSED_MAX_WIDTH = 128
-_FUSED: dict[str, _Fused] = {}
-if _FLASH is not None:
-    _FUSED["cpu"] = _Fused(_flash_cpu, 1, (torch.float32, torch.float64), None)
-if hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention"):
-    # 16384 atoms per call on a GPU: keys ~52 MB at d = 784 (float32), room for 64 splits.
-    _FUSED["cuda"] = _Fused(_efficient_cuda, 8, (torch.float32,), _CUDA_FUSED_MAX_WIDTH, _cuda_splits, 16384)
-# Self-check outcomes: (device, dtype, key width, kernel) -> None (passed) or why it failed.
-_FUSED_CHECKED: dict[tuple, str | None] = {}
-_FUSED_LOCK = threading.Lock()
 _ROUTES = ("auto", "flash", "torch")
-
-
-def _fused_width(d: int, has_ll: bool, align: int) -> int:
-    """Key width [x - c, bias, (l)] padded with zero columns to a multiple of `align`."""
-    w = d + 1 + has_ll
-    return -(-w // align) * align
-
-
-def _fused_self_check(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> str | None:
-    """Run the fused kernel and torch ops on a small random problem on `device` (both heads);
-    None if they agree, else why not."""
-    try:
-        with threads_for(0):         # one CPU thread: a tiny problem (2 threads spin on a busy machine)
-            return _fused_compare(device, dtype, d, has_ll)
-    except Exception as err:         # any failure of an untested kernel means: do not use it
-        first = str(err).splitlines()[0] if str(err) else ""
-        return f"it raised {type(err).__name__}: {first}"
-
-
-def _fused_compare(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> str | None:
-    g = torch.Generator().manual_seed(0)
-    # atoms ~ 1 + N(0, 4/d): distances O(1) at any d, so at abar = 0.05 the responsibilities
-    # spread over most atoms (a wrong weighted sum shows) and at 0.64 over ~2 for d >= 128
-    # (sharp); the offset checks the centring. 1101 atoms in chunks of 512: merges, and on a GPU
-    # 2 key splits per call with a dead key padding the last chunk.
-    # (made in the kernels' dtype, in place: ~4.4 kB per dimension, 3.4 MB at d = 784)
-    atoms = torch.randn(1101, d, generator=g, dtype=dtype).mul_(2.0 / math.sqrt(d)).add_(1.0)
-    u = (atoms.sum(1, dtype=torch.float64) - d) / (2.0 * math.sqrt(d))   # ~ N(0, 1) per atom
-    ll = -(u - 0.5) ** 2 if has_ll else None
-    heads = (False, True) if has_ll else (False,)
-    x = 0.8 * atoms[:16] + (0.6 / math.sqrt(d)) * torch.randn(16, d, generator=g, dtype=dtype)
-    atoms, x = atoms.to(device), x.to(device)
-    tiny = EmpiricalPrior(atoms, device=device, chunk_size=512)
-    # float32: the two routes agree to ~1e-6 here (the CPU kernel); a kernel 0.5% off in its
-    # weighted sums, or one that applies its default scale 1/sqrt(W), fails.
-    tol = 1e-4 if dtype != torch.float64 else 1e-10
-    for abar in (0.64, 0.05):
-        a, b2 = math.sqrt(abar), 1.0 - abar
-        lli = None if ll is None else tiny._log_lik(ll.to(device))[0]
-        xq = x - a * tiny.center
-        lf, mf = tiny._flash_pass(xq, a, b2, lli, heads)
-        lt, mt = tiny._torch_pass(xq, a, b2, lli, heads)
-        if lf.shape != lt.shape or mf.shape != mt.shape:
-            return (f"it returned shapes {tuple(lf.shape)}, {tuple(mf.shape)}; expected "
-                    f"{tuple(lt.shape)}, {tuple(mt.shape)}")
-        err = max(float((lf - lt).abs().max()) / (1 + float(lt.abs().max())),
-                  float((mf - mt).norm() / mt.norm().clamp_min(torch.finfo(dtype).tiny)))
-        if not err <= tol:           # (NaN fails too)
-            return f"it disagrees with torch ops by {err:.3g} (relative; tolerance {tol:g})"
-    return None
-
-
-def _fused_usable(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> bool:
-    """Whether "auto" may use the fused kernel here: one self-check per (device, dtype, key
-    width, kernel), cached; a failure warns once and falls back to torch ops for good."""
-    op = _FUSED.get(device.type)
-    if op is None or dtype not in op.dtypes:
-        return False
-    key = (str(device), dtype, _fused_width(d, has_ll, op.align), op)
-    with _FUSED_LOCK:
-        if key not in _FUSED_CHECKED:
-            _FUSED_CHECKED[key] = _fused_self_check(device, dtype, d, has_ll)
-            if _FUSED_CHECKED[key] is not None:
-                _warn_fused(key, _FUSED_CHECKED[key])
-    return _FUSED_CHECKED[key] is None
-
-
-def _warn_fused(key: tuple, why: str) -> None:
-    warnings.warn(f"fsdiag: the fused attention route on {key[0]} ({key[1]}, key width {key[2]}) "
-                  f"is not used: {why}; the kernels use torch ops there (same results, slower)",
-                  RuntimeWarning, stacklevel=4)
 _STORAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -440,16 +283,16 @@ class EmpiricalPrior:
 
     def _use_flash(self, x: torch.Tensor, has_ll: bool = False) -> bool:
         """Route "auto": the fused kernel where one exists for this device and dtype, where it is
-        expected to win (_Fused.max_width; on the CPU at any width), and where its self-check
+        expected to win (_fused.Kernel.max_width; on the CPU at any width), and where its self-check
         passed. Not under autograd (its backward is slow and less accurate), not for an empty
         batch (it crashes the CPU kernel), not below ~128 atoms (its fixed cost per call loses)."""
-        op = _FUSED.get(self.device.type)
+        op = _fused.KERNELS.get(self.device.type)
         if (op is None or x.requires_grad or x.shape[0] == 0 or self.n_atoms < _FLASH_MIN_ATOMS
                 or self.dtype not in op.dtypes):
             return False
-        if op.max_width is not None and _fused_width(self.dim, has_ll, op.align) > op.max_width:
+        if op.max_width is not None and _fused.width(self.dim, has_ll, op.align) > op.max_width:
             return False
-        return _fused_usable(self.device, self.dtype, self.dim, has_ll)
+        return _fused.usable(self.device, self.dtype, self.dim, has_ll)
 
     def _flash_pass(self, xq: torch.Tensor, a: float, b2: float, ll: torch.Tensor | None,
                     heads: tuple[bool, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -459,14 +302,14 @@ class EmpiricalPrior:
         columns; h = 1 adds the log-likelihood; zero columns pad the width to the kernel's
         alignment). 16-bit atoms are widened into the float32 keys. Chunks of atoms are merged
         exactly from each call's log-sum-exp. Returns log_norm (H, B) and centred means (H, B, d)."""
-        op = _FUSED.get(self.device.type)
+        op = _fused.KERNELS.get(self.device.type)
         if op is None:
             raise ValueError(f"route: no fused attention kernel for device {self.device} in this torch "
                              f"({torch.__version__}); use route='torch' or 'auto'")
         B, d = xq.shape
         H = len(heads)
         used = d + 1 + (ll is not None)
-        width = _fused_width(d, ll is not None, op.align)
+        width = _fused.width(d, ll is not None, op.align)
         lo = -torch.finfo(self.dtype).max / 8    # finite: a chunk of zero-weight atoms must not give -inf - -inf
         q = xq.new_zeros(H * B, width)
         for h, cond in enumerate(heads):
@@ -557,13 +400,13 @@ class EmpiricalPrior:
                 try:
                     log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
                 except RuntimeError as err:   # a kernel that passed its self-check fails here: fall back for good
-                    op = _FUSED[self.device.type]
-                    key = (str(self.device), self.dtype, _fused_width(self.dim, ll is not None, op.align), op)
-                    with _FUSED_LOCK:
+                    op = _fused.KERNELS[self.device.type]
+                    key = (str(self.device), self.dtype, _fused.width(self.dim, ll is not None, op.align), op)
+                    with _fused.LOCK:
                         first = str(err).splitlines()[0] if str(err) else ""
-                        _FUSED_CHECKED[key] = (f"it raised {type(err).__name__} at batch {x.shape[0]}, "
+                        _fused.CHECKED[key] = (f"it raised {type(err).__name__} at batch {x.shape[0]}, "
                                                f"{self.n_atoms} atoms: {first}")
-                    _warn_fused(key, _FUSED_CHECKED[key])
+                    _fused.warn(key, _fused.CHECKED[key])
             elif flash:
                 log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
             if log_norm is None:

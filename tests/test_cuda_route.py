@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import fsdiag
+from fsdiag import _fused as FU
 from fsdiag import prior as P
 
-needs_flash = pytest.mark.skipif(P._FLASH is None, reason="this torch has no CPU flash-attention kernel")
+needs_flash = pytest.mark.skipif(FU.FLASH_CPU is None, reason="this torch has no CPU flash-attention kernel")
 
 
 class Kernel:
@@ -27,7 +28,7 @@ class Kernel:
 
 
 def flash(q, k):
-    return P._FLASH(q, k, k, scale=1.0)[:2]
+    return FU.FLASH_CPU(q, k, k, scale=1.0)[:2]
 
 
 def cuda_like(q, k):
@@ -41,11 +42,11 @@ def cuda_like(q, k):
 
 
 def install(monkeypatch, fn, *, align=8, dtypes=(torch.float32, torch.float64), max_width=None,
-            splits=None, atoms_per_call=P._FLASH_ATOMS):
+            splits=None, atoms_per_call=FU.ATOMS_PER_CALL):
     """Make `fn` the CPU's fused kernel, with a fresh self-check cache."""
     kernel = Kernel(fn)
-    monkeypatch.setattr(P, "_FUSED", {"cpu": P._Fused(kernel, align, dtypes, max_width, splits, atoms_per_call)})
-    monkeypatch.setattr(P, "_FUSED_CHECKED", {})
+    monkeypatch.setattr(FU, "KERNELS", {"cpu": FU.Kernel(kernel, align, dtypes, max_width, splits, atoms_per_call)})
+    monkeypatch.setattr(FU, "CHECKED", {})
     return kernel
 
 
@@ -77,10 +78,10 @@ def test_a_good_kernel_passes_its_self_check_and_is_used_padded(dtype, gen, monk
         warnings.simplefilter("error")
         routes_agree(prior, x, ll, 1e-10 if dtype == torch.float64 else 2e-4)
     assert kernel.calls > 12                          # self-checks plus 4 chunks per real call
-    assert set(P._FUSED_CHECKED.values()) == {None}
+    assert set(FU.CHECKED.values()) == {None}
     # one check per key width: 3 + 1 -> 8 and 3 + 2 -> 8 share one entry
-    assert [k[2] for k in P._FUSED_CHECKED] == [8]
-    assert P._fused_width(3, True, 8) == 8 and P._fused_width(7, True, 8) == 16 and P._fused_width(7, True, 1) == 9
+    assert [k[2] for k in FU.CHECKED] == [8]
+    assert FU.width(3, True, 8) == 8 and FU.width(7, True, 8) == 16 and FU.width(7, True, 1) == 9
 
 
 @needs_flash
@@ -90,7 +91,7 @@ def test_a_broken_kernel_fails_its_self_check_and_auto_falls_back_with_one_warni
         if how == "raises":
             raise RuntimeError("CUDA error: no kernel image is available")
         if how == "default_scale":                    # the kernel's own 1/sqrt(width) scale
-            return P._FLASH(q, k, k)[:2]
+            return FU.FLASH_CPU(q, k, k)[:2]
         out, lse = flash(q, k)
         return (out * 1.005, lse) if how == "wrong" else (out, lse * math.nan)
 
@@ -153,14 +154,14 @@ def test_auto_skips_the_kernel_where_it_is_not_expected_to_win(gen, monkeypatch)
     assert not few._use_flash(xf, False)
     assert kernel.calls == calls
     if hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention"):
-        assert P._CUDA_FUSED_MAX_WIDTH == 128
+        assert FU.CUDA_MAX_WIDTH == 128
 
 
 def test_routes_are_validated_and_flash_needs_a_kernel(gen, monkeypatch):
     prior, x, _ = problem(gen)
     with pytest.raises(ValueError, match="route"):
         prior._reduce(x, 0.5, None, (False,), route="fused")
-    monkeypatch.setattr(P, "_FUSED", {})
+    monkeypatch.setattr(FU, "KERNELS", {})
     with pytest.raises(ValueError, match="route: no fused attention kernel"):
         prior._reduce(x, 0.5, None, (False,), route="flash")
     assert not prior._use_flash(x, False)              # "auto" then uses torch ops
@@ -172,12 +173,12 @@ def test_the_self_check_passes_for_the_cpu_kernel_and_catches_small_errors(monke
     cpu = torch.device("cpu")
     for d in (1, 2, 64, 300):
         for has_ll in (False, True):
-            assert P._fused_self_check(cpu, torch.float32, d, has_ll) is None
-    assert P._fused_self_check(cpu, torch.float64, 5, True) is None
+            assert FU.self_check(cpu, torch.float32, d, has_ll) is None
+    assert FU.self_check(cpu, torch.float64, 5, True) is None
     install(monkeypatch, lambda q, k: (flash(q, k)[0] * (1 + 1e-3), flash(q, k)[1]))
-    assert "disagrees" in P._fused_self_check(cpu, torch.float32, 64, True)
+    assert "disagrees" in FU.self_check(cpu, torch.float32, 64, True)
     install(monkeypatch, lambda q, k: (flash(q, k)[0], flash(q, k)[1][..., :-1]))   # one LSE short
-    assert P._fused_self_check(cpu, torch.float32, 64, False).startswith("it raised")
+    assert FU.self_check(cpu, torch.float32, 64, False).startswith("it raised")
 
 
 # ------------------------------------------------------------------------------ on a GPU
@@ -191,9 +192,9 @@ def test_cuda_fused_kernel_passes_its_self_check(d):
     """The CUDA kernel (efficient attention) agrees with torch ops on the GPU at these widths
     (126 + 2 = 128: the widest "auto" uses; 784: images, forced only)."""
     dev = torch.device("cuda")
-    assert "cuda" in P._FUSED, f"this torch ({torch.__version__}) has no efficient-attention op"
+    assert "cuda" in FU.KERNELS, f"this torch ({torch.__version__}) has no efficient-attention op"
     for has_ll in (False, True):
-        assert P._fused_self_check(dev, torch.float32, d, has_ll) is None
+        assert FU.self_check(dev, torch.float32, d, has_ll) is None
 
 
 @pytest.mark.cuda
@@ -234,10 +235,10 @@ def test_the_priors_route_keyword_picks_the_route_for_auto(gen, monkeypatch):
     x = torch.randn(20, 4, generator=gen)
     forced_torch = fsdiag.EmpiricalPrior(atoms, route="torch", chunk_size=128, device="cpu")
     m_torch = forced_torch.denoise(x, 0.4)
-    assert kernel.calls == 0 and P._FUSED_CHECKED == {}
+    assert kernel.calls == 0 and FU.CHECKED == {}
     forced_flash = fsdiag.EmpiricalPrior(atoms, route="flash", chunk_size=128, device="cpu")
     m_flash = forced_flash.denoise(x, 0.4)
-    assert kernel.calls == 3 and P._FUSED_CHECKED == {}     # 300 atoms in 128-atom chunks: no self-check
+    assert kernel.calls == 3 and FU.CHECKED == {}     # 300 atoms in 128-atom chunks: no self-check
     torch.testing.assert_close(m_flash, m_torch, rtol=2e-4, atol=2e-5)
     forced_flash.route = "torch"
     forced_flash.denoise(x, 0.4)
@@ -269,7 +270,7 @@ def test_key_splits_pad_and_merge_exactly(splits, gen, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         routes_agree(prior, x, ll, 2e-4)
-    assert kernel.calls > 0 and set(P._FUSED_CHECKED.values()) == {None}
+    assert kernel.calls > 0 and set(FU.CHECKED.values()) == {None}
     # zero-weight atoms filling whole splits (logits at the finite floor) still give no NaN
     atoms = torch.randn(300, 2, generator=gen, dtype=torch.float64)
     w = torch.ones(300, dtype=torch.float64)
@@ -286,7 +287,7 @@ def test_cuda_split_rule(monkeypatch):
         multi_processor_count = 132                                   # an H200
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
     dev = torch.device("cuda")
-    assert P._cuda_splits(256, 16384, dev) == 64                      # MNIST batch: 4 query blocks
-    assert P._cuda_splits(8192, 16384, dev) == 3                      # gmm, two heads: 128 blocks
-    assert P._cuda_splits(32, 512, dev) == 2                          # the self-check
-    assert P._cuda_splits(32, 100, dev) == 1
+    assert FU.cuda_splits(256, 16384, dev) == 64                      # MNIST batch: 4 query blocks
+    assert FU.cuda_splits(8192, 16384, dev) == 3                      # gmm, two heads: 128 blocks
+    assert FU.cuda_splits(32, 512, dev) == 2                          # the self-check
+    assert FU.cuda_splits(32, 100, dev) == 1

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import fsdiag
+from fsdiag import _fused as FU
 from fsdiag import prior as P
 from fsdiag import reference as R
 
-needs_flash = pytest.mark.skipif(P._FLASH is None, reason="this torch has no CPU flash-attention kernel")
+needs_flash = pytest.mark.skipif(FU.FLASH_CPU is None, reason="this torch has no CPU flash-attention kernel")
 
 
 def make(gen, n=400, d=3, dtype=torch.float64, offset=0.0, weighted=True, chunk=128):
