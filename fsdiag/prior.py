@@ -81,6 +81,11 @@ def _start_max(heads: int, rows: int, dtype, device) -> torch.Tensor:
     return torch.full((heads, rows), torch.finfo(dtype).min, dtype=dtype, device=device)
 
 
+def _functorch_wrapped(t: torch.Tensor) -> bool:
+    """Whether `t` is wrapped by a torch.func transform (vmap, grad, jvp): no out= writes then."""
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
+
+
 def _check_result(name: str, *tensors: torch.Tensor) -> None:
     """O(batch) check after a kernel: finite inputs can still overflow the dtype (e.g. float32
     queries ~1e19 from the atoms); say so rather than return NaN."""
@@ -261,12 +266,14 @@ class EmpiricalPrior:
             out[sl] = lik.log_prob(self.atoms[sl].to(torch.float64))
         return out
 
-    def _scratch(self, numel: int) -> torch.Tensor:
-        """A reused buffer of at least `numel` elements for the flash route's keys (one per thread):
-        allocating ~13 MB per call and freeing it grows glibc's heap (its mmap threshold rises
-        with each freed block), so the process's RSS would creep far above the live memory."""
+    def _scratch(self, numel: int, name: str = "keys") -> torch.Tensor:
+        """A reused buffer `name` of at least `numel` elements (one per thread): the flash route's
+        keys, the covariance pass's blocks. Allocating several MB per call and freeing it either
+        grows glibc's heap (its mmap threshold rises with each freed block: RSS creeps far above the
+        live memory) or, below that threshold, maps fresh pages every time (page faults made the
+        covariance pass 2.5x slower on the 1-D chapters)."""
         store = self.__dict__.setdefault("_scratch_buffers", {})
-        key = threading.get_ident()
+        key = (threading.get_ident(), name)
         buf = store.get(key)
         if buf is None or buf.numel() < numel:
             buf = store[key] = torch.empty(numel, dtype=self.dtype, device=self.device)
@@ -531,16 +538,27 @@ class EmpiricalPrior:
         # moments pass's log_norm: the two round the logits differently, and in float32 at small b
         # near a tie between atoms exp(logits - log_norm) then overshoots by orders of magnitude.
         # k vectors per query multiply the block: _chunks shrinks the chunk to keep memory flat.
+        # Plain tensors use reused buffers; autograd and torch.func transforms (the denoiser's
+        # derivatives) get fresh ones (out= and in-place writes would break them).
+        reuse = not any(t.requires_grad or _functorch_wrapped(t) for t in (x, v, mean, lhs))
         with threads_for(B * (k + 1) * self.n_atoms * d):
             for sl in self._chunks(B * (k + 1)):
                 xc = self._centred(sl)
-                q = lhs @ xc.T
-                logits = q[:B] + self._bias(sl, a, b2)
+                n_sl = sl.stop - sl.start
+                if reuse:                    # the two (rows x chunk) blocks in reused buffers
+                    q = torch.matmul(lhs, xc.T, out=self._scratch(lhs.shape[0] * n_sl, "cov_q").view(-1, n_sl))
+                    logits = q[:B].add_(self._bias(sl, a, b2))
+                else:
+                    q = lhs @ xc.T
+                    logits = q[:B] + self._bias(sl, a, b2)
                 new_max = torch.maximum(run_max, logits.amax(-1))
                 rescale = torch.exp((run_max - new_max).clamp_min(floor))
                 p = _shifted_exp(logits, new_max.unsqueeze(1), floor)
-                n_sl = p.shape[1]
-                ps = p.unsqueeze(1) * (q[B:].reshape(B, k, n_sl) - mv.unsqueeze(-1))  # w_i (x_i - m) . v
+                if reuse:                    # w_i (x_i - m) . v
+                    ps = torch.sub(q[B:].reshape(B, k, n_sl), mv.unsqueeze(-1),
+                                   out=self._scratch(B * k * n_sl, "cov_ps").view(B, k, n_sl)).mul_(p.unsqueeze(1))
+                else:
+                    ps = p.unsqueeze(1) * (q[B:].reshape(B, k, n_sl) - mv.unsqueeze(-1))
                 run_sum = run_sum * rescale + p.sum(-1)
                 wsum = wsum * rescale.unsqueeze(-1) + ps.sum(-1)
                 acc = acc * rescale[:, None, None] + (ps.reshape(B * k, n_sl) @ xc).reshape(B, k, d)
