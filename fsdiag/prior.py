@@ -588,14 +588,26 @@ class EmpiricalPrior:
         xq = x - a * self.center
         best = _start_max(1, x.shape[0], self.dtype, self.device)[0]
         idx = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
-        with threads_for(x.shape[0] * self.n_atoms * self.dim, self.device):
-            for sl in self._chunks(x.shape[0]):
-                logits = torch.addmm(self._bias(sl, a, b2), xq, self._centred(sl).T, alpha=a / b2)
-                if ll is not None:
-                    logits = logits + ll[sl]
-                if generator is not None:
-                    u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
-                    logits = logits - torch.log(-torch.log(u.clamp_min(torch.finfo(self.dtype).tiny)))
+        B, tiny = x.shape[0], torch.finfo(self.dtype).tiny
+        reuse = not (x.requires_grad or _functorch_wrapped(x))     # blocks in reused buffers (_scratch)
+        with threads_for(B * self.n_atoms * self.dim, self.device):
+            for sl in self._chunks(B):
+                n = sl.stop - sl.start
+                if reuse:
+                    logits = torch.addmm(self._bias(sl, a, b2), xq, self._centred(sl).T, alpha=a / b2,
+                                         out=self._scratch(B * n, "atom_logits").view(B, n))
+                    if ll is not None:
+                        logits.add_(ll[sl])
+                    if generator is not None:         # Gumbel noise -log(-log u), in place
+                        u = torch.rand((B, n), generator=generator, out=self._scratch(B * n, "atom_noise").view(B, n))
+                        logits.sub_(u.clamp_min_(tiny).log_().neg_().log_())
+                else:
+                    logits = torch.addmm(self._bias(sl, a, b2), xq, self._centred(sl).T, alpha=a / b2)
+                    if ll is not None:
+                        logits = logits + ll[sl]
+                    if generator is not None:
+                        u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
+                        logits = logits - torch.log(-torch.log(u.clamp_min(tiny)))
                 val, arg = logits.max(1)
                 better = val > best
                 best = torch.where(better, val, best)
