@@ -59,6 +59,7 @@ from tqdm import tqdm
 
 from ._checks import check_real
 from .forward import LinearForwardModel
+from .schedules import bridge
 from .smc import (_SCHEMES, RunWithInfo, _check_finite, _setup, effective_sample_size, register_sampler,
                   resample, resample_if_degenerate)
 
@@ -87,12 +88,6 @@ def release_indices(obs_var: torch.Tensor, schedule, grid: torch.Tensor) -> torc
 _KERNELS = ("ddpm", "euler", "exact")
 
 
-def _bridge(abar_t, abar_s):
-    """(c_x, c_0, v): the forward bridge q(x_s | x_t, x_0) = N(c_x x_t + c_0 x_0, v I), s < t."""
-    var_ts, b2_t, b2_s = 1.0 - abar_t / abar_s, 1.0 - abar_t, 1.0 - abar_s
-    return math.sqrt(abar_t / abar_s) * b2_s / b2_t, math.sqrt(abar_s) * var_ts / b2_t, var_ts * b2_s / b2_t
-
-
 def _prior_kernel(kernel, schedule, x, m, t, s, abar_t, abar_s):
     """Mean and variance of the prior's reverse kernel N(mu, v I) from time t to s < t.
     "ddpm": the forward bridge q(x_s | x_t, x_0) at x_0 = m(x_t) (DDPM ancestral / DDIM eta = 1, MCGdiff's
@@ -100,7 +95,7 @@ def _prior_kernel(kernel, schedule, x, m, t, s, abar_t, abar_s):
     if kernel == "euler":
         beta, dt = schedule.beta(t), t - s
         return x + (0.5 * beta * x + beta * (math.sqrt(abar_t) * m - x) / (1 - abar_t)) * dt, beta * dt
-    c_x, c_0, v = _bridge(abar_t, abar_s)
+    c_x, c_0, v = bridge(abar_t, abar_s)
     return c_x * x + c_0 * m, v
 
 
@@ -224,7 +219,7 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
         if kernel == "exact":
             # Mixture over atoms: sum_i w_i(x_t) N(c_x x_t + c_0 x^(i), v); the component of each particle is
             # drawn from w_i int N(x; mu_i, v) g_{k+1}(x) dx after resampling, then x from that component x g.
-            c_x, c_0, v = _bridge(abar, float(abars[k + 1]))
+            c_x, c_0, v = bridge(abar, float(abars[k + 1]))
             base = c_x * xbar
             comp = torch.log(prior.responsibilities(x, abar).to(f64).clamp_min(1e-300))          # (n, N)
             if on.numel():

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ._checks import check_int, check_real, make_generator
 from .methods import FSR, METHODS, Approximation, Problem, make_method
 from .prior import EmpiricalPrior
-from .schedules import DDPMSchedule, VPSchedule, check_time
+from .schedules import DDPMSchedule, VPSchedule, bridge, check_time
 
 __all__ = ["Run", "sample", "sample_exact"]
 
@@ -227,13 +227,10 @@ def sample_exact(prior: EmpiricalPrior, lik, *, n_particles: int = 4096, n_steps
         if k in rec.steps:
             rec(k, x, prior.moments(x, abar_t).mean)
         x0 = prior.atoms_at(prior.sample_atoms(x, abar_t, gen, problem.log_lik))
-        # Bridge q(x_s | x_t, x_0) of the VP forward process.
-        ratio = abar_t / abar_s
-        var_ts = 1.0 - ratio                                  # Var(x_t | x_s)
-        b2_t, b2_s = 1.0 - abar_t, 1.0 - abar_s
-        mean = (math.sqrt(ratio) * b2_s / b2_t) * x + (math.sqrt(abar_s) * var_ts / b2_t) * x0
+        c_x, c_0, v = bridge(abar_t, abar_s)                  # q(x_s | x_t, x_0) of the VP process
+        mean = c_x * x + c_0 * x0
         z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
-        x = mean + math.sqrt(var_ts * b2_s / b2_t) * z
+        x = mean + math.sqrt(v) * z
     rec(n_steps, x, _final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
     times, traj, tw = rec.stack()
     return Run(x, times, traj, tw, "exact", None, schedule, n_steps,

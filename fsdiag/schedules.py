@@ -124,6 +124,13 @@ def check_time(t: float, name: str) -> float:
     return t
 
 
+def bridge(abar_t: float, abar_s: float) -> tuple[float, float, float]:
+    """(c_x, c_0, v): the VP forward process's bridge q(x_s | x_t, x_0) = N(c_x x_t + c_0 x_0, v I)
+    for s < t (abar_s > abar_t); the exact sampler's and DDPM ancestral step."""
+    var_ts, b2_t, b2_s = 1.0 - abar_t / abar_s, 1.0 - abar_t, 1.0 - abar_s    # var_ts = Var(x_t | x_s)
+    return math.sqrt(abar_t / abar_s) * b2_s / b2_t, math.sqrt(abar_s) * var_ts / b2_t, var_ts * b2_s / b2_t
+
+
 def _check_t(t) -> float:
     """A time at which a schedule is evaluated: finite and >= 0 (t = 0 is the data)."""
     t = check_real(t, "t")
