@@ -111,8 +111,12 @@ def self_check(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -
         with threads_for(0):         # one CPU thread: a tiny problem (2 threads spin on a busy machine)
             return _compare(device, dtype, d, has_ll)
     except Exception as err:         # any failure of an untested kernel means: do not use it
-        first = str(err).splitlines()[0] if str(err) else ""
-        return f"it raised {type(err).__name__}: {first}"
+        return f"it raised {type(err).__name__}: {first_line(err)}"
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message ("" if it has none)."""
+    return str(err).splitlines()[0] if str(err) else ""
 
 
 def _compare(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> str | None:
@@ -155,13 +159,27 @@ def usable(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> bo
     op = KERNELS.get(device.type)
     if op is None or dtype not in op.dtypes:
         return False
-    key = (str(device), dtype, width(d, has_ll, op.align), op)
+    k = _key(device, dtype, d, has_ll, op)
     with LOCK:
-        if key not in CHECKED:
-            CHECKED[key] = self_check(device, dtype, d, has_ll)
-            if CHECKED[key] is not None:
-                warn(key, CHECKED[key])
-    return CHECKED[key] is None
+        if k not in CHECKED:
+            CHECKED[k] = self_check(device, dtype, d, has_ll)
+            if CHECKED[k] is not None:
+                warn(k, CHECKED[k])
+    return CHECKED[k] is None
+
+
+def disable(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool, why: str) -> None:
+    """Record that the kernel failed here after its self-check (`why`): "auto" uses torch ops there
+    from now on; warns once."""
+    k = _key(device, dtype, d, has_ll, KERNELS[device.type])
+    with LOCK:
+        CHECKED[k] = why
+    warn(k, why)
+
+
+def _key(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool, op: Kernel) -> tuple:
+    """CHECKED's key: (device, dtype, padded key width, kernel)."""
+    return (str(device), dtype, width(d, has_ll, op.align), op)
 
 
 def warn(key: tuple, why: str) -> None:

@@ -407,13 +407,9 @@ class EmpiricalPrior:
                 try:
                     log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
                 except RuntimeError as err:   # a kernel that passed its self-check fails here: fall back for good
-                    op = _fused.KERNELS[self.device.type]
-                    key = (str(self.device), self.dtype, _fused.width(self.dim, ll is not None, op.align), op)
-                    with _fused.LOCK:
-                        first = str(err).splitlines()[0] if str(err) else ""
-                        _fused.CHECKED[key] = (f"it raised {type(err).__name__} at batch {x.shape[0]}, "
-                                               f"{self.n_atoms} atoms: {first}")
-                    _fused.warn(key, _fused.CHECKED[key])
+                    _fused.disable(self.device, self.dtype, self.dim, ll is not None,
+                                   f"it raised {type(err).__name__} at batch {x.shape[0]}, {self.n_atoms} "
+                                   f"atoms: {_fused.first_line(err)}")
             elif flash:
                 log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
             if log_norm is None:
