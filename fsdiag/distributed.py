@@ -201,8 +201,7 @@ class ShardedPrior(EmpiricalPrior):
             local = torch.zeros(x.shape[0], self.n_atoms, dtype=self.dtype, device=self.device)
             lse = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=self.device)
         else:
-            logits = torch.addmm(self._bias(slice(None), a, b2), x - a * self.center,
-                                 self._centred(slice(None)).T, alpha=a / b2)
+            logits = self._logits(x - a * self.center, slice(None), a, b2)
             shift = 0.0
             if log_lik is not None:
                 ll, shift = self._log_lik(log_lik)               # centred by this shard's shift

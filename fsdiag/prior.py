@@ -288,6 +288,16 @@ class EmpiricalPrior:
     def _bias(self, sl: slice, a: float, b2: float) -> torch.Tensor:
         return self.log_weights[sl] - (a * a / (2 * b2)) * self._sq[sl]
 
+    def _logits(self, xq: torch.Tensor, sl: slice, a: float, b2: float, out=None) -> torch.Tensor:
+        """log pi_i + (a / b^2) xq . (x^(i) - c) - (a^2 / 2b^2) ||x^(i) - c||^2 for the atoms in `sl`,
+        xq = x_t - a c: log w_i(x_t) up to a per-query constant (into `out` when given)."""
+        return torch.addmm(self._bias(sl, a, b2), xq, self._centred(sl).T, alpha=a / b2, out=out)
+
+    def _reused(self, reuse: bool, name: str, shape: tuple) -> torch.Tensor | None:
+        """The reused buffer `name` viewed as `shape`, for an out= argument; None (a fresh tensor)
+        when not `reuse` (autograd and torch.func transforms cannot write into a plain buffer)."""
+        return self._scratch(math.prod(shape), name).view(shape) if reuse else None
+
     def _use_flash(self, x: torch.Tensor, has_ll: bool = False) -> bool:
         """Route "auto": the fused kernel where one exists for this device and dtype, where it is
         expected to win (_fused.Kernel.max_width; on the CPU at any width), and where its self-check
@@ -469,8 +479,7 @@ class EmpiricalPrior:
         """Dense (batch, N) responsibilities w_i(x_t) (or w~_i given log_lik): for small N only."""
         x = self._query(x)
         _, a, b2 = _check_abar(abar)
-        logits = torch.addmm(self._bias(slice(None), a, b2), x - a * self.center,
-                             self._centred(slice(None)).T, alpha=a / b2)
+        logits = self._logits(x - a * self.center, slice(None), a, b2)
         if log_lik is not None:
             logits = logits + self._log_lik(log_lik)[0]
         out = torch.softmax(logits, dim=1)
@@ -535,26 +544,21 @@ class EmpiricalPrior:
         # near a tie between atoms exp(logits - log_norm) then overshoots by orders of magnitude.
         # k vectors per query multiply the block: _chunks shrinks the chunk to keep memory flat.
         # Plain tensors use reused buffers; autograd and torch.func transforms (the denoiser's
-        # derivatives) get fresh ones (out= and in-place writes would break them).
+        # derivatives) get fresh ones (they cannot write into a plain buffer).
         reuse = not any(t.requires_grad or _functorch_wrapped(t) for t in (x, v, mean, lhs))
         with threads_for(B * (k + 1) * self.n_atoms * d):
             for sl in self._chunks(B * (k + 1)):
                 xc = self._centred(sl)
                 n_sl = sl.stop - sl.start
-                if reuse:                    # the two (rows x chunk) blocks in reused buffers
-                    q = torch.matmul(lhs, xc.T, out=self._scratch(lhs.shape[0] * n_sl, "cov_q").view(-1, n_sl))
-                    logits = q[:B].add_(self._bias(sl, a, b2))
-                else:
-                    q = lhs @ xc.T
-                    logits = q[:B] + self._bias(sl, a, b2)
+                q = torch.matmul(lhs, xc.T, out=self._reused(reuse, "cov_q", (lhs.shape[0], n_sl)))
+                logits = q[:B].add_(self._bias(sl, a, b2))
                 new_max = torch.maximum(run_max, logits.amax(-1))
                 rescale = torch.exp((run_max - new_max).clamp_min(floor))
                 p = _shifted_exp(logits, new_max.unsqueeze(1), floor)
-                if reuse:                    # w_i (x_i - m) . v
-                    ps = torch.sub(q[B:].reshape(B, k, n_sl), mv.unsqueeze(-1),
-                                   out=self._scratch(B * k * n_sl, "cov_ps").view(B, k, n_sl)).mul_(p.unsqueeze(1))
-                else:
-                    ps = p.unsqueeze(1) * (q[B:].reshape(B, k, n_sl) - mv.unsqueeze(-1))
+                diff = torch.sub(q[B:].reshape(B, k, n_sl), mv.unsqueeze(-1),
+                                 out=self._reused(reuse, "cov_ps", (B, k, n_sl)))
+                # w_i (x_i - m) . v (in place on the buffer; autograd needs diff kept for p's gradient)
+                ps = diff.mul_(p.unsqueeze(1)) if reuse else diff * p.unsqueeze(1)
                 run_sum = run_sum * rescale + p.sum(-1)
                 wsum = wsum * rescale.unsqueeze(-1) + ps.sum(-1)
                 acc = acc * rescale[:, None, None] + (ps.reshape(B * k, n_sl) @ xc).reshape(B, k, d)
@@ -585,25 +589,17 @@ class EmpiricalPrior:
         best = _start_max(1, x.shape[0], self.dtype, self.device)[0]
         idx = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
         B, tiny = x.shape[0], torch.finfo(self.dtype).tiny
-        reuse = not (x.requires_grad or _functorch_wrapped(x))     # blocks in reused buffers (_scratch)
+        reuse = not (x.requires_grad or _functorch_wrapped(x))     # blocks in reused buffers (_reused)
         with threads_for(B * self.n_atoms * self.dim, self.device):
             for sl in self._chunks(B):
                 n = sl.stop - sl.start
-                if reuse:
-                    logits = torch.addmm(self._bias(sl, a, b2), xq, self._centred(sl).T, alpha=a / b2,
-                                         out=self._scratch(B * n, "atom_logits").view(B, n))
-                    if ll is not None:
-                        logits.add_(ll[sl])
-                    if generator is not None:         # Gumbel noise -log(-log u), in place
-                        u = torch.rand((B, n), generator=generator, out=self._scratch(B * n, "atom_noise").view(B, n))
-                        logits.sub_(u.clamp_min_(tiny).log_().neg_().log_())
-                else:
-                    logits = torch.addmm(self._bias(sl, a, b2), xq, self._centred(sl).T, alpha=a / b2)
-                    if ll is not None:
-                        logits = logits + ll[sl]
-                    if generator is not None:
-                        u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
-                        logits = logits - torch.log(-torch.log(u.clamp_min(tiny)))
+                logits = self._logits(xq, sl, a, b2, out=self._reused(reuse, "atom_logits", (B, n)))
+                if ll is not None:
+                    logits.add_(ll[sl])
+                if generator is not None:             # Gumbel noise -log(-log u), in place
+                    u = torch.rand((B, n), generator=generator, dtype=self.dtype, device=self.device,
+                                   out=self._reused(reuse, "atom_noise", (B, n)))
+                    logits.sub_(u.clamp_min_(tiny).log_().neg_().log_())
                 val, arg = logits.max(1)
                 better = val > best
                 best = torch.where(better, val, best)
