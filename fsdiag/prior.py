@@ -301,11 +301,12 @@ class EmpiricalPrior:
     def _use_flash(self, x: torch.Tensor, has_ll: bool = False) -> bool:
         """Route "auto": the fused kernel where one exists for this device and dtype, where it is
         expected to win (_fused.Kernel.max_width; on the CPU at any width), and where its self-check
-        passed. Not under autograd (its backward is slow and less accurate), not for an empty
+        passed. Not under autograd or a torch.func transform (its backward is slow and less
+        accurate; forward AD has no rule for it), not for an empty
         batch (it crashes the CPU kernel), not below ~128 atoms (its fixed cost per call loses)."""
         op = _fused.KERNELS.get(self.device.type)
-        if (op is None or x.requires_grad or x.shape[0] == 0 or self.n_atoms < _FLASH_MIN_ATOMS
-                or self.dtype not in op.dtypes):
+        if (op is None or x.requires_grad or _functorch_wrapped(x) or x.shape[0] == 0
+                or self.n_atoms < _FLASH_MIN_ATOMS or self.dtype not in op.dtypes):
             return False
         if op.max_width is not None and _fused.width(self.dim, has_ll, op.align) > op.max_width:
             return False

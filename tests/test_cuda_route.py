@@ -157,6 +157,22 @@ def test_auto_skips_the_kernel_where_it_is_not_expected_to_win(gen, monkeypatch)
         assert FU.CUDA_MAX_WIDTH == 128
 
 
+@needs_flash
+def test_torch_func_transforms_take_torch_ops_and_leave_the_kernel_enabled(gen, monkeypatch):
+    """Forward AD (jacfwd) has no rule for the fused kernel: under it "auto" takes torch ops
+    without a warning, and the kernel stays enabled for plain calls."""
+    kernel = install(monkeypatch, flash)
+    prior, x, _ = problem(gen, d=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)   # the fallback's warning
+        jac = torch.func.jacfwd(lambda z: prior.moments(z, 0.5).mean)(x[:3])
+    assert jac.shape == (3, 7, 3, 7) and bool(torch.isfinite(jac).all())
+    assert all(why is None for why in FU.CHECKED.values())
+    calls = kernel.calls
+    prior.moments(x, 0.5)
+    assert kernel.calls > calls                        # still used for plain tensors
+
+
 def test_routes_are_validated_and_flash_needs_a_kernel(gen, monkeypatch):
     prior, x, _ = problem(gen)
     with pytest.raises(ValueError, match="route"):
