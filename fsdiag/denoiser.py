@@ -83,35 +83,13 @@ def _put(out: torch.Tensor, rows, value: torch.Tensor) -> None:
 
 def _limit_nearest(prior: EmpiricalPrior, x: torch.Tensor) -> torch.Tensor:
     """lim_{sigma -> 0} E[x0 | x]: the nearest atom of positive weight; at an exact tie, the
-    pi-weighted mean of the tied atoms. Streamed: a top-k by the ||x||^2 expansion (centred),
-    then exact distances ||x - x_i||^2 on the k candidates, so rounding in the expansion
-    cannot pick a farther atom unless it reorders more than k atoms."""
-    B, d = x.shape
-    n = prior.n_atoms
-    k = min(_TOPK, n)
-    c = prior.center
-    xq = x - c
-    best = torch.full((B, k), math.inf, dtype=x.dtype, device=x.device)
-    best_idx = torch.zeros(B, k, dtype=torch.long, device=x.device)
-    size = min(prior.chunk_size, max(64, _BLOCK // max(B, 1)))
-    for s in range(0, n, size):
-        sl = slice(s, min(s + size, n))
-        xc = prior.atoms[sl] - c
-        # ||x - x_i||^2 - ||x - c||^2, with zero-weight atoms never chosen.
-        d2 = torch.addmm((xc * xc).sum(1), xq, xc.T, alpha=-2.0)
-        d2.masked_fill_(torch.isneginf(prior.log_weights[sl]), math.inf)
-        cand = torch.cat([best, d2], 1)
-        idx = torch.cat([best_idx, torch.arange(sl.start, sl.stop, device=x.device).expand(B, -1)], 1)
-        best, pos = cand.topk(k, dim=1, largest=False)
-        best_idx = idx.gather(1, pos)
-    atoms = prior.atoms[best_idx]                                   # (B, k, d): k small
-    exact = ((x.unsqueeze(1) - atoms) ** 2).sum(-1)
-    exact = exact.masked_fill(torch.isinf(best), math.inf)          # never a zero-weight atom
-    tied = exact == exact.amin(1, keepdim=True)
-    # Rows of the top-k can repeat an atom only if n < k; k = min(_TOPK, n) rules it out.
-    logw = prior.log_weights[best_idx].masked_fill(~tied, -math.inf)
-    w = torch.softmax(logw, 1)
-    return (w.unsqueeze(-1) * atoms).sum(1)
+    pi-weighted mean of the tied atoms (the exact search of `fsdiag.nearest`)."""
+    nn = prior.nearest(x)
+    w = prior.log_weights.to(torch.float64)[nn.tie_index].exp()
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device).index_add_(0, nn.tie_rows, w)
+    atoms = prior.atoms[nn.tie_index].to(torch.float64) * (w / total[nn.tie_rows])[:, None]
+    out = torch.zeros(x.shape, dtype=torch.float64, device=x.device).index_add_(0, nn.tie_rows, atoms)
+    return out.to(x.dtype)
 
 
 def _coefs(abar, x: torch.Tensor):
@@ -287,10 +265,19 @@ class _CovMatvec(torch.autograd.Function):
 
 
 # ------------------------------------------------------------------- argument checks
+def _level(value) -> float:
+    """One number as a Python float; an integer beyond float range is +-inf (10**400 is as
+    infinite a noise level as float('inf')), which _check_levels then accepts or refuses."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _levels(value, name: str, batch: int, *, upper: float | None) -> list[float]:
     """A noise level per query as Python floats: one value (any shape of numel 1), or `batch`
-    values in a (B,), (B, 1), (B, 1, 1, 1), ... tensor or array. Non-negative, not NaN,
-    at most `upper` when given."""
+    values in a (B,), (B, 1), (B, 1, 1, 1), ... tensor, array or (nested) list. Non-negative, not
+    NaN, at most `upper` when given."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected a real number or tensor, got bool")
     if isinstance(value, (complex, np.complexfloating)):

@@ -248,6 +248,11 @@ class ShardedPrior(EmpiricalPrior):
         dist.all_reduce(comm, group=self.group)
         return comm.to(self.device)
 
+    def nearest_atoms(self, x, abar) -> torch.Tensor:
+        """The most responsible atom's GLOBAL index at alpha_bar abar in (0, 1) (the arg-max of
+        `sample_atoms`; not the float64 exact search of one process, which needs all atoms)."""
+        return self.sample_atoms(x, abar, None)
+
     def sample_atoms(self, x, abar, generator: torch.Generator | None, log_lik=None) -> torch.Tensor:
         """One GLOBAL atom index per query, the same on every rank, drawn from w_i(x_t) (w~_i
         given log_lik) by a Gumbel-max: each shard perturbs its logits with its own noise (a

@@ -22,27 +22,44 @@ from .methods import Approximation
 from .prior import EmpiricalPrior
 from .schedules import VPSchedule
 
-__all__ = ["Report", "evaluate", "diagnose", "monte_carlo_floor", "support_set", "nearest_atoms"]
+__all__ = ["Report", "evaluate", "diagnose", "monte_carlo_floor", "support_set", "copies_of", "atom_spacing", "sample_rows",
+           "SUPPORT_FRACTION"]
 
 
 # ------------------------------------------------------------------ pieces
-def monte_carlo_floor(psi, n: int, *, groups=None, repeats: int = 64, seed: int = 0) -> dict:
+def _collapse(freq: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Sum the columns of freq (R, N) that share an id in ids (N,): (R, k), no (N, k) one-hot."""
+    flat = (ids[None, :] + k * np.arange(freq.shape[0])[:, None]).ravel()
+    return np.bincount(flat, weights=freq.ravel(), minlength=k * freq.shape[0]).reshape(freq.shape[0], k)
+
+
+def _compact(ids) -> tuple[np.ndarray, int]:
+    inverse = np.unique(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids), return_inverse=True)[1]
+    inverse = inverse.ravel()
+    return inverse, int(inverse.max()) + 1 if inverse.size else 0
+
+
+def monte_carlo_floor(psi, n: int, *, groups=None, copies=None, repeats: int = 64, seed: int = 0) -> dict:
     """TV between the exact posterior psi and the empirical distribution of n exact draws
     (simulated `repeats` times): what a perfect sampler with n samples scores. With `groups`
-    (one integer label per atom) the same over the labels. Returns mean and 95% quantile."""
+    (one integer label per atom) the same over the labels. With `copies` (one id per atom, equal
+    for exact copies of one atom) each draw is judged as `evaluate` judges a sample: it cannot
+    tell copies apart, so its mass is split among them in proportion to psi. Returns mean and
+    95% quantile."""
     check_int(n, "n")
     check_int(repeats, "repeats")
     p = np.asarray(psi.detach().cpu() if isinstance(psi, torch.Tensor) else psi, dtype=np.float64)
     p = p / p.sum()
     rng = np.random.default_rng(seed)
     freq = rng.multinomial(n, p, size=repeats) / n                      # (repeats, N)
+    if copies is not None:
+        inv, k = _compact(copies)
+        pg = np.bincount(inv, weights=p, minlength=k)
+        share = np.divide(p, pg[inv], out=np.zeros_like(p), where=pg[inv] > 0)
+        freq = _collapse(freq, inv, k)[:, inv] * share
     if groups is not None:
-        inverse = np.unique(np.asarray(groups.cpu() if isinstance(groups, torch.Tensor) else groups),
-                            return_inverse=True)[1].ravel()
-        k = inverse.max() + 1
-        onehot = np.zeros((p.size, k))
-        onehot[np.arange(p.size), inverse] = 1.0
-        p, freq = p @ onehot, freq @ onehot
+        inv, k = _compact(groups)
+        p, freq = _collapse(p[None], inv, k)[0], _collapse(freq, inv, k)
     tv = 0.5 * np.abs(freq - p).sum(1)
     return {"mean": float(tv.mean()), "q95": float(np.quantile(tv, 0.95)), "repeats": repeats}
 
@@ -55,38 +72,37 @@ def support_set(mass, level: float = 0.99) -> np.ndarray:
     return np.sort(order[:min(k, m.size)])
 
 
-def nearest_atoms(prior: EmpiricalPrior, x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of, and Euclidean distance to, the nearest atom of each clean sample x (n, d),
-    streamed over chunks of atoms (centred, so the ||x||^2 expansion does not cancel)."""
-    xc = x - prior.center
-    xsq = (xc * xc).sum(1)
-    best = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
-    idx = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    atoms_c = prior.atoms - prior.center
-    for s in range(0, prior.n_atoms, chunk):
-        ac = atoms_c[s:s + chunk]
-        d2 = (xsq[:, None] - 2 * xc @ ac.T + (ac * ac).sum(1)[None]).clamp_min(0)
-        val, arg = d2.min(1)
-        better = val < best
-        best = torch.where(better, val, best)
-        idx = torch.where(better, arg + s, idx)
-    return idx, best.sqrt()
+def copies_of(prior: EmpiricalPrior) -> torch.Tensor:
+    """One id per atom, equal for exact copies of one atom (N,): no sample can tell them apart."""
+    return torch.unique(prior.atoms, dim=0, return_inverse=True)[1].reshape(-1).cpu()
 
 
-def _atom_spacing(prior: EmpiricalPrior, n_probe: int = 512) -> float:
-    """Median distance from an atom to its nearest other atom (on up to n_probe atoms, fixed)."""
-    if prior.n_atoms < 2:
-        return float(prior.atoms.abs().max().clamp_min(1.0))
-    probe = torch.linspace(0, prior.n_atoms - 1, min(n_probe, prior.n_atoms)).round().long().to(prior.device)
-    xc = prior.atoms[probe] - prior.center
-    atoms_c = prior.atoms - prior.center
-    d2 = ((xc * xc).sum(1)[:, None] - 2 * xc @ atoms_c.T + (atoms_c * atoms_c).sum(1)[None]).clamp_min(0)
-    d2[torch.arange(probe.shape[0]), probe] = math.inf
-    spacing = float(d2.min(1).values.sqrt().median())
-    return spacing if spacing > 0 else 1.0
+def atom_spacing(prior: EmpiricalPrior, copies: torch.Tensor | None = None, n_probe: int = 512) -> float:
+    """Median distance from an atom to its nearest distinct atom (exact copies skipped), on up
+    to n_probe atoms (fixed, evenly spread); 0 when all atoms are copies of one."""
+    copies = copies_of(prior) if copies is None else copies
+    if int(copies.max()) == 0:
+        return 0.0
+    probe = torch.linspace(0, prior.n_atoms - 1, min(n_probe, prior.n_atoms)).round().long()
+    c = prior.center.to(torch.float64)
+    xc = prior.atoms[probe.to(prior.device)].to(torch.float64) - c
+    best = torch.full((probe.shape[0],), math.inf, dtype=torch.float64)
+    step = max(16, (1 << 21) // max(1, probe.shape[0]))
+    for s in range(0, prior.n_atoms, step):
+        ac = prior.atoms[s:s + step].to(torch.float64) - c
+        d2 = ((xc * xc).sum(1)[:, None] - 2 * xc @ ac.T + (ac * ac).sum(1)[None]).clamp_min(0).cpu()
+        d2[copies[probe][:, None] == copies[s:s + step][None]] = math.inf     # itself and its copies
+        best = torch.minimum(best, d2.min(1).values)
+    best = best[torch.isfinite(best)]
+    return float(best.median().sqrt()) if best.numel() else 0.0
 
 
-def _samples(samples, prior: EmpiricalPrior, name: str) -> torch.Tensor:
+# A clean sample is off the prior's support when it is farther from every atom than this fraction
+# of the typical distance between neighbouring atoms: near enough to be unmistakably that atom.
+SUPPORT_FRACTION = 0.1
+
+
+def sample_rows(samples, prior: EmpiricalPrior, name: str) -> torch.Tensor:
     """(n, d) or (n, C, H, W) with C*H*W = d, as (n, d) rows in the prior's dtype/device."""
     x = as_tensor(samples, name, dtype=prior.dtype, device=prior.device)
     if x.ndim < 2 or x.shape[0] < 1 or math.prod(x.shape[1:]) != prior.dim:
@@ -201,7 +217,7 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
     """
     if not isinstance(prior, EmpiricalPrior):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
-    x = _samples(samples, prior, "samples")
+    x = sample_rows(samples, prior, "samples")
     for name, value in (("negligible", negligible), ("level", level), ("fit_level", fit_level)):
         if not 0 < check_positive(value, name) < 1:
             raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
@@ -211,27 +227,44 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
     schedule = VPSchedule() if schedule is None else schedule
     if not hasattr(schedule, "alpha_bar"):
         raise TypeError(f"schedule: expected a VPSchedule or DDPMSchedule, got {type(schedule).__name__}")
-    groups = _groups(labels, prior)
+    groups, names = _groups(labels, prior)
     psi = posterior_weights(prior, lik)
     n = x.shape[0]
+    copies = copies_of(prior)
 
-    # Assign every sample to an atom, and find its distance to the support.
+    # Assign every sample to an atom (exactly, in float64), and find its distance to the support.
     abar = 1.0 if t_final is None else schedule.alpha_bar(_time(t_final))
+    nn = prior.nearest(x, abar)
+    idx, dist = nn.index, nn.distance
     if abar < 1.0:
         a, b = math.sqrt(abar), math.sqrt(1.0 - abar)
-        idx = prior.nearest_atoms(x, abar)
-        dist = (x - a * prior.atoms[idx]).norm(dim=1)
         default_radius = b * (math.sqrt(prior.dim) + 3.0)
+        rule = (f"b (sqrt(d) + 3) = {default_radius:.3g}: the noise of t_final = {_time(t_final):g} "
+                f"(b = {b:.3g}) rarely carries a sample this far from its atom")
         x0, tweedie = x / a, prior.denoise(x, abar)
     else:
-        idx, dist = nearest_atoms(prior, x)
-        default_radius = 0.5 * _atom_spacing(prior)
+        spacing = atom_spacing(prior, copies)
+        default_radius = SUPPORT_FRACTION * spacing if spacing > 0 else 1e-6 * max(prior.scale, 1.0)
+        rule = (f"{SUPPORT_FRACTION:g} x the median distance between neighbouring distinct atoms "
+                f"({spacing:.3g}): a sample this close is unmistakably its atom")
         x0, tweedie = x, x
-    radius = default_radius if radius is None else check_positive(radius, "radius")
-    mass = torch.bincount(idx, minlength=prior.n_atoms).to(torch.float64).cpu() / n
+    if radius is None:
+        radius = default_radius
+    else:
+        radius = check_positive(radius, "radius")
+        rule = "given by the caller"
+    # A sample cannot tell exact copies of an atom apart: split it among them in proportion to pi
+    # (the exact posterior does the same: copies share one likelihood).
+    w64 = prior.weights.detach().to(torch.float64).cpu()
+    n_copies = int(copies.max()) + 1
+    per_copy = torch.zeros(n_copies, dtype=torch.float64).index_add_(0, copies, w64)
+    share = torch.where(per_copy[copies] > 0, w64 / per_copy[copies], torch.zeros_like(w64))
+    hits = torch.bincount(copies[idx.cpu()], minlength=n_copies).to(torch.float64)
+    mass = hits[copies] * share / n
 
     w = psi.detach().cpu().double()
     modes = mode_weights(mass, w, groups, n)
+    modes["labels"] = [names[int(k)] for k in modes["labels"]]
     exact_modes, sampler_modes = np.asarray(modes["exact"]), np.asarray(modes["sampler"])
     absent = exact_modes < negligible
     in_atoms, in_modes = support_set(w.numpy(), level), support_set(exact_modes, level)
@@ -246,10 +279,11 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
               "support_atoms": int(in_atoms.size),
               "support_modes": [modes["labels"][i] for i in in_modes],
               "off_support": float(off.double().mean()),
-              "likelihood_mode": float((off & fits).double().mean()),
-              "radius": float(radius)}
-    floor_atoms = monte_carlo_floor(w, n, seed=seed)
-    floor_modes = monte_carlo_floor(w, n, groups=groups, seed=seed)
+              "likelihood_mode": float((off & fits.to(off.device)).double().mean()),
+              "radius": float(radius),
+              "radius_rule": rule}
+    floor_atoms = monte_carlo_floor(w, n, copies=copies, seed=seed)
+    floor_modes = monte_carlo_floor(w, n, groups=groups, copies=copies, seed=seed)
 
     traj = None if trajectory is None else _trajectory(trajectory, prior, schedule)
     return Report(
@@ -271,14 +305,19 @@ def _time(t) -> float:
     return t
 
 
-def _groups(labels, prior: EmpiricalPrior) -> torch.Tensor:
+def _groups(labels, prior: EmpiricalPrior) -> tuple[torch.Tensor, list]:
+    """Compact mode ids 0..K-1 per atom and the K mode names (the labels' own values, as Python ints)."""
     if labels is None:
-        return prior.labels.cpu() if prior.labels is not None else torch.arange(prior.n_atoms)
-    lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if lab.shape != (prior.n_atoms,) or not np.issubdtype(lab.dtype, np.integer):
-        raise ValueError(f"labels: expected an integer array of shape ({prior.n_atoms},), got "
-                         f"{lab.dtype} array of shape {lab.shape}")
-    return torch.as_tensor(lab, dtype=torch.long)
+        if prior.labels is None:
+            return torch.arange(prior.n_atoms), list(range(prior.n_atoms))
+        lab = prior.labels.cpu().numpy()
+    else:
+        lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+        if lab.shape != (prior.n_atoms,) or not np.issubdtype(lab.dtype, np.integer):
+            raise ValueError(f"labels: expected an integer array of shape ({prior.n_atoms},), got "
+                             f"{lab.dtype} array of shape {lab.shape}")
+    values, inverse = np.unique(lab, return_inverse=True)
+    return torch.as_tensor(inverse.ravel(), dtype=torch.long), [int(v) for v in values]
 
 
 def diagnose(run, prior: EmpiricalPrior, lik, *, score_times=None, n_score_points: int = 256,

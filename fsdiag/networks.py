@@ -432,15 +432,15 @@ def prior_report(samples, prior: EmpiricalPrior, *, t_final: float | None = None
     modes and over atoms with their Monte Carlo floors (as many exact prior draws), and the median
     distance from a clean sample to its nearest atom relative to the median spacing of the atoms."""
     from .diagnostics import mode_weights, total_variation
-    from .evaluate import _atom_spacing, _samples, monte_carlo_floor, nearest_atoms
+    from .evaluate import atom_spacing, monte_carlo_floor, sample_rows
 
     if not isinstance(prior, EmpiricalPrior):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
-    x = _samples(samples, prior, "samples")
+    x = sample_rows(samples, prior, "samples")
     seed = check_int(seed, "seed", minimum=0)
     n = x.shape[0]
     if t_final is None:
-        idx, dist = nearest_atoms(prior, x)
+        idx, dist = prior.nearest(x)[:2]
         x0 = x
     else:
         abar = VPSchedule().alpha_bar(check_positive(t_final, "t_final"))
@@ -455,5 +455,5 @@ def prior_report(samples, prior: EmpiricalPrior, *, t_final: float | None = None
             "tv_floor_modes": monte_carlo_floor(w, n, groups=labels, seed=seed)["mean"],
             "tv_atoms": total_variation(mass.numpy(), w.numpy()),
             "tv_floor_atoms": monte_carlo_floor(w, n, seed=seed)["mean"],
-            "relative_distance": float(dist.median()) / _atom_spacing(prior),
+            "relative_distance": float(dist.median()) / (atom_spacing(prior) or 1.0),
             "mean_abs_x0": float(x0.abs().mean())}

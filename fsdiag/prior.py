@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from . import _fused
 from ._threads import threads_for
 from ._checks import as_tensor, check_generator, check_int, check_real, resolve_device
+from .nearest import Nearest, nearest
 
 __all__ = ["EmpiricalPrior", "Moments"]
 
@@ -608,9 +609,20 @@ class EmpiricalPrior:
         _check_result("x", best)
         return best.to(torch.float64) + shift, idx
 
-    def nearest_atoms(self, x, abar) -> torch.Tensor:
-        """Index of the most responsible atom for each query (the nearest a x^(i) for equal weights)."""
-        return self.sample_atoms(x, abar, None)
+    def nearest_atoms(self, x, abar=1.0) -> torch.Tensor:
+        """Index of the most responsible atom for each query at alpha_bar `abar` in (0, 1] (at 1:
+        the nearest atom of positive weight), exact in float64 (`fsdiag.nearest`: the lowest
+        index among exact ties)."""
+        return self.nearest(x, abar).index
+
+    def nearest(self, x, abar=1.0) -> Nearest:
+        """`fsdiag.nearest.nearest` on this prior: the best atom per query, its distance
+        ||x - a x^(i)|| and every exactly tied (query, atom) pair."""
+        x = self._query(x)
+        abar = check_real(abar, "abar")
+        if not 0.0 < abar <= 1.0:
+            raise ValueError(f"abar: expected alpha_bar in (0, 1], got {abar}")
+        return nearest(self, x, abar)
 
     def atoms_at(self, index: torch.Tensor) -> torch.Tensor:
         """The atoms x^(i) for a tensor of indices (any shape), in the kernels' dtype (a sharded

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fsdiag
-from fsdiag.evaluate import monte_carlo_floor, nearest_atoms, support_set
+from fsdiag import testbeds as T
+from fsdiag.evaluate import monte_carlo_floor, support_set
 
 
 def _problem():
@@ -44,7 +45,7 @@ def test_nearest_atoms_match_a_dense_search(gen):
     atoms = torch.randn(300, 5, generator=gen, dtype=torch.float64) + 50.0   # un-centred on purpose
     prior = fsdiag.EmpiricalPrior(atoms, device="cpu")
     x = atoms[torch.randint(0, 300, (40,), generator=gen)] + 0.05 * torch.randn(40, 5, generator=gen, dtype=torch.float64)
-    idx, dist = nearest_atoms(prior, x, chunk=64)
+    idx, dist = prior.nearest(x)[:2]
     dense = torch.cdist(x, atoms)
     assert torch.equal(idx, dense.argmin(1))
     assert torch.allclose(dist, dense.min(1).values, atol=1e-9)
@@ -140,3 +141,69 @@ def test_any_valid_samples_give_a_finite_normalised_report(n, scale, seed, image
     assert _finite(rep.to_dict())
     assert sum(rep.atom_mass) == pytest.approx(1.0) and sum(rep.modes["sampler"]) == pytest.approx(1.0)
     assert 0.0 <= rep.tv_atoms <= 1.0 and 0.0 <= rep.tv_floor_modes <= 1.0
+
+
+# ------------------------------------------------------------------ issue 16: the judge on a user's data
+def _draws(atoms, psi, n, seed):
+    idx = torch.multinomial(psi, n, replacement=True, generator=torch.Generator().manual_seed(seed))
+    return atoms[idx]
+
+
+def test_exact_draws_on_duplicated_atoms_score_at_the_floor():
+    # Atoms [0], [0], [3]: every draw of a copy used to be given to the first copy (TV 0.488 vs floor 0.031).
+    atoms = torch.tensor([[0.0], [0.0], [3.0]], dtype=torch.float64)
+    prior = fsdiag.EmpiricalPrior(atoms, weights=torch.tensor([0.2, 0.5, 0.3]), device="cpu")
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([1.4]), 1.0)
+    psi = fsdiag.posterior_weights(prior, lik)
+    reps = [fsdiag.evaluate(_draws(atoms, psi, 400, seed), prior, lik, seed=seed) for seed in range(20)]
+    tv, floor = np.array([r.tv_atoms for r in reps]), np.array([r.tv_floor_atoms for r in reps])
+    assert tv.mean() <= 1.3 * floor.mean() and tv.max() <= 4 * floor.mean()
+    assert np.allclose(tv, [r.tv_modes for r in reps])            # no labels: modes are the atoms
+    # The copies split their samples as the exact posterior does (2 : 5).
+    assert all(r.atom_mass[1] / r.atom_mass[0] == pytest.approx(2.5) for r in reps)
+    # The floor over atoms cannot tell the copies apart either: it is the floor of two atoms.
+    two = monte_carlo_floor([float(psi[:2].sum()), float(psi[2])], 400, repeats=2000)["mean"]
+    assert floor.mean() == pytest.approx(two, rel=0.1)
+
+
+def test_nearest_atoms_are_exact_where_the_expansion_rounds():
+    # The ||x||^2 expansion cannot tell 1e4 from 1e4 + 1e-5: the mass was [0, 1, 0].
+    atoms = torch.tensor([[-1e4], [1e4], [1e4 + 1e-5], [1e4], [1e4 + 1e-5]], dtype=torch.float64)
+    prior = fsdiag.EmpiricalPrior(atoms, labels=[0, 1, 2, 1, 2], device="cpu")
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([1e4]), 1.0)
+    x = torch.tensor([[1e4], [1e4 + 1e-5], [1e4 + 1e-5], [1e4 + 1e-5]], dtype=torch.float64)
+    rep = fsdiag.evaluate(x, prior, lik)
+    assert rep.modes["sampler"] == pytest.approx([0.0, 0.25, 0.75])
+    # One search: the judge, the prior and the denoiser's sigma = 0 limit agree.
+    assert torch.equal(prior.nearest_atoms(x), torch.tensor([1, 2, 2, 2]))
+    assert torch.equal(fsdiag.ExactDenoiser(prior)(x, 0.0), atoms[[1, 2, 2, 2]])
+
+
+def test_the_nearest_search_agrees_with_a_dense_float64_search_at_every_scale(gen):
+    for scale in (1e-6, 1.0, 1e6):
+        atoms = scale * torch.randn(500, 7, generator=gen, dtype=torch.float64) + 3 * scale
+        x = atoms[torch.randint(0, 500, (60,), generator=gen)] * (1 + 1e-9)
+        prior = fsdiag.EmpiricalPrior(atoms, device="cpu")
+        nn = prior.nearest(x)
+        dense = ((x[:, None] - atoms[None]) ** 2).sum(-1)
+        assert torch.equal(nn.index, dense.argmin(1))
+        assert torch.allclose(nn.distance, dense.min(1).values.sqrt(), rtol=1e-12, atol=0)
+
+
+def test_off_support_radius_is_meaningful_on_a_sparse_prior():
+    # Three atoms 2 apart: half the spacing (the old radius) is 1, so samples clipped to [-1, 1]
+    # (diffusers' clip_sample) counted as on the support. Now the radius is a tenth of the spacing.
+    prior, lik = T.three_atoms()
+    clipped = torch.tensor([[-1.0], [1.0], [-1.0], [-1.8]], dtype=torch.float64)
+    h = fsdiag.evaluate(clipped, prior, lik).hallucination
+    assert h["off_support"] == 0.75
+    assert h["radius"] == pytest.approx(0.2) and "median distance" in h["radius_rule"]
+    assert fsdiag.evaluate(clipped, prior, lik, radius=1.0).hallucination["radius_rule"] == "given by the caller"
+
+
+def test_labels_beyond_int64_keep_their_values():
+    prior, lik = T.three_atoms()
+    labels = np.array([0, 2 ** 63 + 5, 10 ** 9], dtype=np.uint64)
+    rep = fsdiag.evaluate(torch.tensor([[-1.8], [2.2]], dtype=torch.float64), prior, lik, labels=labels)
+    assert rep.modes["labels"] == [0, 10 ** 9, 2 ** 63 + 5]
+    assert rep.modes["sampler"] == [0.5, 0.5, 0.0]
