@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "check_finite", "check_positive", "check_real", "check_int",
+__all__ = ["as_tensor", "check_finite", "check_has_values", "check_positive", "check_real", "check_int",
            "check_generator", "resolve_device", "make_generator"]
 
 # torch.Generator.manual_seed takes a signed 64-bit seed.
@@ -60,6 +60,7 @@ def as_tensor(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = Non
             raise TypeError(f"{name}: cannot convert an array of dtype {arr.dtype} to a tensor") from err
     if out.is_complex():
         raise TypeError(f"{name}: expected real numbers, got complex dtype {out.dtype}")
+    check_has_values(out, name)
     if not out.is_floating_point():
         out = out.to(torch.get_default_dtype() if dtype is None else dtype)
     if dtype is not None or device is not None:
@@ -72,6 +73,13 @@ def as_tensor(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = Non
     if finite:
         check_finite(out, name)
     return out
+
+
+def check_has_values(x: torch.Tensor, name: str) -> None:
+    """Refuse a tensor without data (the meta device: shapes only), which would otherwise pass
+    shape checks and fail deep inside a kernel ("Cannot copy out of meta tensor")."""
+    if x.device.type == "meta":
+        raise ValueError(f"{name}: a tensor on the meta device has no values")
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
@@ -88,6 +96,7 @@ def check_real(value: Any, name: str, *, finite: bool = True) -> float:
         if value.ndim != 0 or value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"{name}: expected a real number, got a tensor of dtype {value.dtype} "
                             f"and shape {tuple(value.shape)}")
+        check_has_values(value, name)
         value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
@@ -113,6 +122,7 @@ def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int = _SEED_L
     2**63 - 1 by default: torch takes sizes and seeds as signed 64-bit integers."""
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
             and not value.is_complex() and value.dtype != torch.bool:
+        check_has_values(value, name)
         value = int(value.item())
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, got {value!r}")

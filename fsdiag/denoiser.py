@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from ._checks import check_has_values
 from .prior import EmpiricalPrior
 
 __all__ = ["ExactDenoiser"]
@@ -285,17 +286,25 @@ def _levels(value, name: str, batch: int, *, upper: float | None) -> list[float]
     if isinstance(value, torch.Tensor):
         t = value
     elif isinstance(value, (int, float, np.integer, np.floating)):
-        return _check_levels([float(value)], name, upper)
+        return _check_levels([_level(value)], name, upper)
     else:
         try:
             arr = np.asarray(value)
         except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
             raise TypeError(f"{name}: expected a real number or tensor, got {type(value).__name__}") from err
+        if arr.dtype == object and arr.size and all(
+                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                for v in arr.flat):
+            # Python ints beyond float64 (a list holding 10**400) make an object array.
+            arr = np.array([_level(v) for v in arr.flat], dtype=np.float64).reshape(arr.shape)
         if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
             raise TypeError(f"{name}: expected real numbers, got an array of dtype {arr.dtype}")
+        if arr.dtype == np.longdouble and arr.dtype != np.float64:
+            arr = arr.astype(np.float64)        # torch has no extended precision (beyond float64: inf)
         t = torch.as_tensor(arr)
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"{name}: expected a real tensor, got dtype {t.dtype}")
+    check_has_values(t, name)
     if t.requires_grad:
         # Read as numbers, it would get no gradient: say so rather than return zeros (torch.func.grad).
         raise ValueError(f"{name}: derivatives with respect to {name} are not supported; "
@@ -419,6 +428,7 @@ class ExactDenoiser(torch.nn.Module):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+        check_has_values(x, name)
         d = self.prior.dim
         if x.ndim < 2 or math.prod(x.shape[1:]) != d:
             raise ValueError(f"{name}: expected shape (batch, {d}) or (batch, ...) with "
