@@ -23,10 +23,14 @@ symmetric; a network's J need not be, and the two products then differ).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +41,7 @@ from tqdm import tqdm
 
 from ._checks import as_tensor, check_int, check_positive, check_real, resolve_device
 from .methods import Approximation, Guidance
-from .prior import EmpiricalPrior, Moments, _check_abar
+from .prior import EmpiricalPrior, Moments, _check_abar, _check_result
 from .schedules import VPSchedule
 
 __all__ = ["MLP", "ConvNet", "NetworkDenoiser", "Trained", "train_denoiser", "NetworkPrior",
@@ -154,15 +158,36 @@ class NetworkDenoiser(nn.Module):
 
     def forward(self, x_t: torch.Tensor, abar) -> torch.Tensor:
         """x_t (B, d); abar a float or a (B,) tensor in (0, 1)."""
-        abar = torch.as_tensor(abar, dtype=x_t.dtype, device=x_t.device).reshape(-1, 1)
-        sigma2 = (1.0 - abar) / abar
-        s2 = self.sigma_data ** 2
-        x = x_t / abar.sqrt() - self.center
-        c_skip = s2 / (sigma2 + s2)
-        c_out = torch.sqrt(sigma2 * s2 / (sigma2 + s2))
-        c_in = torch.rsqrt(sigma2 + s2)
-        c_noise = (0.125 * torch.log(sigma2)).reshape(-1).expand(x_t.shape[0])
-        return self.center + c_skip * x + c_out * self.net(c_in * x, c_noise)
+        co = _coefficients(abar, self.sigma_data, x_t.device)
+        center = self.center.to(torch.float64)
+        cast = lambda t: t.to(x_t.dtype)   # noqa: E731
+        # c + c_skip (x - c) = (c_skip / a) x_t + (1 - c_skip) c; c_in (x - c) = (c_in / a) x_t - c_in c:
+        # x = x_t / a itself would overflow float32 for abar ~ 1e-300.
+        skip = cast(co["skip_a"]) * x_t + cast(co["one_minus_skip"] * center)
+        u = cast(co["in_a"]) * x_t - cast(co["in"] * center)
+        c_noise = cast(co["noise"]).reshape(-1).expand(x_t.shape[0])
+        return skip + cast(co["out"]) * self.net(u, c_noise)
+
+
+def _coefficients(abar, sigma_data: float, device) -> dict:
+    """The EDM preconditioning of the module docstring as float64 (B or 1, 1) tensors, written
+    with D = abar + b^2 / s^2 = abar (sigma^2 + s^2) / s^2 so that no intermediate overflows or
+    cancels for any abar in (0, 1) and any s up to float64's range (sigma^2 = b^2 / abar is inf
+    for a subnormal abar, and 1 - abar rounds to 0 in float32 near abar = 1):
+        c_skip = abar / D, 1 - c_skip = (b^2 / s^2) / D, c_skip / a = a / D,
+        c_out = sqrt(b^2 / D), c_in = a / (s sqrt(D)), c_in / a = 1 / (s sqrt(D)),
+        c_noise = log(sigma^2) / 8 = (log b^2 - log abar) / 8.
+    The caller casts them to the network's dtype."""
+    abar = torch.as_tensor(abar, dtype=torch.float64, device=device).reshape(-1, 1)
+    s = float(sigma_data)
+    a = abar.sqrt()
+    b2 = 1.0 - abar
+    e = b2 / s / s
+    D = abar + e
+    root = D.sqrt()
+    return {"skip_a": a / D, "one_minus_skip": e / D, "out": (b2 / D).sqrt(),
+            "in": a / (s * root), "in_a": 1.0 / (s * root),
+            "noise": 0.125 * (torch.log(b2) - torch.log(abar)), "out2": b2 / D}
 
 
 # ------------------------------------------------------------------ training
@@ -239,8 +264,12 @@ def train_denoiser(atoms, *, arch: str = "mlp", image_shape=None, seed: int = 0,
               "t_range": [t_lo, t_hi], "dtype": str(dtype).replace("torch.", ""), "atoms": _atoms_hash(x0)}
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
-    center = x0.mean(0)
-    sigma_data = max(float((x0 - center).pow(2).mean().sqrt()), 1e-3)   # one atom: no spread to scale by
+    # In float64: float32 atoms near 1e30 have a spread whose square overflows float32.
+    x64 = x0.to(torch.float64)
+    center64 = x64.mean(0)
+    center = center64.to(dtype)
+    sigma_data = max(float((x64 - center64).pow(2).mean().sqrt()), 1e-3)   # one atom: no spread to scale by
+    del x64
     scale = float(x0.abs().max())
     path = None
     if weights_dir is not None:
@@ -249,12 +278,11 @@ def train_denoiser(atoms, *, arch: str = "mlp", image_shape=None, seed: int = 0,
             raise ValueError(f"weights_dir: {folder} exists and is not a folder")
         path = folder / f"{arch}-{key}.pt"
         if path.is_file():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("key") == key and saved.get("config") == config:
-                net = _build(config, dtype, dev, None)
-                net.load_state_dict(saved["state"])
+            loaded = _load_cached(path, key, config, dtype, dev)
+            if loaded is not None:
+                net, losses = loaded
                 den = NetworkDenoiser(net, center, sigma_data, scale).eval()
-                return Trained(den, False, path, list(saved.get("losses", [])), 0.0, key, config)
+                return Trained(den, False, path, losses, 0.0, key, config)
 
     gen = torch.Generator(device=dev).manual_seed(seed)
     cpu_gen = torch.Generator().manual_seed(seed)
@@ -263,6 +291,15 @@ def train_denoiser(atoms, *, arch: str = "mlp", image_shape=None, seed: int = 0,
     sched = VPSchedule()
     lo = 0.5 * math.log((1 - sched.alpha_bar(t_lo)) / sched.alpha_bar(t_lo))
     hi = 0.5 * math.log((1 - sched.alpha_bar(t_hi)) / sched.alpha_bar(t_hi))
+    # The noise levels are absolute (the paper's schedule, for data of unit scale). Atoms so large
+    # that their rounding in `dtype` is 1e6 times the smallest noise level leave nothing to learn
+    # there, and the loss (m - x0)^2 / c_out^2 ~ (rounding / sigma)^2 would swamp (or overflow) it.
+    rounding = torch.finfo(dtype).eps * scale
+    if steps and rounding > 1e6 * math.exp(lo):
+        raise ValueError(f"atoms: max |atom| = {scale:.3g} is too large to train in {dtype} at the "
+                         f"smallest noise level sigma = {math.exp(lo):.3g} (t = {t_lo:g}): the atoms' "
+                         f"rounding ({rounding:.3g}) is more than 1e6 times that noise; rescale the atoms "
+                         "(or raise t_range's lower end)")
     opt = torch.optim.Adam(den.parameters(), lr=lr)
     losses, window = [], []
     every = max(1, steps // 100)
@@ -277,24 +314,71 @@ def train_denoiser(atoms, *, arch: str = "mlp", image_shape=None, seed: int = 0,
         abar = 1.0 / (1.0 + sigma2)
         z = torch.randn(batch_size, d, generator=gen, dtype=dtype, device=dev)
         x_t = abar.sqrt()[:, None] * x0[idx] + (1 - abar).sqrt()[:, None] * z
-        c_out2 = sigma2 * sigma_data ** 2 / (sigma2 + sigma_data ** 2)
-        loss = (((den(x_t, abar) - x0[idx]) ** 2).sum(1) / c_out2).mean() / d
+        # EDM's weight 1 / c_out^2, applied before squaring: (m - x0)^2 of atoms near 1e30
+        # overflows float32, (m - x0) / c_out does not.
+        c_out = _coefficients(abar, sigma_data, dev)["out"].to(dtype)
+        loss = (((den(x_t, abar) - x0[idx]) / c_out) ** 2).sum(1).mean() / d
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        window.append(float(loss.detach()))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"lr: the training loss became {value} at step {k + 1} of {steps} "
+                                     f"(lr = {lr:g}, atoms' spread {sigma_data:.3g}, dtype {dtype}); "
+                                     "lower lr, rescale the atoms or train in float64")
+        window.append(value)
         if len(window) == every or k == steps - 1:
             losses.append(sum(window) / len(window))
             window = []
     seconds = time.perf_counter() - start
     den.eval()
+    bad = [name for name, p in net.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise FloatingPointError(f"lr: training left non-finite weights in {', '.join(bad)} "
+                                 f"(lr = {lr:g}, atoms' spread {sigma_data:.3g}, dtype {dtype}); "
+                                 "lower lr, rescale the atoms or train in float64")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"key": key, "config": config, "losses": losses,
-                    "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, tmp)
-        tmp.replace(path)
+        _save_cached(path, {"key": key, "config": config, "losses": losses,
+                            "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}})
     return Trained(den, True, path, losses, seconds, key, config)
+
+
+def _load_cached(path: Path, key: str, config: dict, dtype, device):
+    """(net, losses) from saved weights, or None when the file is of another key or config, or
+    cannot be used (truncated, not a weights file, wrong shapes, non-finite values): then a
+    warning says so and the caller trains again (and overwrites the file)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict):
+            raise TypeError(f"expected a dict, got {type(saved).__name__}")
+        if saved.get("key") != key or saved.get("config") != config:
+            return None
+        net = _build(config, dtype, device, None)
+        net.load_state_dict(saved["state"])
+        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+            raise ValueError("non-finite weights")
+        losses = [float(v) for v in saved.get("losses", [])]
+    except Exception as err:  # noqa: BLE001 - any unreadable cache entry is retrained
+        warnings.warn(f"weights_dir: ignoring the unusable saved weights {path} "
+                      f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                      "training again", RuntimeWarning, stacklevel=3)
+        return None
+    return net, losses
+
+
+def _save_cached(path: Path, payload: dict) -> None:
+    """Write the weights atomically: a uniquely named file beside the target, then rename, so
+    that neither a crash nor a concurrent writer leaves a truncated file under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 # ------------------------------------------------------------------ the prior interface
@@ -346,6 +430,7 @@ class NetworkPrior:
         abar, _, _ = _check_abar(abar)
         mean, vjp_fn = torch.func.vjp(lambda q: self.denoiser(q, abar), x)
         mean = mean.detach()
+        _check_result("x", mean)
         self._last = (mean, x, abar, vjp_fn)
         nan = torch.full((x.shape[0],), math.nan, dtype=self.dtype, device=self.device)
         return Moments(nan, mean)
@@ -354,13 +439,17 @@ class NetworkPrior:
         x = self._query(x)
         abar, _, _ = _check_abar(abar)
         with torch.no_grad():
-            return self.denoiser(x, abar)
+            out = self.denoiser(x, abar)
+        _check_result("x", out)
+        return out
 
     def score(self, x, abar) -> torch.Tensor:
         """The network's prior score (a m(x_t) - x_t) / b^2."""
         x = self._query(x)
         _, a, b2 = _check_abar(abar)
-        return (a * self.denoise(x, abar) - x) / b2
+        out = (a * self.denoise(x, abar) - x) / b2
+        _check_result("x", out)
+        return out
 
     def denoiser_vjp(self, x, abar, v, *, moments: Moments | None = None) -> torch.Tensor:
         """(dm/dx_t)^T v by autograd; v (B, d) or (B, k, d). Reuses the graph of `moments` when
@@ -379,6 +468,7 @@ class NetworkPrior:
         else:
             out = torch.func.vmap(lambda u: vjp_fn(u)[0])(v3.transpose(0, 1).contiguous()).transpose(0, 1)
         out = out.detach()
+        _check_result("v", out)
         return out[:, 0] if squeeze else out
 
     def cov_matvec(self, x, abar, v, *, moments: Moments | None = None) -> torch.Tensor:
@@ -396,6 +486,7 @@ class NetworkPrior:
         else:
             out = torch.func.vmap(jvp)(v3.transpose(0, 1).contiguous()).transpose(0, 1)
         out = (b2 / a) * out.detach()
+        _check_result("v", out)      # (b^2 / a) J v: a network's J need not vanish like a as abar -> 0
         return out[:, 0] if squeeze else out
 
 
