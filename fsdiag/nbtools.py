@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import glob
 import json
 import math
 import numbers
@@ -261,24 +262,33 @@ def check_params(namespace: dict, spec: dict) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Outputs: a run writes into a staging folder next to out_dir; finish() swaps it into place.
+# The rule is fsdiag.outputs' (the one every command follows): out_dir may be replaced only when
+# it is missing, empty or marked as a notebook's outputs; a user's folder or file is refused.
 
 # What this kernel's run has told nbtools: its parameters (check_params), its chapter, final
 # folder and start time (setup). Captions and the provenance line read it.
 _RUN: dict = {}
 
+OWNER = "fsdiag notebook"       # the mark (fsdiag.outputs.MARKER) in a folder a notebook's run wrote
+_OUTPUT_SUFFIXES = (".png", ".json", ".csv")   # what a chapter writes into out_dir
+
+
 def _book_notebooks() -> Path | None:
-    # The book's notebooks/ folder in a source checkout (fsdiag/ and notebooks/ side by side).
-    root = Path(__file__).resolve().parent.parent
-    return root / "notebooks" if (root / "_toc.yml").is_file() and (root / "notebooks").is_dir() else None
+    # The book's notebooks/ folder: the copy installed with fsdiag, else the source checkout's.
+    from . import bookfiles
+    return bookfiles.notebooks_dir()
 
 
 BOOK_NOTEBOOKS = _book_notebooks()
 
 
 def book_outputs() -> Path:
-    """Where the book keeps its chapters' outputs: <repo>/notebooks/outputs, or ./outputs
-    when fsdiag is not run from a source checkout."""
-    return (BOOK_NOTEBOOKS / "outputs") if BOOK_NOTEBOOKS is not None else Path.cwd().resolve() / "outputs"
+    """Where the book keeps its chapters' outputs: <repo>/notebooks/outputs in a source checkout,
+    else ./outputs (nothing is ever written inside the installed package)."""
+    from . import bookfiles
+    if BOOK_NOTEBOOKS is not None and not bookfiles.is_installed_copy(BOOK_NOTEBOOKS.parent):
+        return BOOK_NOTEBOOKS / "outputs"
+    return Path.cwd().resolve() / "outputs"
 
 
 def resolve_out_dir(out_dir, chapter: str) -> Path:
@@ -296,47 +306,33 @@ def _is_chapter_folder(path: Path) -> bool:
         BOOK_NOTEBOOKS is None or (BOOK_NOTEBOOKS / f"{path.name}.ipynb").is_file())
 
 
-def _pid_alive(pid: int) -> bool:
+def _adopt_chapter_folder(final: Path) -> None:
+    # The book's own notebooks/outputs/<chapter> (git-ignored build output) written before folders
+    # were marked: a folder of figures, their data and metrics only is a chapter's, and is marked
+    # as such so that the book build may replace it. Only there; anything else stays refused.
+    from .outputs import MARKER, atomic_write, owner_of
+    if not final.is_dir() or final.is_symlink() or owner_of(final) is not None:
+        return
+    entries = list(final.iterdir())
+    if entries and all(e.is_file() and not e.is_symlink() and e.suffix in _OUTPUT_SUFFIXES for e in entries):
+        atomic_write(final / MARKER, OWNER + "\n")
+
+
+def _without_force_hint(err: Exception, override: str | None = None) -> str:
+    # fsdiag.outputs words its refusals for a command line with --force; say the override this
+    # caller has instead, or drop the hint where there is none (a notebook's out_dir).
+    msg = str(err)
+    if override is not None:
+        return msg.replace("--force", override)
+    return re.sub(r"\s*\(or --force[^)]*\)", "", msg)
+
+
+def _target(final: Path):
+    from .outputs import OutputError, Target
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _sibling(final: Path, kind: str, pid: int | None = None) -> Path:
-    return final.parent / f".{final.name}.{kind}-{os.getpid() if pid is None else pid}"
-
-
-def _clean_stale(final: Path) -> None:
-    # Leftovers of runs whose process is gone: staging folders are dropped; an old copy
-    # moved aside by a commit that was killed before it finished is put back if out_dir is missing.
-    pattern = re.compile(re.escape(f".{final.name}.") + r"(staging|old)-(\d+)")
-    if not final.parent.is_dir():
-        return
-    for p in sorted(final.parent.iterdir()):
-        m = pattern.fullmatch(p.name)
-        if not m or (_pid_alive(int(m[2])) and int(m[2]) != os.getpid()):
-            continue
-        if m[1] == "old" and not final.exists():
-            os.rename(p, final)
-        else:
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _check_replaceable(final: Path, name: str = "out_dir") -> None:
-    # A run replaces out_dir whole, so refuse anything that is not a previous run's outputs.
-    if not final.exists():
-        return
-    if not final.is_dir():
-        raise ValueError(f"{name}: {final} exists and is not a folder")
-    foreign = [p.name for p in final.iterdir() if not (p.is_file() and p.suffix in (".png", ".json", ".csv"))]
-    if foreign:
-        raise ValueError(f"{name}: {final} exists and holds things a notebook does not write "
-                         f"({', '.join(sorted(foreign)[:5])}); each run replaces out_dir whole, "
-                         f"so give a new or empty folder")
+        return Target(final, owner=OWNER, option="out_dir")
+    except OutputError as err:
+        raise OutputError(_without_force_hint(err)) from None
 
 
 def _history() -> list:
@@ -351,9 +347,12 @@ def _history() -> list:
 def setup(out_dir, chapter: str, *, overwrite: bool = False) -> Path:
     """Apply the book's seaborn style and open a staging folder for this run's outputs.
 
-    out_dir is resolved by `resolve_out_dir`. A papermill run given parameters refuses to write
-    into a chapter's own folder of the book's outputs (book_outputs()/<chapter>) unless
-    overwrite=True; the book build and an interactive session inject none and may. Leftovers of killed runs are cleaned up here.
+    out_dir is resolved by `resolve_out_dir`. It may be a new or empty folder, or one an earlier
+    run of a notebook wrote (marked so); a user's folder with files in it, or a file, is refused
+    (ValueError naming out_dir) before anything is computed. A papermill run given parameters
+    also refuses to write into a chapter's own folder of the book's outputs
+    (book_outputs()/<chapter>) unless overwrite=True; the book build and an interactive session
+    inject none and may. Leftovers of killed runs are cleaned up here.
     Returns the staging folder (a hidden sibling of out_dir): pass it to save_figure and
     write_metrics, then to finish() in the last cell."""
     import matplotlib
@@ -362,39 +361,50 @@ def setup(out_dir, chapter: str, *, overwrite: bool = False) -> Path:
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "figure.autolayout": False})
     final = resolve_out_dir(out_dir, chapter)
     injected = injected_parameters(_history())
-    if injected and not overwrite and _is_chapter_folder(final):
+    chapter_folder = _is_chapter_folder(final)
+    if injected and not overwrite and chapter_folder:
         raise ValueError(f"out_dir: this run was given parameters ({', '.join(injected)}) and would replace the "
                          f"book's own outputs in {final}; pass another folder (-p out_dir DIR) or "
                          f"-p overwrite True")
-    _clean_stale(final)
-    _check_replaceable(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = _sibling(final, "staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    if chapter_folder:
+        _adopt_chapter_folder(final)
+    target = _target(final)
+    # A setup cell run again in the same kernel: its earlier staging folder goes (the other
+    # leftovers, of processes that are gone, are cleaned by stage()).
+    for mine in final.parent.glob(f".{glob.escape(final.name)}.staging-{os.getpid()}-*") if final.parent.is_dir() else ():
+        shutil.rmtree(mine, ignore_errors=True)
+    try:
+        staging = target.stage()
+    except ValueError as err:
+        raise type(err)(_without_force_hint(err)) from None
     _RUN.update(chapter=chapter, final=final, started=time.perf_counter())
     return staging
 
 
 def finish(out) -> Path:
     """Move the staging folder from setup() into place as out_dir, replacing an earlier run's
-    folder whole, and print what was written. Returns out_dir."""
+    folder whole, and print what was written. Returns out_dir. The staging folder is gone
+    afterwards, whatever happens."""
     staging = Path(out)
-    m = re.fullmatch(r"\.(.+)\.staging-(\d+)", staging.name)
+    m = re.fullmatch(r"\.(.+)\.staging-(\d+)-[^/]+", staging.name)
     if m is None or not staging.is_dir():
         raise ValueError(f"out: expected the staging folder returned by nbtools.setup, got {str(out)!r}")
     final = staging.parent / m[1]
-    _check_replaceable(final)
-    old = _sibling(final, "old")
-    if final.exists():
-        os.rename(final, old)
-    os.rename(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        target = _target(final)
+    except ValueError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        target.publish(staging)
+    except ValueError as err:
+        raise type(err)(_without_force_hint(err)) from None
     try:
         shown = final.relative_to(Path.cwd().resolve())
     except ValueError:
         shown = final
-    print(f"wrote {', '.join(sorted(p.name for p in final.iterdir()))} to {shown}")
+    from .outputs import MARKER
+    print(f"wrote {', '.join(sorted(p.name for p in final.iterdir() if p.name != MARKER))} to {shown}")
     _display_markdown(provenance())
     return final
 

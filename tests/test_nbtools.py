@@ -210,13 +210,14 @@ def mode(p):
 def test_outputs_appear_at_the_end_with_the_usual_modes(tmp_path, umask):
     final = tmp_path / "out"
     out = nbtools.setup(final, "x")
-    assert out.parent == tmp_path and out.name == f".out.staging-{os.getpid()}" and not final.exists()
+    assert out.parent == tmp_path and out.name.startswith(f".out.staging-{os.getpid()}-") and not final.exists()
     nbtools.save_figure(fig(), out, "a")
     nbtools.write_metrics(out, {"x": 1.5})
     assert not final.exists()                                   # nothing visible before the commit
     assert nbtools.finish(out) == final
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]              # no staging, no temp litter
-    assert sorted(p.name for p in final.iterdir()) == ["a.csv", "a.png", "metrics.json"]
+    # The figure, its data, the metrics, and the mark that a notebook's run wrote this folder.
+    assert sorted(p.name for p in final.iterdir()) == [".fsdiag-owner", "a.csv", "a.png", "metrics.json"]
     assert mode(final) == 0o755 and mode(final / "a.png") == mode(final / "metrics.json") == 0o644
     assert json.loads((final / "metrics.json").read_text()) == {"x": 1.5}
     # The figure's plotted data: the line (0, 0), (1, 1).
@@ -275,7 +276,7 @@ def test_a_rerun_replaces_out_dir_whole(tmp_path):
     nbtools.write_metrics(out, {"run": 2})
     assert (tmp_path / "out" / "old_only.png").exists()           # the old run stays until the commit
     final = nbtools.finish(out)
-    assert sorted(p.name for p in final.iterdir()) == ["metrics.json"]
+    assert sorted(p.name for p in final.iterdir()) == [".fsdiag-owner", "metrics.json"]
     assert json.loads((final / "metrics.json").read_text()) == {"run": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -303,13 +304,17 @@ def test_a_killed_run_leaves_the_old_outputs_and_the_next_setup_cleans_up(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.xfail(strict=True, reason="fsdiag.outputs.Target.clean_stale renames the .old-* wrapper into place "
+                   "instead of the 'previous' folder inside it (fsdiag/outputs.py, owned elsewhere)")
 def test_a_commit_killed_halfway_is_undone_by_the_next_setup(tmp_path):
-    # Killed between "rename old away" and "rename new in": out is missing, the old copy is put back.
+    # Killed between "move the old out_dir aside" and "rename the new one in" (fsdiag.outputs'
+    # layout: .out.old-PID-*/previous): out is missing, and the next setup puts the old copy back.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
-    (tmp_path / f".out.old-{pid}").mkdir()
-    (tmp_path / f".out.old-{pid}" / "metrics.json").write_text("{}")
-    (tmp_path / f".out.staging-{pid}").mkdir()
+    (tmp_path / f".out.old-{pid}-x1" / "previous").mkdir(parents=True)
+    (tmp_path / f".out.old-{pid}-x1" / "previous" / "metrics.json").write_text("{}")
+    (tmp_path / f".out.old-{pid}-x1" / "previous" / ".fsdiag-owner").write_text("fsdiag notebook\n")
+    (tmp_path / f".out.staging-{pid}-x2").mkdir()
     out = nbtools.setup(tmp_path / "out", "x")
     assert (tmp_path / "out" / "metrics.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", out.name])
@@ -321,9 +326,43 @@ def test_a_folder_that_is_not_a_notebooks_outputs_is_never_replaced(tmp_path):
     with pytest.raises(ValueError, match="^out_dir: .*notes.txt"):
         nbtools.setup(tmp_path / "mine", "x")
     (tmp_path / "file").write_text("")
-    with pytest.raises(ValueError, match="^out_dir: .*not a folder"):
+    with pytest.raises(ValueError, match="^out_dir: .*is a file"):
         nbtools.setup(tmp_path / "file", "x")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
+    (tmp_path / "report").mkdir()                               # another command's outputs
+    (tmp_path / "report" / ".fsdiag-owner").write_text("fsdiag diagnose\n")
+    (tmp_path / "report" / "report.json").write_text("{}")
+    with pytest.raises(ValueError, match="^out_dir: .*report.json") as err:
+        nbtools.setup(tmp_path / "report", "x")
+    assert "--force" not in str(err.value)                      # a notebook has no such option
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine", "report"]
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me" and (tmp_path / "file").read_text() == ""
+
+
+def test_an_unmarked_folder_of_figures_is_replaced_only_as_the_books_chapter_folder(tmp_path, monkeypatch):
+    # notebooks/outputs/<chapter> written before folders were marked: the book build replaces it;
+    # the same files anywhere else are a user's folder.
+    book = tmp_path / "notebooks"
+    book.mkdir()
+    (book / "05_x.ipynb").write_text("{}")
+    monkeypatch.setattr(nbtools, "BOOK_NOTEBOOKS", book)
+    monkeypatch.setattr(nbtools, "_history", lambda: ["", "seed = 0"])      # the book build injects nothing
+    for folder in (book / "outputs" / "05_x", tmp_path / "elsewhere"):
+        folder.mkdir(parents=True)
+        (folder / "old.png").write_bytes(b"png")
+        (folder / "metrics.json").write_text('{"run": 0}')
+    with pytest.raises(ValueError, match="^out_dir: .*elsewhere"):
+        nbtools.setup(tmp_path / "elsewhere", "05_x")
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["metrics.json", "old.png"]
+    out = nbtools.setup(None, "05_x")
+    nbtools.write_metrics(out, {"run": 1})
+    final = nbtools.finish(out)
+    assert final == book / "outputs" / "05_x"
+    assert sorted(p.name for p in final.iterdir()) == [".fsdiag-owner", "metrics.json"]
+    # ... but not when it holds something a chapter does not write.
+    (final / "notes.txt").write_text("mine")
+    (final / ".fsdiag-owner").unlink()
+    with pytest.raises(ValueError, match="^out_dir: .*notes.txt"):
+        nbtools.setup(None, "05_x")
 
 
 def test_finish_needs_the_staging_folder(tmp_path):
