@@ -6,19 +6,25 @@ the noise level, the image shape and the schedule helpers. Its prior is an FSR p
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from ._checks import as_tensor, check_int
-from .forward import Affine, Mask
+from ._checks import as_tensor, check_int, check_positive
+from .forward import AbsoluteValue, Affine, ForwardModel, Identity, Mask, PolarAngle, Radial
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior
 from .schedules import VPSchedule
 from .testbeds import GaussianMixture, three_atoms
 
-__all__ = ["InverseProblem", "PROBLEMS", "make_problem", "blur_matrix"]
+__all__ = ["InverseProblem", "PROBLEMS", "make_problem", "blur_matrix", "custom", "held_out", "OPERATORS",
+           "operator", "load_atoms",
+           "load_array", "did_you_mean"]
 
 
 @dataclass
@@ -179,3 +185,227 @@ def as_samples(samples, problem: InverseProblem) -> torch.Tensor:
                                         if problem.image_shape else "")
         raise ValueError(f"samples: expected shape {want}, got {tuple(x.shape)}")
     return problem.to_rows(x)
+
+
+# ------------------------------------------------------------------ your own problem
+def did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def load_array(path, what: str) -> np.ndarray:
+    """A .npy array (or the only / first array of a .npz) without pickles; ValueError naming `what`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{what}: no file {str(path)!r}")
+    try:
+        with open(p, "rb") as f:
+            obj = np.load(f, allow_pickle=False)
+            if isinstance(obj, np.lib.npyio.NpzFile):
+                with obj:
+                    if not obj.files:
+                        raise ValueError("an empty .npz archive")
+                    obj = obj[obj.files[0]]
+            return np.asarray(obj)
+    except Exception as err:  # noqa: BLE001 - any reading error is the file's, named by the option
+        raise ValueError(f"{what}: {p} is not a readable .npy/.npz array ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'corrupt'})") from None
+
+
+def _image_ops():
+    from . import imaging
+    return imaging
+
+
+# name -> (builder(image_shape, d, **options), {option: default}, needs a real image shape, takes a file)
+OPERATORS = {
+    "identity": (lambda shape, d: Identity(), {}, False, False),
+    "inpaint": (lambda shape, d, keep=0.5, seed=0: _image_ops().Inpainting(shape, keep, seed=seed),
+                {"keep": 0.5, "seed": 0}, False, False),
+    "box_inpaint": (lambda shape, d: _image_ops().BoxInpainting(shape), {}, True, False),
+    "blur": (lambda shape, d, std=1.0: _image_ops().GaussianBlur(shape, std), {"std": 1.0}, True, False),
+    "downsample": (lambda shape, d, factor=2: _image_ops().Downsampling(shape, factor), {"factor": 2}, True, False),
+    "fourier_magnitude": (lambda shape, d, oversampling=1: _image_ops().FourierMagnitude(shape, oversampling=oversampling),
+                          {"oversampling": 1}, True, False),
+    "radial": (lambda shape, d: Radial(), {}, False, False),
+    "polar_angle": (lambda shape, d: PolarAngle(), {}, False, False),
+    "absolute_value": (lambda shape, d: AbsoluteValue(), {}, False, False),
+    "matrix": (lambda shape, d, path: Affine(torch.as_tensor(load_array(path, "--operator matrix"), dtype=torch.float64)),
+               {}, False, True),
+    "mask": (lambda shape, d, path: Mask(torch.as_tensor(load_array(path, "--operator mask")).reshape(-1).bool()),
+             {}, False, True),
+}
+
+
+def _option(text: str, default, spec: str):
+    try:
+        value = type(default)(float(text)) if isinstance(default, int) and float(text).is_integer() else type(default)(text)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"operator: {spec!r}: expected a {type(default).__name__}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"operator: {spec!r}: expected a finite number, got {text!r}")
+    return value
+
+
+def operator(spec: str, dim: int, image_shape=None) -> ForwardModel:
+    """The forward model named by SPEC: 'name' or 'name:option=value,...' (see OPERATORS), or
+    'matrix:A.npy' / 'mask:M.npy' (a file). Image operators need `image_shape` (C, H, W) with
+    C*H*W = dim; inpainting alone works on rows too (each value a pixel)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"operator: expected a name such as {', '.join(sorted(OPERATORS))}, got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    if name not in OPERATORS:
+        raise ValueError(f"operator: unknown operator {name!r}{did_you_mean(name, OPERATORS)}; "
+                         f"known: {', '.join(sorted(OPERATORS))}")
+    build, defaults, needs_image, takes_file = OPERATORS[name]
+    if takes_file:
+        if not rest:
+            raise ValueError(f"operator: {name} takes a file: '{name}:FILE.npy'")
+        fwd = build(image_shape, dim, rest)
+    else:
+        options = {}
+        for item in filter(None, (t.strip() for t in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or key not in defaults:
+                known = ", ".join(defaults) if defaults else "none"
+                raise ValueError(f"operator: {name} has no option {key!r}{did_you_mean(key, defaults)}; "
+                                 f"its options: {known}")
+            options[key] = _option(value, defaults[key], spec)
+        if image_shape is None and needs_image:
+            raise ValueError(f"operator: {name} needs the images' shape (--image-shape C,H,W)")
+        shape = tuple(image_shape) if image_shape is not None else (1, 1, dim)
+        try:
+            fwd = build(shape, dim, **options)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"operator: {spec!r}: {err}") from None
+    try:
+        fwd.out_dim(dim)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"operator: {spec!r} does not act on d = {dim}: {err}") from None
+    return fwd
+
+
+def _rows(value, name: str, dim: int, dtype=torch.float64) -> torch.Tensor:
+    t = as_tensor(value, name, dtype=dtype)
+    if t.numel() != dim:
+        raise ValueError(f"{name}: expected {dim} values, got shape {tuple(t.shape)}")
+    return t.reshape(1, dim)
+
+
+def custom(atoms, forward, y, noise_std, *, labels=None, image_shape=None, truth=None, weights=None,
+           name: str | None = None, description: str = "", device="cpu") -> InverseProblem:
+    """Your own problem: y = A(x0) + N(0, noise_std^2 I) with the FSR prior on `atoms`.
+
+    atoms: (N, d) or (N, C, H, W) tensor/array, or an `fsdiag.data.ImageData` (any loader: npy/npz,
+    PNG folders, MNIST idx, CIFAR batches), whose labels and image shape are used unless given;
+    forward: an fsdiag forward model, an operator SPEC string (see `operator`) or an (m, d) matrix;
+    y: m values (any shape); noise_std: a positive scalar or m values; labels: one integer per atom
+    (modes; else each atom is its own mode); truth: the ground truth x0 when known.
+    Returns the same InverseProblem as the built-ins (`make_problem`)."""
+    from .data import ImageData
+    from .imaging import as_image_shape
+
+    if isinstance(atoms, ImageData):
+        if labels is None and int(atoms.labels.unique().numel()) > 1:
+            labels = atoms.labels
+        image_shape = atoms.image_shape if image_shape is None else image_shape
+        atoms = atoms.atoms
+    x = as_tensor(atoms, "atoms")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"atoms: expected shape (N, d) or (N, C, H, W), got {tuple(x.shape)}")
+    if image_shape is None and x.ndim == 4:
+        image_shape = tuple(x.shape[1:])
+    x = x.reshape(x.shape[0], -1)
+    if not x.is_floating_point() or x.dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float64)
+    d = x.shape[1]
+    if image_shape is not None:
+        image_shape = as_image_shape(image_shape)
+        if math.prod(image_shape) != d:
+            raise ValueError(f"image_shape: {image_shape} has {math.prod(image_shape)} values, the atoms have d = {d}")
+    prior = EmpiricalPrior(x, weights=weights, labels=labels, device=device)
+    if isinstance(forward, str):
+        forward = operator(forward, d, image_shape)
+    elif not isinstance(forward, ForwardModel):
+        matrix = as_tensor(forward, "forward", ndim=2, dtype=torch.float64)
+        if matrix.shape[1] != d:
+            raise ValueError(f"forward: expected a matrix with d = {d} columns, got {tuple(matrix.shape)}")
+        forward = Affine(matrix)
+    m = forward.out_dim(d)
+    y = _rows(y, "y", m)[0]
+    lik = GaussianLikelihood(forward, y, noise_std)
+    if truth is not None:
+        truth = _rows(truth, "truth", d)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name: expected a string, got {type(name).__name__}")
+    name = name or "custom"
+    description = description or (f"{name}: {prior.n_atoms} atoms in d = {d}"
+                                  + (f" ({'x'.join(map(str, image_shape))} images)" if image_shape else "")
+                                  + f", {forward!r}, m = {m}, noise {float(lik.noise_std.max()):g}")
+    return InverseProblem(name, prior, lik, image_shape=image_shape, truth=truth, description=description)
+
+
+def held_out(atoms, forward, noise_std, *, index: int, seed: int = 0, labels=None, image_shape=None,
+             name: str | None = None, device="cpu") -> InverseProblem:
+    """`custom` with atom `index` held out as the ground truth (no longer an atom) and
+    y = A(truth) + noise simulated with `seed`."""
+    from .data import ImageData
+
+    if isinstance(atoms, ImageData):
+        if labels is None and int(atoms.labels.unique().numel()) > 1:
+            labels = atoms.labels
+        image_shape = atoms.image_shape if image_shape is None else image_shape
+        atoms = atoms.atoms
+    x = as_tensor(atoms, "atoms")
+    if x.ndim < 2:
+        raise ValueError(f"atoms: expected shape (N, d) or (N, C, H, W), got {tuple(x.shape)}")
+    n = x.shape[0]
+    index = check_int(index, "truth_index", minimum=0)
+    if n < 2 or index >= n:
+        raise ValueError(f"truth_index: expected an atom index in [0, {n - 1}] with at least one atom left, got {index}")
+    seed = check_int(seed, "seed", minimum=0)
+    keep = torch.arange(n) != index
+    truth = x[index:index + 1].reshape(1, -1).to(torch.float64)
+    lab = None if labels is None else np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    rest_labels = None if lab is None else lab[keep.numpy()]
+    d = truth.shape[1]
+    if isinstance(forward, str):
+        shape = image_shape if image_shape is not None else (tuple(x.shape[1:]) if x.ndim == 4 else None)
+        forward = operator(forward, d, shape)
+    std = as_tensor(noise_std, "noise_std", ndim=(0, 1), dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    clean = forward(truth)[0]
+    y = clean + std * torch.randn(clean.shape[0], generator=g, dtype=torch.float64)
+    what = "" if lab is None else f" of class {lab[index]}"
+    return custom(x[keep], forward, y, noise_std, labels=rest_labels, image_shape=image_shape, truth=truth,
+                  name=name, device=device,
+                  description=f"{name or 'custom'}: atom {index}{what} held out as the truth, y simulated with "
+                              f"seed {seed}; {n - 1} atoms, {forward!r}, noise {float(std.max()):g}")
+
+
+def load_atoms(path, *, image_shape=None, dtype=torch.float32):
+    """Atoms from a file or folder, as `fsdiag.data.ImageData`: .npy/.npz (rows (N, d) or images),
+    an idx file (MNIST's format, .gz too), a folder of PNGs (class subfolders give labels), a
+    folder with MNIST's idx files or CIFAR-10's python batches. Errors name `path`."""
+    from . import data
+    from .imaging import as_image_shape
+
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"path: no file or folder {str(path)!r}")
+    shape = None if image_shape is None else as_image_shape(image_shape)
+    if p.is_dir():
+        names = [q.name for q in p.rglob("*") if q.is_file()]
+        if any("idx" in nm for nm in names):
+            return data.mnist(p, dtype=dtype)
+        if any(nm.startswith(("data_batch", "test_batch")) for nm in names):
+            return data.cifar10(p, dtype=dtype)
+        return data.from_png_folder(p, dtype=dtype)
+    if "idx" in p.name:
+        arr = data.read_idx(p)
+        return data.from_array(arr, image_shape=shape, dtype=dtype)
+    if shape is None:
+        arr = load_array(p, "path")
+        if arr.ndim == 2 and (arr.dtype.kind in "fiub"):
+            shape = (1, 1, arr.shape[1])            # rows: not images unless told
+    return data.from_array(p, image_shape=shape, dtype=dtype)
