@@ -15,6 +15,9 @@ import gzip
 import math
 import os
 import pickle
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -46,17 +49,28 @@ def _require(module: str, package: str):
         raise ImportError(f"this loader needs {package}: pip install {package} (or fsdiag[book])") from err
 
 
-def _check_path(path, *, folder: bool | None = None) -> Path:
+def _check_path(path, *, folder: bool | None = None, name: str = "path") -> Path:
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a file or folder path, got {type(path).__name__}")
-    p = Path(path)
-    if not p.exists():
-        raise ValueError(f"path: {str(p)!r} does not exist")
-    if folder is True and not p.is_dir():
-        raise ValueError(f"path: expected a folder, got the file {str(p)!r}")
-    if folder is False and not p.is_file():
-        raise ValueError(f"path: expected a file, got the folder {str(p)!r}")
+        raise TypeError(f"{name}: expected a file or folder path, got {type(path).__name__}")
+    try:
+        p = Path(path)
+        exists, is_dir, is_file = p.exists(), p.is_dir(), p.is_file()
+    except (OSError, ValueError, TypeError) as err:        # a NUL byte, a bytes path, a name too long
+        raise ValueError(f"{name}: cannot use {path!r} as a path ({_one_line(err)})") from None
+    if not exists:
+        raise ValueError(f"{name}: {str(p)!r} does not exist")
+    if folder is True and not is_dir:
+        raise ValueError(f"{name}: expected a folder, got the file {str(p)!r}")
+    if folder is False and not is_file:
+        raise ValueError(f"{name}: expected a file, got the folder {str(p)!r}")
     return p
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    """A library's error as one short line, for a message of our own that names the argument."""
+    text = " ".join(str(err).split())
+    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ------------------------------------------------------------------ the container
@@ -377,35 +391,199 @@ def shapes(n: int, size: int = 16, *, classes=_DEFAULT_SHAPES, seed: int | None 
 
 
 # ------------------------------------------------------------------ a user's own data
-def _labels_and_names(labels, n: int, name: str = "labels") -> tuple[torch.Tensor, tuple[str, ...]]:
-    """Integer labels are kept (class names '0'..'max'); strings become codes in sorted order."""
+def _integer_objects(arr: np.ndarray, name: str, where: str) -> list[int] | None:
+    """The Python ints of an object array (labels beyond int64/uint64, e.g. [0, 10**20]), or None
+    when it holds anything else (bools are not labels)."""
+    vals = arr.tolist()
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in vals):
+        return [int(v) for v in vals]
+    if all(isinstance(v, (str, bytes)) for v in vals):
+        return None
+    kinds = sorted({type(v).__name__ for v in vals})
+    raise TypeError(f"{name}: {where}expected integer or string labels, got {', '.join(kinds)}")
+
+
+def _labels_and_names(labels, n: int, name: str = "labels", *, class_names: tuple[str, ...] | None = None,
+                      where: str = "", names_name: str | None = None) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """(labels (n,) int64, class names).
+
+    Without class_names, each distinct label value present is a class, in sorted order, named by
+    its value: integer labels (any size: 10**9, uint64 beyond int64, Python ints beyond both) and
+    strings alike; the labels become indices 0..K-1 into those names. Integer labels 0..K-1 that
+    all occur keep their values. Negative integers are refused (a "missing" marker is no class).
+    With class_names (MNIST, CIFAR-10): the labels are indices into them and must lie in
+    0..len(class_names)-1. Memory: O(n), whatever the values."""
     if labels is None:
-        return torch.zeros(n, dtype=torch.long), ("unlabelled",)
-    arr = np.asarray(labels)
+        return torch.zeros(n, dtype=torch.long), (("unlabelled",) if class_names is None else class_names)
+    try:
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        arr = np.asarray(labels)
+    except Exception as err:  # noqa: BLE001 - ragged lists, odd tensors: re-raised with the name
+        raise TypeError(f"{name}: {where}expected a sequence of integer or string labels ({_one_line(err)})") from None
     if arr.shape != (n,):
-        raise ValueError(f"{name}: expected shape ({n},) to match the images, got {arr.shape}")
-    if arr.dtype.kind in "iu":
-        if n and arr.min() < 0:
-            raise ValueError(f"{name}: expected non-negative integer labels, got min {arr.min()}")
-        top = int(arr.max()) + 1 if n else 0
-        return torch.from_numpy(arr.astype(np.int64)), tuple(str(i) for i in range(top))
-    if arr.dtype.kind in "USO":
+        raise ValueError(f"{name}: {where}expected shape ({n},) to match the images, got {arr.shape}")
+    ints = None
+    if arr.dtype == object:
+        ints = _integer_objects(arr, name, where)
+        if ints is None:
+            arr = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.tolist()],
+                           dtype=str).reshape(n)
+    if ints is not None or arr.dtype.kind in "iu":
+        if not n:
+            low = high = 0
+        elif ints is not None:
+            low, high = min(ints), max(ints)
+        else:
+            low, high = int(arr.min()), int(arr.max())
+        if low < 0:
+            raise ValueError(f"{name}: {where}expected non-negative integer labels, got min {low}")
+        if class_names is not None:
+            if high >= len(class_names):
+                who = f"{name}, {names_name}" if names_name else name
+                raise ValueError(f"{who}: {where}labels run up to "
+                                 f"{high}, beyond the {len(class_names)} class names")
+            values = np.asarray(ints, dtype=np.int64) if ints is not None else arr.astype(np.int64)
+            return torch.from_numpy(values.reshape(n)), class_names
+        if ints is not None:                 # beyond uint64: distinct values by Python's own sort
+            distinct = sorted(set(ints))
+            code = {v: k for k, v in enumerate(distinct)}
+            codes = np.fromiter((code[v] for v in ints), dtype=np.int64, count=n)
+            return torch.from_numpy(codes), tuple(str(v) for v in distinct)
+        values, codes = np.unique(arr, return_inverse=True)
+        return torch.from_numpy(codes.astype(np.int64).reshape(n)), tuple(str(int(v)) for v in values)
+    if arr.dtype.kind in "US":
+        if class_names is not None:
+            raise TypeError(f"{name}: {where}expected integer labels indexing the class names, got dtype {arr.dtype}")
+        if arr.dtype.kind == "S":
+            arr = np.char.decode(arr, "utf-8", "replace")
         names, codes = np.unique(arr.astype(str), return_inverse=True)
         return torch.from_numpy(codes.astype(np.int64).reshape(n)), tuple(names.tolist())
-    raise TypeError(f"{name}: expected integer or string labels, got dtype {arr.dtype}")
+    raise TypeError(f"{name}: {where}expected integer or string labels, got dtype {arr.dtype}")
 
 
-def _images_to_data(images: np.ndarray, labels, class_names, image_shape, what: str, dtype) -> ImageData:
-    """(N, ...) uint8 or float images to ImageData: uint8 scaled to [0, 1], floats kept."""
+def _images_to_data(images: np.ndarray, labels, class_names, image_shape, what: str, dtype, *,
+                    name: str = "path_or_array", labels_name: str = "labels", labels_where: str = "",
+                    names_name: str | None = None) -> ImageData:
+    """(N, ...) uint8 or other real images to ImageData: uint8 scaled to [0, 1], anything else kept
+    as it is (pixel_range its observed (min, max)). Values must be finite and must fit `dtype`:
+    float64 data beyond float32's range are refused, not turned into inf atoms."""
+    n = len(images)
+    if n < 1 or images.size == 0:
+        raise ValueError(f"{name}: {what} holds no pixels: images of shape {images.shape}")
+    flat = images.reshape(n, -1)
     if images.dtype == np.uint8:
-        atoms, rng = _from_uint8(images.reshape(len(images), -1), dtype), (0.0, 1.0)
+        atoms, rng = _from_uint8(flat, dtype), (0.0, 1.0)
     elif images.dtype.kind in "fiub":
-        atoms = as_tensor(images.reshape(len(images), -1).astype(np.float64), "path_or_array").to(dtype)
-        rng = (float(atoms.min()), float(atoms.max())) if atoms.numel() else (0.0, 0.0)
+        if images.dtype.kind == "f" and not bool(np.isfinite(flat).all()):
+            bad = int((~np.isfinite(flat)).sum())
+            raise ValueError(f"{name}: expected finite pixel values, found {bad} NaN/Inf in {what}")
+        values = flat.astype(np.float64)             # exact for every integer and float type but longdouble
+        atoms = torch.from_numpy(values).to(dtype)
+        if not bool(torch.isfinite(atoms).all()) or not bool(np.isfinite(values).all()):
+            big = float(np.abs(flat).max())
+            raise ValueError(f"{name}: pixel values up to {big:.4g} in {what} overflow {dtype} (largest "
+                             f"{torch.finfo(dtype).max:.4g}); pass dtype=torch.float64 or rescale them")
+        rng = (float(atoms.min()), float(atoms.max()))
     else:
-        raise TypeError(f"path_or_array: expected numeric images, got dtype {images.dtype}")
-    lab, names = _labels_and_names(labels, len(images))
-    return ImageData(atoms, lab, image_shape, rng, tuple(class_names or names), what)
+        raise TypeError(f"{name}: expected numeric images, got dtype {images.dtype} in {what}")
+    lab, names = _labels_and_names(labels, n, labels_name, class_names=class_names, where=labels_where,
+                                   names_name=names_name)
+    return ImageData(atoms, lab, image_shape, rng, names, what)
+
+
+_NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
+_READ_CHUNK = 1 << 24           # bytes read per call from a file whose size a header promised
+
+
+def _read_at_most(stream, size: int) -> bytearray:
+    """Up to `size` bytes from a binary stream, a chunk at a time: memory follows what the stream
+    holds, not what a (possibly corrupt) header promised."""
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = stream.read(min(size - len(buf), _READ_CHUNK))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _read_npy(fp, size: int, what: str, name: str) -> np.ndarray:
+    """The array of one .npy stream of `size` bytes. Its header is checked against the bytes that
+    follow it before any array is allocated (a header may promise terabytes); object arrays
+    (pickles) are refused. numpy's own reader would allocate first and pickle on request."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        if version not in _NPY_VERSIONS:
+            raise ValueError(f"format version {version} is not one of {_NPY_VERSIONS}")
+        # a (3, 0) header is a (2, 0) header in utf-8: shape and item size read alike in latin-1
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dt = read_header(fp)
+        start = fp.tell()
+    except Exception as err:  # noqa: BLE001 - numpy raises ValueError, SyntaxError, EOF...: one message
+        raise ValueError(f"{name}: {what} is not a .npy array ({_one_line(err)})") from None
+    if dt.hasobject:
+        raise ValueError(f"{name}: {what} holds Python objects (a pickle, dtype {dt}); only plain arrays are read")
+    if dt.itemsize == 0:
+        raise ValueError(f"{name}: {what} holds items of dtype {dt}, of size 0")
+    count = math.prod(shape)
+    need = count * dt.itemsize
+    if size - start < need:
+        raise ValueError(f"{name}: {what} is cut short: its header promises {shape} x {dt} = {need} bytes "
+                         f"of data, the file holds {max(size - start, 0)}")
+    try:
+        raw = _read_at_most(fp, need)
+    except Exception as err:  # noqa: BLE001 - a corrupt zip member (bad CRC, bad deflate stream)
+        raise ValueError(f"{name}: {what} cannot be read ({_one_line(err)})") from None
+    if len(raw) != need:
+        raise ValueError(f"{name}: {what} is cut short: {len(raw)} of the {need} bytes its header promises")
+    try:
+        flat = np.frombuffer(raw, dtype=dt, count=count) if count else np.empty(0, dtype=dt)
+        return flat.reshape(shape, order="F" if fortran else "C")
+    except (ValueError, TypeError) as err:     # a shape numpy cannot hold (over 64 dimensions)
+        raise ValueError(f"{name}: {what} has an unusable shape {shape} ({_one_line(err)})") from None
+
+
+_NPZ_KEYS = ("images", "x", "data", "atoms", "arr_0")
+
+
+def _read_npz(p: Path, images_key: str | None, labels_key: str, want_labels: bool):
+    """(images, labels or None) from a .npz (a zip of .npy members), each member read by _read_npy."""
+    what = repr(str(p))
+    try:
+        zf = zipfile.ZipFile(p)
+    except Exception as err:  # noqa: BLE001 - not a zip, a cut zip: BadZipFile, OSError, EOFError...
+        raise ValueError(f"path_or_array: {what} is not a readable .npz file ({_one_line(err)})") from None
+    with zf:
+        members = {m.filename[:-4]: m for m in zf.infolist() if m.filename.endswith(".npy")}
+        keys = [images_key] if images_key else [k for k in _NPZ_KEYS if k in members]
+        if not keys or keys[0] not in members:
+            raise ValueError(f"images_key: {what} holds {sorted(members)}, none of them "
+                             f"{images_key or 'images/x/data/atoms/arr_0'!r}")
+        out = []
+        for key in [keys[0]] + ([labels_key] if want_labels and labels_key in members else []):
+            member = f"member {key!r} of {what}"
+            try:
+                fp = zf.open(members[key])
+            except Exception as err:  # noqa: BLE001 - a bad local header, an encrypted member...
+                raise ValueError(f"path_or_array: {member} cannot be opened ({_one_line(err)})") from None
+            with fp:                  # _read_npy turns every read error into one ValueError
+                out.append(_read_npy(fp, members[key].file_size, member, "path_or_array"))
+    return out[0], (out[1] if len(out) > 1 else None)
+
+
+def _tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as numpy; bfloat16 and other floats numpy lacks go through float32."""
+    try:
+        t = t.detach()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+            t = t.to(torch.float32)
+        return t.cpu().numpy()
+    except Exception as err:  # noqa: BLE001 - meta tensors, quantized tensors...
+        raise TypeError(f"path_or_array: cannot read a {t.dtype} tensor on {t.device} ({_one_line(err)})") from None
 
 
 def from_array(path_or_array, *, labels=None, image_shape=None, images_key: str | None = None,
@@ -414,29 +592,39 @@ def from_array(path_or_array, *, labels=None, image_shape=None, images_key: str 
     the first of 'images', 'x', 'data', 'atoms', 'arr_0'; labels under `labels_key` if present).
     Shapes: (N, C, H, W), (N, H, W) (one channel) or (N, d) with `image_shape` (or d a square).
     Pixel range: uint8 is scaled to [0, 1]; anything else is kept as it is and pixel_range is
-    its observed (min, max)."""
+    its observed (min, max). Values must be finite and fit `dtype` (float64 data beyond
+    float32's range need dtype=torch.float64).
+    Labels: integers (any size) or strings; each distinct value is a class, class_names its
+    value as a string in sorted order, and labels index class_names (so labels 0..K-1 that all
+    occur keep their values, and labels [0, 10**9] become [0, 1] with names ('0', '1000000000')).
+    Files are read without unpickling, and a header is checked against the file's size first."""
     from .imaging import as_image_shape
 
     dtype = _check_dtype(dtype)
-    what = "an array"
+    if images_key is not None and not isinstance(images_key, str):
+        raise TypeError(f"images_key: expected a name or None, got {type(images_key).__name__}")
+    if not isinstance(labels_key, str):
+        raise TypeError(f"labels_key: expected a name, got {type(labels_key).__name__}")
+    what, labels_name, labels_where = "an array", "labels", ""
     if isinstance(path_or_array, (str, os.PathLike)):
-        p = _check_path(path_or_array, folder=False)
-        what = str(p)
-        if p.suffix == ".npy":
-            images = np.load(p, allow_pickle=False)
-        elif p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                keys = [images_key] if images_key else [k for k in ("images", "x", "data", "atoms", "arr_0") if k in z]
-                if not keys or keys[0] not in z:
-                    raise ValueError(f"images_key: {str(p)!r} holds {sorted(z.files)}, none of them "
-                                     f"{images_key or 'images/x/data/atoms/arr_0'!r}")
-                images = z[keys[0]]
-                if labels is None and labels_key in z:
-                    labels = z[labels_key]
+        p = _check_path(path_or_array, folder=False, name="path_or_array")
+        what = repr(str(p))
+        suffix = p.suffix.lower()
+        if suffix == ".npy":
+            try:
+                size = p.stat().st_size
+                with open(p, "rb") as fp:
+                    images = _read_npy(fp, size, what, "path_or_array")
+            except OSError as err:
+                raise ValueError(f"path_or_array: cannot read {what} ({_one_line(err)})") from None
+        elif suffix == ".npz":
+            images, stored = _read_npz(p, images_key, labels_key, labels is None)
+            if stored is not None:
+                labels, labels_name, labels_where = stored, "path_or_array", f"the labels {labels_key!r} in {what}: "
         else:
-            raise ValueError(f"path_or_array: expected a .npy or .npz file, got {str(p)!r}")
+            raise ValueError(f"path_or_array: expected a .npy or .npz file, got {what}")
     elif isinstance(path_or_array, torch.Tensor):
-        images = path_or_array.detach().cpu().numpy()
+        images = _tensor_to_numpy(path_or_array)
     elif isinstance(path_or_array, np.ndarray):
         images = path_or_array
     else:
@@ -455,26 +643,51 @@ def from_array(path_or_array, *, labels=None, image_shape=None, images_key: str 
         shape = (1, *images.shape[1:]) if images.ndim == 3 else tuple(images.shape[1:])
     if math.prod(shape) != math.prod(images.shape[1:]):
         raise ValueError(f"image_shape: {shape} does not match images of shape {images.shape[1:]}")
-    return _images_to_data(images, labels, None, shape, f"images from {what}", dtype)
+    return _images_to_data(images, labels, None, shape, f"images from {what}", dtype,
+                           labels_name=labels_name, labels_where=labels_where)
+
+
+_GRAY16 = ("I;16", "I;16B", "I;16L", "I;16N", "I")      # PIL's modes for a 16-bit gray PNG
+
+
+def _open_image(path: Path, read):
+    """read(img) on the opened image; any failure to decode the file becomes one ValueError."""
+    image = _require("PIL.Image", "pillow")
+    try:
+        with image.open(path) as img:
+            return read(img)
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, zlib, struct errors...
+        raise ValueError(f"path: {str(path)!r} is not a readable image ({_one_line(err)})") from None
 
 
 def _png_array(path: Path, mode: str) -> np.ndarray:
-    """One PNG as (H, W, C) float64 in [0, 1] (8- and 16-bit), C = 1 for mode 'L', 3 for 'RGB'."""
-    with _require("PIL.Image", "pillow").open(path) as img:
-        if img.mode in ("I;16", "I;16B", "I") and mode == "L":
-            return np.asarray(img, dtype=np.float64)[..., None] / 65535.0
-        return np.asarray(img.convert(mode), dtype=np.float64).reshape(img.height, img.width, -1) / 255.0
+    """One PNG as (H, W, C) float64 in [0, 1], C = 1 for mode 'L', 3 for 'RGB'. 8-bit values are
+    divided by 255; 16-bit gray by 65535 in either mode (for 'RGB' the channel is repeated:
+    converting it with PIL would clip it to 255 first)."""
+    def read(img):
+        if img.mode in _GRAY16:
+            return True, np.asarray(img, dtype=np.float64)
+        return False, np.asarray(img.convert(mode), dtype=np.float64).reshape(img.height, img.width, -1)
+
+    deep, arr = _open_image(path, read)
+    if not deep:
+        return arr / 255.0
+    if arr.ndim != 2 or arr.size == 0 or arr.min() < 0 or arr.max() > 65535:
+        raise ValueError(f"path: {str(path)!r} is not a 16-bit gray image (values or shape out of range)")
+    arr = arr[..., None] / 65535.0
+    return np.repeat(arr, 3, axis=2) if mode == "RGB" else arr
 
 
 def _is_gray(path: Path) -> bool:
-    with _require("PIL.Image", "pillow").open(path) as img:
-        return img.mode in ("1", "L", "LA", "I", "I;16", "I;16B")
+    return _open_image(path, lambda img: img.mode in ("1", "L", "LA", *_GRAY16))
 
 
 def from_png_folder(path, *, mode: str = "auto", dtype=torch.float32) -> ImageData:
     """The PNGs of a folder, all of one size: labels from subfolder names (sorted; one subfolder
     per class) or, if the PNGs lie flat in the folder, unlabelled (label 0). mode: 'L' gray,
-    'RGB' color, 'auto' gray when every file is gray. Pixels in [0, 1] (8- or 16-bit)."""
+    'RGB' color, 'auto' gray when every file is gray. Pixels in [0, 1]: 8-bit / 255, 16-bit
+    gray / 65535 (repeated over three channels for 'RGB'). A file that cannot be decoded is a
+    ValueError naming it."""
     p = _check_path(path, folder=True)
     if mode not in ("auto", "L", "RGB"):
         raise ValueError(f"mode: expected 'auto', 'L' or 'RGB', got {mode!r}")
@@ -500,8 +713,8 @@ def from_png_folder(path, *, mode: str = "auto", dtype=torch.float32) -> ImageDa
                          f"{odd.name} is {arrays[files.index(odd)].shape[:2]}")
     h, w, c = arrays[0].shape
     atoms = torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).reshape(len(files), -1)).to(dtype)
-    lab, _ = _labels_and_names(labels, len(files))
     names = tuple(d.name for d in subs) if subs else ("unlabelled",)
+    lab, _ = _labels_and_names(labels, len(files), "path", class_names=names)
     return ImageData(atoms, lab, (c, h, w), (0.0, 1.0), names, f"{len(files)} PNGs from {str(p)!r}")
 
 
@@ -509,22 +722,43 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 
 
 def read_idx(path) -> np.ndarray:
-    """An array from an idx file (the MNIST format), gzip-compressed or not."""
+    """An array from an idx file (the MNIST format), gzip-compressed or not, with the values and
+    dtype its type code states (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
+    0x0E float64; native byte order). The data must be exactly the size the header states; a
+    compressed file is decompressed a chunk at a time up to that size (no gzip bomb, no
+    allocation of what a corrupt header promises)."""
     p = _check_path(path, folder=False)
+    what = repr(str(p))
     with open(p, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"path: {str(p)!r} is not an idx file (bad magic number)")
-    ndim = raw[3]
-    dims = tuple(int(v) for v in np.frombuffer(raw, ">u4", ndim, 4))
-    dt = np.dtype(_IDX_DTYPES[raw[2]])
-    start = 4 + 4 * ndim
-    if len(raw) - start != math.prod(dims) * dt.itemsize:
-        raise ValueError(f"path: {str(p)!r} holds {len(raw) - start} bytes of data, its header says "
-                         f"{dims} x {dt.itemsize}")
-    return np.frombuffer(raw, dt, offset=start).reshape(dims).astype(dt.newbyteorder("="))
+        compressed = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        stream = gzip.GzipFile(fileobj=f, mode="rb") if compressed else f
+
+        def read(size: int) -> bytearray:
+            try:
+                return _read_at_most(stream, size)
+            except (OSError, EOFError, zlib.error) as err:    # BadGzipFile is an OSError
+                raise ValueError(f"path: {what} is a broken gzip file ({_one_line(err)})") from None
+
+        head = read(4)
+        if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in _IDX_DTYPES:
+            raise ValueError(f"path: {what} is not an idx file (bad magic number)")
+        ndim = head[3]
+        raw_dims = read(4 * ndim)
+        if len(raw_dims) < 4 * ndim:
+            raise ValueError(f"path: {what} is cut short in its header: it names {ndim} dimensions, "
+                             f"the file ends after {len(raw_dims) // 4}")
+        dims = struct.unpack(f">{ndim}I", bytes(raw_dims))
+        dt = np.dtype(_IDX_DTYPES[head[2]])
+        need = math.prod(dims) * dt.itemsize
+        body = read(need + 1)       # one byte more: a file longer than its header says is wrong too
+    if len(body) != need:
+        held = f"more than {need}" if len(body) > need else str(len(body))
+        raise ValueError(f"path: {what} holds {held} bytes of data, its header says {dims} x {dt.itemsize} = {need}")
+    try:
+        return np.frombuffer(body, dt).reshape(dims).astype(dt.newbyteorder("="))
+    except ValueError as err:       # a shape numpy cannot hold (over 64 dimensions)
+        raise ValueError(f"path: {what} has an unusable shape {dims} ({_one_line(err)})") from None
 
 
 def _find(folder: Path, names: list[str], what: str) -> Path:
@@ -535,24 +769,43 @@ def _find(folder: Path, names: list[str], what: str) -> Path:
     raise ValueError(f"path: no {what} in {str(folder)!r} (looked for {names[0]}[.gz], also under raw/)")
 
 
+def _check_class_names(class_names) -> tuple[str, ...]:
+    if isinstance(class_names, (str, bytes)) or not hasattr(class_names, "__iter__"):
+        raise TypeError(f"class_names: expected a sequence of names, got {type(class_names).__name__}")
+    names = tuple(str(c) for c in class_names)
+    if not names:
+        raise ValueError("class_names: expected at least one name")
+    return names
+
+
 def mnist(path, *, split: str = "train", dtype=torch.float32,
           class_names=tuple(str(i) for i in range(10))) -> ImageData:
     """MNIST from its idx files already on disk (`path`: the folder holding
     train-images-idx3-ubyte[.gz] etc., or torchvision's MNIST/raw). split: 'train' (60000)
-    or 'test' (10000). Images (1, 28, 28), pixels in [0, 1] (bytes / 255). Fashion-MNIST uses
-    the same files: pass its class_names."""
+    or 'test' (10000). Images (1, H, W) ((1, 28, 28) for MNIST). Pixels: unsigned bytes (type
+    0x08, MNIST's own) are scaled to [0, 1] (bytes / 255); any other idx type (int8, int16,
+    int32, float32, float64) is kept with its stored values, as `from_array` keeps non-uint8
+    arrays, and pixel_range is their observed (min, max); they must be finite and fit `dtype`.
+    Labels index class_names and must lie below len(class_names). Fashion-MNIST uses the same
+    files: pass its class_names."""
     p = _check_path(path, folder=True)
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    dtype = _check_dtype(dtype)
+    class_names = _check_class_names(class_names)
     stem = "train" if split == "train" else "t10k"
-    images = read_idx(_find(p, [f"{stem}-images-idx3-ubyte", f"{stem}-images-idx3-ubyte.gz",
-                                f"{stem}-images.idx3-ubyte"], f"{split} images"))
-    labels = read_idx(_find(p, [f"{stem}-labels-idx1-ubyte", f"{stem}-labels-idx1-ubyte.gz",
-                                f"{stem}-labels.idx1-ubyte"], f"{split} labels"))
+    image_file = _find(p, [f"{stem}-images-idx3-ubyte", f"{stem}-images-idx3-ubyte.gz",
+                           f"{stem}-images.idx3-ubyte"], f"{split} images")
+    label_file = _find(p, [f"{stem}-labels-idx1-ubyte", f"{stem}-labels-idx1-ubyte.gz",
+                           f"{stem}-labels.idx1-ubyte"], f"{split} labels")
+    images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or labels.shape != (images.shape[0],):
         raise ValueError(f"path: images {images.shape} and labels {labels.shape} do not match")
-    return _images_to_data(images.astype(np.uint8), labels.astype(np.int64), tuple(class_names),
-                           (1, *images.shape[1:]), f"MNIST {split} from {str(p)!r}, pixels in [0, 1]", dtype)
+    pixels = "pixels in [0, 1]" if images.dtype == np.uint8 else f"{images.dtype} values as stored"
+    return _images_to_data(images, labels, class_names, (1, *images.shape[1:]),
+                           f"MNIST {split} from {str(p)!r}, {pixels}", dtype, name="path",
+                           labels_name="path", labels_where=f"the labels in {str(label_file)!r}: ",
+                           names_name="class_names")
 
 
 _PICKLE_ALLOWED = {(mod, name) for mod in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray",
@@ -572,37 +825,81 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _load_batch(path: Path) -> dict:
-    with open(path, "rb") as f:
-        try:
+    """A CIFAR pickle as a dict with str keys; anything else, or a corrupt file, is a ValueError."""
+    try:
+        with open(path, "rb") as f:
             batch = _ArrayUnpickler(f, encoding="bytes").load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise ValueError(f"path: {str(path)!r} is not a CIFAR-10 python batch ({err})") from None
-    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in batch.items()}
+    except Exception as err:  # noqa: BLE001 - a corrupt pickle raises nearly anything; only numpy is built
+        raise ValueError(f"path: {str(path)!r} is not a CIFAR-10 python batch ({_one_line(err)})") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"path: {str(path)!r} is not a CIFAR-10 python batch (it holds a "
+                         f"{type(batch).__name__}, not a dict)")
+    return {(k.decode("utf-8", "replace") if isinstance(k, bytes) else k): v for k, v in batch.items()}
+
+
+def _batch_entry(batch: dict, key: str, path: Path):
+    if key not in batch:
+        raise ValueError(f"path: {str(path)!r} has no {key!r} entry (it has {sorted(map(str, batch))})")
+    return batch[key]
+
+
+def _batch_pixels(batch: dict, path: Path) -> np.ndarray:
+    """A batch's (N, 3072) bytes: integers in 0..255, refused otherwise (a cast would wrap them)."""
+    try:
+        data = np.asarray(_batch_entry(batch, "data", path))
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - ragged lists, odd objects
+        raise ValueError(f"path: 'data' in {str(path)!r} is not an array ({_one_line(err)})") from None
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f"path: 'data' in {str(path)!r} has shape {data.shape}, expected (N, 3072)")
+    if data.dtype.kind not in "iu":
+        raise ValueError(f"path: 'data' in {str(path)!r} has dtype {data.dtype}, expected bytes 0..255")
+    if data.size and (int(data.min()) < 0 or int(data.max()) > 255):
+        raise ValueError(f"path: 'data' in {str(path)!r} holds values in [{int(data.min())}, {int(data.max())}], "
+                         f"expected bytes 0..255")
+    return data.astype(np.uint8)
+
+
+def _meta_names(p: Path) -> tuple[str, ...] | None:
+    """The label_names of batches.meta, or None without the file (or the entry)."""
+    if not (p / "batches.meta").is_file():
+        return None
+    meta = _load_batch(p / "batches.meta").get("label_names")
+    if meta is None:
+        return None
+    if isinstance(meta, (str, bytes)) or not isinstance(meta, (list, tuple, np.ndarray)) or len(meta) == 0:
+        raise ValueError(f"path: label_names in {str(p / 'batches.meta')!r} is not a list of names")
+    return tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in meta)
 
 
 def cifar10(path, *, split: str = "train", dtype=torch.float32) -> ImageData:
     """CIFAR-10 from its python pickle batches already on disk (`path`: cifar-10-batches-py, or
     the folder holding it). split: 'train' (data_batch_1..5, 50000) or 'test' (test_batch, 10000).
-    Images (3, 32, 32), pixels in [0, 1] (bytes / 255). Only numpy arrays are unpickled."""
+    Images (3, 32, 32), pixels in [0, 1] (bytes / 255; a value outside 0..255 is refused).
+    Labels index the class names of batches.meta (else '0'..'9'). Only numpy arrays are
+    unpickled; a corrupt or malformed batch is a ValueError naming it."""
     p = _check_path(path, folder=True)
     if (p / "cifar-10-batches-py").is_dir():
         p = p / "cifar-10-batches-py"
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    dtype = _check_dtype(dtype)
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     files = [p / n for n in names if (p / n).is_file()]
     if not files:
         raise ValueError(f"path: no {' / '.join(names[:1])}... CIFAR-10 batches in {str(p)!r}")
-    batches = [_load_batch(f) for f in files]
-    images = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-    labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
-    if images.ndim != 2 or images.shape[1] != 3072 or labels.shape != (images.shape[0],):
-        raise ValueError(f"path: expected data (N, 3072) and N labels, got {images.shape} and {labels.shape}")
-    class_names = tuple(str(i) for i in range(10))
-    if (p / "batches.meta").is_file():
-        meta = _load_batch(p / "batches.meta").get("label_names")
-        if meta is not None:
-            class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta)
+    class_names = _meta_names(p) or tuple(str(i) for i in range(10))
+    images, labels = [], []
+    for f in files:
+        batch = _load_batch(f)
+        data = _batch_pixels(batch, f)
+        lab, _ = _labels_and_names(_batch_entry(batch, "labels", f), len(data), "path", class_names=class_names,
+                                   where=f"the labels in {str(f)!r}: ")
+        images.append(data)
+        labels.append(lab)
+    images = np.concatenate(images)
     # a CIFAR row is the R plane, then G, then B, each row-major: already (C, H, W) order
-    return _images_to_data(images, labels, class_names, (3, 32, 32),
-                           f"CIFAR-10 {split} ({len(files)} batches) from {str(p)!r}, pixels in [0, 1]", dtype)
+    return _images_to_data(images, torch.cat(labels), class_names, (3, 32, 32),
+                           f"CIFAR-10 {split} ({len(files)} batches) from {str(p)!r}, pixels in [0, 1]", dtype,
+                           name="path", labels_name="path")

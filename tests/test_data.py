@@ -227,7 +227,8 @@ def test_from_array(tmp_path):
     assert named.class_names == ("cat", "dog", "emu") and named.labels.tolist() == [0, 1, 0, 2, 1]
     np.savez(tmp_path / "c.npz", pics=u8, y=np.arange(5))
     assert D.from_array(tmp_path / "c.npz", images_key="pics", labels_key="y").labels.tolist() == list(range(5))
-    bad = [(lambda: D.from_array(tmp_path / "nope.npy"), "path"), (lambda: D.from_array(tmp_path), "path"),
+    bad = [(lambda: D.from_array(tmp_path / "nope.npy"), "path_or_array"),
+           (lambda: D.from_array(tmp_path), "path_or_array"),
            (lambda: D.from_array(tmp_path / "c.npz"), "images_key"), (lambda: D.from_array(3), "path_or_array"),
            (lambda: D.from_array(u8, labels=[0, 1]), "labels"),
            (lambda: D.from_array(u8, labels=[0, 1, 2, 1, -1]), "labels"),
@@ -367,3 +368,243 @@ def test_importing_fsdiag_loads_no_image_library():
     code = ("import sys, fsdiag; heavy = [m for m in ('sklearn', 'skimage', 'PIL') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------ regressions: loaders and bad files
+def assert_named(make, name):
+    """make() raises ValueError or TypeError, one line, starting with 'name: '."""
+    with pytest.raises((ValueError, TypeError), match=f"^{name}: ") as info:
+        make()
+    assert "\n" not in str(info.value), str(info.value)
+
+
+def run_bounded(code):
+    """Run `code` in a child Python with 3 GiB of address space and 2 minutes: a loader that
+    allocates per possible label value fails there instead of hanging the test session."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+    out = subprocess.run([sys.executable, "-c", code], preexec_fn=limit, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_png_16bit_gray_is_scaled_in_every_mode(tmp_path):
+    # 16-bit gray read as 1.0 everywhere with mode='RGB' (or 'auto' beside a colour file): its
+    # values went through convert('RGB'), which clips them to 255
+    from PIL import Image
+
+    deep = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
+    want = torch.from_numpy(deep.reshape(-1) / 65535.0).float()
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    img = Image.fromarray(deep)
+    assert img.mode == "I;16"
+    img.save(folder / "a.png")
+    for mode in ("auto", "L"):
+        gray = D.from_png_folder(folder, mode=mode)
+        assert gray.image_shape == (1, 2, 2)
+        torch.testing.assert_close(gray.atoms[0], want)
+    rgb = D.from_png_folder(folder, mode="RGB")
+    assert rgb.image_shape == (3, 2, 2)
+    for c in range(3):                                           # gray -> three equal channels
+        torch.testing.assert_close(rgb.images()[0, c].reshape(-1), want)
+    colour = np.zeros((2, 2, 3), dtype=np.uint8)
+    colour[0, 1] = (255, 128, 0)
+    Image.fromarray(colour, mode="RGB").save(folder / "b.png")
+    mixed = D.from_png_folder(folder)                            # auto: one colour file -> RGB
+    assert mixed.image_shape == (3, 2, 2)
+    torch.testing.assert_close(mixed.images()[0, 1].reshape(-1), want)
+    torch.testing.assert_close(mixed.images()[1], torch.from_numpy(colour.transpose(2, 0, 1) / 255.0).float())
+
+
+def test_from_array_refuses_values_float32_cannot_hold(tmp_path):
+    # float64 values beyond float32's range became inf atoms
+    big = np.full((2, 4), 1e300)
+    assert_named(lambda: D.from_array(big), "path_or_array")
+    with pytest.raises(ValueError, match="dtype=torch.float64"):
+        D.from_array(big)
+    np.save(tmp_path / "big.npy", big)
+    assert_named(lambda: D.from_array(tmp_path / "big.npy"), "path_or_array")
+    kept = D.from_array(big, dtype=torch.float64)                # float64 holds them
+    assert bool(torch.isfinite(kept.atoms).all()) and kept.pixel_range == (1e300, 1e300)
+    for bad in (np.array([[0.0, np.inf, 1.0, 2.0]]), np.array([[0.0, -np.inf, 1.0, 2.0]], np.float16),
+                np.array([[np.nan, 0, 0, 0]], np.float32), torch.tensor([[0.0, 1.0, float("inf"), 0.0]])):
+        assert_named(lambda: D.from_array(bad), "path_or_array")
+        assert_named(lambda: D.from_array(bad, dtype=torch.float64), "path_or_array")
+
+
+def test_from_array_labels_are_the_distinct_values_present():
+    # labels [0, 10**9, 1] built 10**9 class names; uint64 labels >= 2**63 never finished
+    out = run_bounded(
+        "import numpy as np\n"
+        "from fsdiag import data as D\n"
+        "d = D.from_array(np.zeros((3, 4)), labels=[0, 10**9, 1])\n"
+        "assert d.class_names == ('0', '1', '1000000000'), d.class_names\n"
+        "assert d.labels.tolist() == [0, 2, 1]\n"
+        "u = np.array([2**64 - 1, 0, 2**63, 0], dtype=np.uint64)\n"
+        "d = D.from_array(np.zeros((4, 4)), labels=u)\n"
+        "assert d.class_names == ('0', str(2**63), str(2**64 - 1)), d.class_names\n"
+        "assert d.labels.tolist() == [2, 0, 1, 0]\n"
+        "d = D.from_array(np.zeros((2, 4)), labels=[10**30, 7])\n"
+        "assert d.class_names == ('7', str(10**30)) and d.labels.tolist() == [1, 0]\n"
+        "print('ok')\n")
+    assert out.strip() == "ok"
+    # dense labels 0..K-1 keep their values; a gap is closed, the names say which value is which
+    data = D.from_array(np.zeros((4, 4)), labels=np.array([3, 0, 3, 7], dtype=np.int16))
+    assert data.class_names == ("0", "3", "7") and data.labels.tolist() == [1, 0, 1, 2]
+    assert [data.class_names[k] for k in data.labels] == ["3", "0", "3", "7"]
+    assert D.from_array(np.zeros((3, 4)), labels=torch.tensor([2, 0, 1])).labels.tolist() == [2, 0, 1]
+    for bad in ([0, -1, 2], np.array([0, -5, 1], np.int8), [0.5, 1.0, 2.0], [1, None, 2], [[0], [1], [2]]):
+        assert_named(lambda: D.from_array(np.zeros((3, 4)), labels=bad), "labels")
+
+
+def write_idx_typed(path, arr, code):
+    raw = struct.pack(">BBBB", 0, 0, code, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    path.write_bytes(raw + arr.astype(arr.dtype.newbyteorder(">")).tobytes())
+
+
+def test_mnist_keeps_the_values_of_non_byte_idx_data(tmp_path):
+    # float and int16 idx images were cast to uint8: 0.5 became 0, 300 became 44
+    labels = np.array([1, 0, 2], dtype=np.uint8)
+    cases = [(0x0D, np.float32, [0.5, 0.25, -1.5]), (0x0E, np.float64, [0.5, 1e-3, 2.0]),
+             (0x0B, np.int16, [300, -7, 1]), (0x0C, np.int32, [70000, 5, 0]), (0x09, np.int8, [-3, 4, 100])]
+    for code, dt, vals in cases:
+        imgs = np.zeros((3, 4, 5), dtype=dt)
+        imgs[:, 0, 0] = vals
+        write_idx_typed(tmp_path / "train-images-idx3-ubyte", imgs, code)
+        write_idx_typed(tmp_path / "train-labels-idx1-ubyte", labels, 0x08)
+        data = D.mnist(tmp_path, dtype=torch.float64)
+        assert data.image_shape == (1, 4, 5) and data.labels.tolist() == [1, 0, 2]
+        assert data.atoms[:, 0].tolist() == [float(dt(v)) for v in vals], dt     # values as stored
+        assert data.pixel_range == (float(min(0, *data.atoms[:, 0])), float(max(0, *data.atoms[:, 0])))
+    # the bytes of MNIST itself are still pixels / 255
+    write_idx_typed(tmp_path / "train-images-idx3-ubyte", np.full((3, 4, 5), 51, np.uint8), 0x08)
+    data = D.mnist(tmp_path)
+    assert data.pixel_range == (0.0, 1.0) and float(data.atoms.max()) == pytest.approx(0.2)
+    # stored values that are not finite, or beyond float32, are refused by name
+    for dt, code, v in ((np.float32, 0x0D, np.nan), (np.float64, 0x0E, 1e300)):
+        write_idx_typed(tmp_path / "train-images-idx3-ubyte", np.full((3, 4, 5), v, dt), code)
+        assert_named(lambda: D.mnist(tmp_path), "path")
+
+
+def write_cifar(folder, data, labels, name="data_batch_1"):
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(pickle.dumps({b"data": data, b"labels": labels}))
+
+
+def test_cifar10_refuses_values_outside_a_byte(tmp_path):
+    # a batch with values over 255 (or negative) wrapped modulo 256
+    folder = tmp_path / "cifar"
+    for data in (np.full((2, 3072), 300, dtype=np.int64), np.full((2, 3072), -1, dtype=np.int16),
+                 np.full((2, 3072), 0.5), [[256] * 3072, [0] * 3072]):
+        write_cifar(folder, data, [0, 1])
+        assert_named(lambda: D.cifar10(folder), "path")
+    write_cifar(folder, np.full((2, 3072), 255, dtype=np.int64), [0, 1])     # in range: read
+    assert float(D.cifar10(folder).atoms.min()) == 1.0
+
+
+def test_from_array_bad_files_raise_one_line_value_errors(tmp_path):
+    # truncated or garbage .npy / .npz leaked numpy's and zipfile's own errors (and types)
+    good = np.arange(40, dtype=np.float64).reshape(10, 4)
+    np.save(tmp_path / "good.npy", good)
+    np.savez(tmp_path / "good.npz", images=good, labels=np.arange(10))
+    npy, npz = (tmp_path / "good.npy").read_bytes(), (tmp_path / "good.npz").read_bytes()
+    bad = {"empty.npy": b"", "cut_header.npy": npy[:20], "cut_data.npy": npy[:-8], "garbage.npy": b"hello world" * 9,
+           "empty.npz": b"", "cut.npz": npz[: len(npz) // 2], "garbage.npz": b"PK\x03\x04 nonsense",
+           "zip.npy": npz, "npy.npz": npy}
+    for name, raw in bad.items():
+        (tmp_path / name).write_bytes(raw)
+        assert_named(lambda: D.from_array(tmp_path / name), "path_or_array")
+    # a header promising far more data than the file holds must not allocate it
+    with open(tmp_path / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 12, 4)})
+        f.write(b"\x00" * 64)
+    assert_named(lambda: D.from_array(tmp_path / "huge.npy"), "path_or_array")
+    np.save(tmp_path / "objects.npy", np.array([[1, "a"], [None, 2.0]], dtype=object), allow_pickle=True)
+    assert_named(lambda: D.from_array(tmp_path / "objects.npy"), "path_or_array")
+    assert_named(lambda: D.from_array(tmp_path / "missing.npy"), "path_or_array")
+    assert_named(lambda: D.from_array(torch.zeros(2, 4, dtype=torch.bfloat16), images_key=3), "images_key")
+    # bfloat16 tensors are read (numpy has no bfloat16)
+    assert D.from_array(torch.ones(2, 4, dtype=torch.bfloat16)).atoms.eq(1).all()
+
+
+def test_from_png_folder_corrupt_files_raise_one_line_value_errors(tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)).save(good)
+    raw = good.read_bytes()                          # noise: the pixel data fill most of the file
+    for i, junk in enumerate([b"", b"not a png at all", raw[:40], raw[:len(raw) // 2], raw[:8] + b"\x00" * 60]):
+        folder = tmp_path / f"bad{i}"
+        folder.mkdir()
+        (folder / "a.png").write_bytes(raw)
+        (folder / "b.png").write_bytes(junk)
+        for mode in ("auto", "L", "RGB"):
+            assert_named(lambda: D.from_png_folder(folder, mode=mode), "path")
+
+
+def test_read_idx_bad_headers_and_broken_gzip(tmp_path):
+    good = struct.pack(">BBBB", 0, 0, 8, 2) + struct.pack(">2I", 2, 3) + bytes(range(6))
+    cases = {"short_dims": struct.pack(">BBBB", 0, 0, 8, 3) + b"\x00\x00",      # 3 dims named, 0.5 given
+             "too_few": good[:-1], "too_many": good + b"\x00", "three": b"\x00\x00\x08",
+             "bad_code": b"\x00\x00\x07\x01\x00\x00\x00\x01\x00",
+             "huge": struct.pack(">BBBB", 0, 0, 0x0E, 3) + struct.pack(">3I", 2 ** 32 - 1, 2 ** 32 - 1, 9),
+             "cut.gz": gzip.compress(good)[:-6], "garbage.gz": b"\x1f\x8b" + b"\x00" * 30,
+             "trailing.gz": gzip.compress(good) + b"junk!", "short.gz": gzip.compress(good[:6])}
+    for name, raw in cases.items():
+        (tmp_path / name).write_bytes(raw)
+        assert_named(lambda: D.read_idx(tmp_path / name), "path")
+    (tmp_path / "ok.gz").write_bytes(gzip.compress(good))
+    assert D.read_idx(tmp_path / "ok.gz").tolist() == [[0, 1, 2], [3, 4, 5]]
+    (tmp_path / "ok").write_bytes(good)
+    assert D.read_idx(tmp_path / "ok").tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_mnist_validates_labels_dtype_and_class_names(tmp_path):
+    write_idx_typed(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 4, 4), np.uint8), 0x08)
+    write_idx_typed(tmp_path / "train-labels-idx1-ubyte", np.array([0, 12, 1], np.uint8), 0x08)
+    assert_named(lambda: D.mnist(tmp_path), "path, class_names")            # label 12 of 10 names
+    assert D.mnist(tmp_path, class_names=[str(i) for i in range(13)]).labels.tolist() == [0, 12, 1]
+    assert_named(lambda: D.mnist(tmp_path, dtype="float32"), "dtype")
+    assert_named(lambda: D.mnist(tmp_path, class_names=5), "class_names")
+    assert_named(lambda: D.mnist(tmp_path, class_names="abc"), "class_names")
+    write_idx_typed(tmp_path / "train-labels-idx1-ubyte", np.array([0.0, 1.0, 1.0]), 0x0E)
+    assert_named(lambda: D.mnist(tmp_path), "path")
+    write_idx_typed(tmp_path / "train-images-idx3-ubyte", np.zeros((0, 4, 4), np.uint8), 0x08)
+    write_idx_typed(tmp_path / "train-labels-idx1-ubyte", np.zeros(0, np.uint8), 0x08)
+    assert_named(lambda: D.mnist(tmp_path), "path")                         # no images
+
+
+def test_cifar10_malformed_batches_raise_one_line_value_errors(tmp_path):
+    folder = tmp_path / "cifar"
+    folder.mkdir()
+    ok = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    good = pickle.dumps(ok)
+    cases = [b"", b"not a pickle", good[: len(good) // 2], pickle.dumps([1, 2, 3]),
+             pickle.dumps({b"labels": [0, 1]}), pickle.dumps({b"data": ok[b"data"]}),
+             pickle.dumps({b"data": np.zeros((2, 3000), np.uint8), b"labels": [0, 1]}),
+             pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1, 2]}),
+             pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}),
+             pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, -1]}),
+             pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": ["a", "b"]}),
+             pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [[0], [1, 2]]}),
+             pickle.dumps({b"data": "pixels", b"labels": [0, 1]}),
+             pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []})]
+    for raw in cases:
+        (folder / "data_batch_1").write_bytes(raw)
+        assert_named(lambda: D.cifar10(folder), "path")
+    (folder / "data_batch_1").write_bytes(good)
+    # a second batch of another width used to reach np.concatenate's own error
+    (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": np.zeros((1, 10), np.uint8), b"labels": [0]}))
+    assert_named(lambda: D.cifar10(folder), "path")
+    (folder / "data_batch_2").unlink()
+    for meta in (b"junk", pickle.dumps({b"label_names": 5}), pickle.dumps({b"label_names": [b"a"]}), pickle.dumps(7)):
+        (folder / "batches.meta").write_bytes(meta)
+        assert_named(lambda: D.cifar10(folder), "path")
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a", "b\xe9".encode("latin-1")]}))
+    assert D.cifar10(folder).class_names[0] == "a"
+    assert_named(lambda: D.cifar10(folder, dtype=torch.int64), "dtype")
