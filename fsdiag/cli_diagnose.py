@@ -203,8 +203,8 @@ def build_problem(args):
             labels = load_array(args.labels, "--labels").reshape(-1)
         except ValueError as err:
             raise UsageError(str(err)) from None
-        if labels.shape[0] != data.n_atoms or labels.dtype.kind not in "iu":
-            raise UsageError(f"--labels: expected {data.n_atoms} integers (one per atom), got {labels.dtype} "
+        if labels.shape[0] != len(data) or labels.dtype.kind not in "iu":
+            raise UsageError(f"--labels: expected {len(data)} integers (one per atom), got {labels.dtype} "
                              f"of shape {labels.shape}")
     name = Path(args.atoms).name
     try:

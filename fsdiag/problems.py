@@ -384,7 +384,8 @@ def held_out(atoms, forward, noise_std, *, index: int, seed: int = 0, labels=Non
 
 
 def load_atoms(path, *, image_shape=None, dtype=torch.float32):
-    """Atoms from a file or folder, as `fsdiag.data.ImageData`: .npy/.npz (rows (N, d) or images),
+    """Atoms from a file or folder, as `fsdiag.data.ImageData` (images), or as a tensor (N, d)
+    for a 2-D array given without `image_shape` (rows): .npy/.npz,
     an idx file (MNIST's format, .gz too), a folder of PNGs (class subfolders give labels), a
     folder with MNIST's idx files or CIFAR-10's python batches. Errors name `path`."""
     from . import data
@@ -406,6 +407,6 @@ def load_atoms(path, *, image_shape=None, dtype=torch.float32):
         return data.from_array(arr, image_shape=shape, dtype=dtype)
     if shape is None:
         arr = load_array(p, "path")
-        if arr.ndim == 2 and (arr.dtype.kind in "fiub"):
-            shape = (1, 1, arr.shape[1])            # rows: not images unless told
+        if arr.ndim == 2 and arr.dtype.kind in "fiu":      # rows (N, d): not images unless told
+            return data.from_array(arr, image_shape=(1, 1, arr.shape[1]), dtype=dtype).atoms
     return data.from_array(p, image_shape=shape, dtype=dtype)

@@ -44,6 +44,11 @@ SAMPLERS = textwrap.dedent('''
 
     def two_args(denoiser, problem):
         return None
+
+
+    def exits(denoiser, problem, n_samples, generator):
+        import sys
+        sys.exit(0)
 ''')
 
 
@@ -79,7 +84,7 @@ def test_exact_sampler_passes_and_writes_all_outputs(user_dir):
               "--max-tv", "0.15", cwd=user_dir)
     assert res.returncode == 0, res.stderr
     assert "PASS" in res.stdout and "TV over modes" in res.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "report.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".fsdiag-owner", "report.json", "report.md", "report.png"]
     data = json.loads((out / "report.json").read_text())
     rep = data["report"]
     assert data["passed"] and data["n_samples"] == 400
@@ -154,3 +159,149 @@ def test_every_problem_is_consistent(name):
         assert not bool((p.prior.atoms == p.truth).all(1).any())   # leave-one-out: the truth is no atom
     with pytest.raises(ValueError, match="problem"):
         make_problem("unknown")
+
+
+# ------------------------------------------------------------------ issue 16: your problem, your files, exit codes
+PROBLEM_FILE = textwrap.dedent('''
+    import torch
+    import fsdiag
+    from fsdiag.problems import custom
+
+
+    def two_clusters(seed=0):
+        g = torch.Generator().manual_seed(seed)
+        side = torch.randint(0, 2, (200, 1), generator=g)
+        atoms = torch.randn(200, 2, generator=g, dtype=torch.float64) * 0.3 + 3.0 * side
+        return custom(atoms, torch.tensor([[1.0, 1.0]]), [3.0], 0.5, labels=side[:, 0])
+
+
+    def pair():
+        return fsdiag.testbeds.three_atoms()
+
+
+    def not_a_problem():
+        return 42
+''')
+
+
+@pytest.fixture
+def files(user_dir):
+    """A user's data as files: digits as .npy atoms and labels, a measurement y."""
+    from sklearn.datasets import load_digits
+    import numpy as np
+    d = load_digits()
+    np.save(user_dir / "atoms.npy", (d.data[1:] / 16.0).astype("float32"))
+    np.save(user_dir / "labels.npy", d.target[1:])
+    np.save(user_dir / "y.npy", (d.data[0, :32] / 16.0))          # the top half of a held-out zero
+    (user_dir / "user_problems.py").write_text(PROBLEM_FILE)
+    return user_dir
+
+
+@pytest.mark.parametrize("problem", ["user_problems:two_clusters", "user_problems.py:two_clusters",
+                                     "user_problems:pair"])
+def test_a_problem_given_as_a_function_is_judged(cli, files, problem):
+    res = cli("user_samplers:exact", "--problem", problem, "--n-samples", "300", "--max-tv", "0.2")
+    assert res.returncode == 0, res.stderr
+    assert "PASS" in res.stdout
+
+
+def test_a_problem_given_as_files_is_judged_and_reported(cli, files):
+    mask = torch.zeros(64, dtype=torch.bool)
+    mask[:32] = True
+    torch.save(None, files / "unused.pt")
+    import numpy as np
+    np.save(files / "mask.npy", mask.numpy())
+    res = cli("user_samplers:exact", "--atoms", "atoms.npy", "--labels", "labels.npy", "--image-shape", "1,8,8",
+              "--operator", "mask:mask.npy", "--y", "y.npy", "--noise", "0.5", "--n-samples", "200",
+              "--out", "rep", "--max-tv", "0.25")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((files / "rep" / "report.json").read_text())
+    assert data["problem"] == "atoms.npy" and data["report"]["modes"]["labels"] == list(range(10))
+    assert data["report"]["tv_modes"] <= data["report"]["floor"]["modes"]["q95"] + 0.05
+
+
+def test_a_held_out_atom_is_the_truth_and_y_is_simulated(cli, files):
+    args = ["user_samplers:exact", "--atoms", "atoms.npy", "--labels", "labels.npy", "--image-shape", "1,8,8",
+            "--operator", "inpaint:keep=0.5", "--truth-index", "3", "--noise", "0.3", "--n-samples", "64"]
+    first = cli(*args, "--out", "a")
+    again = cli(*args, "--out", "b")
+    other = cli(*args, "--problem-seed", "1", "--out", "c")
+    assert first.returncode == again.returncode == other.returncode == 0, first.stderr
+    read = [json.loads((files / k / "report.json").read_text())["report"]["exact_weights"] for k in "abc"]
+    assert read[0] == read[1] and read[0] != read[2]                  # same seed, same y; another seed, another y
+    assert "held out as the truth" in json.loads((files / "a" / "report.json").read_text())["description"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--problem", "three_atom"], "did you mean 'three_atoms'"),
+    (["--problem", "user_problems:not_a_problem"], "must return an fsdiag.problems.InverseProblem"),
+    (["--atoms", "atoms.npy", "--operator", "blurr", "--noise", "0.3", "--truth-index", "0"],
+     "--operator: unknown operator 'blurr' (did you mean 'blur'?)"),
+    (["--atoms", "atoms.npy", "--operator", "blur:sd=1", "--image-shape", "1,8,8", "--noise", "0.3",
+      "--truth-index", "0"], "did you mean 'std'"),
+    (["--atoms", "atoms.npy", "--operator", "blur", "--noise", "0.3", "--truth-index", "0"], "--image-shape"),
+    (["--atoms", "truncated.npy", "--operator", "identity", "--noise", "0.3", "--truth-index", "0"], "--atoms:"),
+    (["--atoms", "atoms.npy", "--operator", "identity", "--noise", "0.3", "--y", "garbage.npy"], "--y:"),
+    (["--atoms", "atoms.npy", "--labels", "garbage.npy", "--operator", "identity", "--noise", "0.3",
+      "--truth-index", "0"], "--labels:"),
+    (["--atoms", "atoms.npy", "--operator", "identity", "--noise", "0.3", "--truth-index", "99999"],
+     "--truth-index"),
+    (["--atoms", "atoms.npy", "--operator", "identity", "--noise", "-1", "--truth-index", "0"], "--noise"),
+    (["--atoms", "atoms.npy", "--operator", "identity", "--noise", "0.3"], "--y"),
+    (["--problem", "gmm2d", "--seed", str(2 ** 64)], "--seed"),
+    (["--problem", "gmm2d", "--problem-seed", str(2 ** 63)], "--problem-seed"),
+    (["--problem", "gmm2d", "--atoms", "atoms.npy"], "--problem"),
+])
+def test_bad_problems_and_files_exit_2_with_one_line_naming_the_option(cli, files, args, needle):
+    (files / "truncated.npy").write_bytes((files / "atoms.npy").read_bytes()[:200])
+    (files / "garbage.npy").write_bytes(b"not an array at all")
+    res = cli("user_samplers:exact", *args, "--n-samples", "8")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_out_never_loses_a_users_file_or_folder(cli, files):
+    mine = files / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    (files / "notes.txt").write_text("my file")
+    before = sorted(p.name for p in files.iterdir())
+    for out in ("mine", "notes.txt", "notes.txt/sub", "", "/proc/x/y"):
+        res = cli("user_samplers:exact", "--problem", "three_atoms", "--n-samples", "8", "--out", out)
+        assert res.returncode == 2, (out, res.stderr)
+        assert "--out" in res.stderr and "Traceback" not in res.stderr
+    assert (mine / "notes.txt").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert (files / "notes.txt").read_text() == "my file"
+    assert sorted(p.name for p in files.iterdir()) == before             # no staging or old folders left
+    # --force adds this report's files beside the user's, which stay.
+    res = cli("user_samplers:exact", "--problem", "three_atoms", "--n-samples", "8", "--out", "mine", "--force")
+    assert res.returncode == 0 and (mine / "notes.txt").read_text() == "my notes"
+    assert {"report.md", "report.json", "report.png"} <= {p.name for p in mine.iterdir()}
+    # A previous report of this command is replaced whole.
+    assert cli("user_samplers:exact", "--problem", "three_atoms", "--n-samples", "8", "--out", "rep").returncode == 0
+    (files / "rep" / "report.md").write_text("stale")
+    assert cli("user_samplers:exact", "--problem", "three_atoms", "--n-samples", "8", "--out", "rep").returncode == 0
+    assert (files / "rep" / "report.md").read_text() != "stale"
+
+
+def test_exit_codes_mean_one_thing_each(cli, files, monkeypatch):
+    assert cli("user_samplers:exits", "--problem", "three_atoms", "--n-samples", "8").returncode == 3
+    # A sampler that passes is never reported as a regression when fsdiag itself fails: 4, not 1.
+    import fsdiag.plots.report as report_plots
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the report")
+    monkeypatch.setattr(report_plots, "report_figure", broken)
+    res = cli("user_samplers:exact", "--problem", "three_atoms", "--n-samples", "8", "--out", "rep", "--max-tv", "0.5")
+    assert res.returncode == 4 and "internal error" in res.stderr and "please report" in res.stderr
+    assert not (files / "rep").exists() and not [p for p in files.iterdir() if ".staging" in p.name]
+
+
+def test_help_documents_every_exit_code(cli, capsys):
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--help"])
+    text = capsys.readouterr().out
+    for code in ("0 ", "1 ", "2 ", "3 ", "4 "):
+        assert f"\n  {code}" in text
+    assert "--truth-index" in text and "module:function" in text

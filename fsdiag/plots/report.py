@@ -23,8 +23,7 @@ def _mosaic(rows: np.ndarray, shape, ncols: int = 8) -> np.ndarray:
 
 def _show(ax, img, title, vmin=None, vmax=None):
     import matplotlib as mpl
-    cmap = mpl.colormaps["gray"].copy()
-    cmap.set_bad("#d9e6f2")                       # unobserved pixels / gaps: light blue
+    cmap = mpl.colormaps["gray"].with_extremes(bad="#d9e6f2")     # unobserved pixels / gaps: light blue
     if img.ndim == 3:
         img = np.clip(np.nan_to_num((img - vmin) / max(vmax - vmin, 1e-12), nan=1.0), 0, 1)
         ax.imshow(img)
