@@ -62,6 +62,16 @@ class RunWithInfo(Run):
     info: dict = field(default_factory=dict)
 
 
+def _rows(name: str, out) -> int:
+    """Particles through one pass, read off a kernel's result: rows of the Tweedie mean (`moments`
+    returns Moments) or of the product, times k for `cov_matvec` with k vectors per row (B, k, d)."""
+    t = out.mean if hasattr(out, "mean") and isinstance(getattr(out, "mean"), torch.Tensor) else out
+    rows = int(t.shape[0])
+    if name == "cov_matvec" and t.ndim == 3:
+        rows *= int(t.shape[1])                      # k products per particle (TMPD's C A^T)
+    return rows
+
+
 class CountingPrior:
     """A prior that counts its denoiser passes: every attribute is the wrapped prior's, but calls to
     `moments`/`denoise` (a Tweedie mean) and `denoiser_vjp`/`cov_matvec` (a Jacobian pass) add the
@@ -81,12 +91,11 @@ class CountingPrior:
         attr = getattr(self.prior, name)
         if name in CountingPrior._COUNTED:
             def counted(x, *args, **kwargs):
-                rows = int(x.shape[0])
-                v = args[1] if len(args) > 1 else kwargs.get("v")
-                if name == "cov_matvec" and v is not None and v.ndim == 3:
-                    rows *= int(v.shape[1])                  # k products per particle (TMPD's C A^T)
-                self.counts[name] += rows
-                return attr(x, *args, **kwargs)
+                # Counted from the answer, not the arguments: the wrapped prior accepts lists, numpy
+                # arrays, ... (which have no .shape), and a call it refuses is no denoiser pass.
+                out = attr(x, *args, **kwargs)
+                self.counts[name] += _rows(name, out)
+                return out
             return counted
         return attr
 
