@@ -208,12 +208,39 @@ class Radial(ForwardModel):
         return 1
 
     def __call__(self, x):
-        return self._check_x(x).norm(dim=1, keepdim=True)
+        return _row_norm(self._check_x(x))
 
     def vjp(self, x, v):
         x, v = self._check_xv(x, v)
-        r = x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-        return x / r * v
+        r = _row_norm(x)
+        tiny = torch.finfo(x.dtype).tiny
+        unit = x / r.clamp_min(tiny)
+        small = (r < tiny) & (r > 0)         # a subnormal norm: x / tiny is not the unit vector
+        if bool(small.any()):
+            m = torch.where(small, x.abs().amax(1, keepdim=True), torch.ones_like(r))
+            u = x / m
+            unit = torch.where(small, u / u.norm(dim=1, keepdim=True).clamp_min(tiny), unit)
+        return unit * v
+
+
+def _row_norm(x: torch.Tensor) -> torch.Tensor:
+    """||x|| per row, (B, 1). Rows whose sum of squares would overflow or underflow the dtype
+    (|x| ~ 1e20 or 1e-20 in float32) are scaled by their largest entry first, so a norm that is
+    representable is returned; other rows keep the plain norm (unchanged numbers). A norm beyond
+    the dtype's range raises rather than return inf."""
+    r = x.norm(dim=1, keepdim=True)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return r
+    info = torch.finfo(x.dtype)
+    big = x.abs().amax(1, keepdim=True)
+    risky = (big > info.max ** 0.5 / x.shape[1] ** 0.5) | ((big < info.tiny ** 0.5) & (big > 0))
+    if bool(risky.any()):
+        m = torch.where(big > 0, big, torch.ones_like(big))
+        r = torch.where(risky, m * (x / m).norm(dim=1, keepdim=True), r)
+        if not bool(torch.isfinite(r).all()):
+            raise FloatingPointError(f"x: ||x|| exceeds the range of {x.dtype} "
+                                     f"(max |x| = {float(big.max()):.3g}); rescale x or use float64")
+    return r
 
 
 @register
@@ -233,10 +260,20 @@ class PolarAngle(ForwardModel):
 
     def vjp(self, x, v):
         x, v = self._check_xv(x, v, 2)
-        r2 = (x[:, 0] ** 2 + x[:, 1] ** 2).clamp_min(torch.finfo(x.dtype).tiny)
+        info = torch.finfo(x.dtype)
+        r2 = (x[:, 0] ** 2 + x[:, 1] ** 2).clamp_min(info.tiny)
+        g0, g1 = -x[:, 1] / r2, x[:, 0] / r2
+        # Rows whose r^2 overflows or underflows the dtype: (-x_2, x_1) / r^2 from x / max|x_1|, |x_2|.
+        m = torch.maximum(x[:, 0].abs(), x[:, 1].abs())
+        risky = (m > info.max ** 0.5 / 2) | ((m < info.tiny ** 0.5) & (m > 0))
+        if bool(risky.any()):
+            ms = torch.where(risky, m, torch.ones_like(m))
+            s0, s1 = x[:, 0] / ms, x[:, 1] / ms
+            q = s0 * s0 + s1 * s1                                 # in [1, 2]
+            g0, g1 = torch.where(risky, -s1 / q / ms, g0), torch.where(risky, s0 / q / ms, g1)
         out = torch.zeros_like(x)
-        out[:, 0] = -x[:, 1] / r2 * v[:, 0]
-        out[:, 1] = x[:, 0] / r2 * v[:, 0]
+        out[:, 0] = g0 * v[:, 0]
+        out[:, 1] = g1 * v[:, 0]
         return out
 
     @classmethod
