@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ._checks import as_tensor, check_generator, check_int, check_positive, check_real, make_generator
+from ._checks import as_tensor, check_generator, check_has_values, check_int, check_positive, check_real, make_generator
+from .likelihood import GaussianLikelihood
 from .methods import Problem, make_method
 from .prior import EmpiricalPrior, _check_abar
 
@@ -24,7 +25,42 @@ __all__ = ["posterior_weights", "total_variation", "wilson_interval",
 def posterior_weights(prior: EmpiricalPrior, lik) -> torch.Tensor:
     """Exact posterior over atoms psi_i = softmax_i(log pi_i + log p(y | x^(i))), shape (N,)."""
     _check_prior(prior)
-    return prior.log_posterior_weights(Problem.build(prior, lik).log_lik).exp()
+    problem = Problem.build(prior, lik)
+    return prior.log_posterior_weights(_log_lik_differences(prior, problem.lik, problem.log_lik)).exp()
+
+
+# Below this |l_i| the float64 l_i are exact to ~1e-12 in their differences (all the softmax sees).
+_LOG_LIK_EXACT = 1e3
+
+
+def _log_lik_differences(prior: EmpiricalPrior, lik, log_lik: torch.Tensor) -> torch.Tensor:
+    """l_i - l_r for a reference atom r, without the cancellation of l_i = -|y - A(x_i)|^2 / 2s^2
+    (+ const): with y = 1e30 and s = 1e-8, l_i ~ -5e75 and its rounding (~1e60) swamps the
+    differences between atoms (~1e46) that decide the posterior. Instead
+        l_i - l_r = -(1/2) sum_j ((A(x_r) - A(x_i))_j / s_j) ((r_i + r_r)_j / s_j),
+    r_i = y - A(x_i), in which y cancels exactly. Returned as is where every |l_i| is below
+    _LOG_LIK_EXACT (the plain l_i then lose nothing, and their numbers stay as they were), for a
+    likelihood that overrides the Gaussian log_prob, and for a prior whose softmax over atoms is
+    not local (a ShardedPrior combines l_i of every shard, which must share one constant)."""
+    finite = torch.isfinite(prior._log_w64)
+    if (float(log_lik[finite].abs().max()) < _LOG_LIK_EXACT
+            or type(lik).log_prob is not GaussianLikelihood.log_prob
+            or type(lik).residual is not GaussianLikelihood.residual
+            or type(prior)._log_posterior_weights64 is not EmpiricalPrior._log_posterior_weights64):
+        return log_lik
+    ref = int(torch.argmax(prior._log_w64 + log_lik))
+    std = lik.noise_std.to(device=prior.device)
+    y = lik.y.to(device=prior.device)
+    a_ref = lik.forward(prior.atoms[ref:ref + 1].to(torch.float64))[0]
+    out = torch.empty_like(log_lik)
+    for sl in prior._blocks(8):
+        a_i = lik.forward(prior.atoms[sl].to(torch.float64))
+        diff = (a_ref - a_i) / std
+        both = ((y - a_i) + (y - a_ref)) / std
+        out[sl] = -0.5 * (diff * both).sum(1)
+    # Where the product overflows (|l_i| near float64's limit), the plain difference is as good.
+    plain = log_lik - log_lik[ref]
+    return torch.where(torch.isfinite(out), out, plain)
 
 
 def _check_prior(prior) -> None:
@@ -42,9 +78,15 @@ def _check_psi(psi, prior: EmpiricalPrior, name: str = "psi") -> torch.Tensor:
     return psi / psi.sum()
 
 
+def _numpy(value, name: str, **kw) -> np.ndarray:
+    """A float64 numpy copy of an array-like (checked by as_tensor); a tensor that requires grad
+    is read as its values (these diagnostics return numbers, not graphs)."""
+    return np.asarray(as_tensor(value, name, dtype=torch.float64, **kw).detach().cpu())
+
+
 def _check_weights(w, n: int, name: str) -> np.ndarray:
     """Non-negative finite sample weights of length n with a positive sum, normalised."""
-    w = np.asarray(as_tensor(w, name, ndim=1, dtype=torch.float64).cpu())
+    w = _numpy(w, name, ndim=1)
     if w.shape[0] != n:
         raise ValueError(f"{name}: expected {n} weights to match the sample, got {w.shape[0]}")
     if (w < 0).any() or not (w > 0).any():
@@ -66,8 +108,8 @@ def _check_run(run, prior: EmpiricalPrior, needs=("trajectory", "tweedie", "time
 # ------------------------------------------------------------------ statistics
 def total_variation(p, q) -> float:
     """TV(p, q) = sum |p - q| / 2 for two probability vectors."""
-    p = np.asarray(as_tensor(p, "p", dtype=torch.float64).cpu())
-    q = np.asarray(as_tensor(q, "q", dtype=torch.float64).cpu())
+    p = _numpy(p, "p")
+    q = _numpy(q, "q")
     if p.shape != q.shape:
         raise ValueError(f"q: expected the shape of p {p.shape}, got {q.shape}")
     return 0.5 * float(np.abs(p - q).sum())
@@ -77,7 +119,7 @@ def wilson_interval(k, n: int, z: float = 1.96):
     """Wilson score interval for a binomial proportion k / n (arrays allowed)."""
     n = check_int(n, "n")
     z = check_positive(z, "z")
-    k = np.asarray(as_tensor(k, "k", dtype=torch.float64).cpu())
+    k = _numpy(k, "k")
     if ((k < 0) | (k > n)).any():
         raise ValueError(f"k: expected counts in [0, n = {n}], got {k.min()}..{k.max()}")
     p = k / n
@@ -89,8 +131,8 @@ def wilson_interval(k, n: int, z: float = 1.96):
 
 def wasserstein_1d(u, v, u_weights=None, v_weights=None) -> float:
     """W1 between two weighted samples on the line: the integral of |F_u - F_v|."""
-    u = np.asarray(as_tensor(u, "u", dtype=torch.float64).cpu()).ravel()
-    v = np.asarray(as_tensor(v, "v", dtype=torch.float64).cpu()).ravel()
+    u = _numpy(u, "u").ravel()
+    v = _numpy(v, "v").ravel()
     for name, arr in (("u", u), ("v", v)):
         if arr.size == 0:
             raise ValueError(f"{name}: expected a non-empty sample")
@@ -170,9 +212,11 @@ def atom_mass(prior: EmpiricalPrior, x: torch.Tensor, abar: float) -> torch.Tens
 
 def mode_weights(mass: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor, n: int, z: float = 1.96) -> dict:
     """Per label: sampler mass with Wilson intervals (n particles) next to the exact mass."""
-    mass = as_tensor(mass, "mass", ndim=1, dtype=torch.float64).cpu()
-    psi = as_tensor(psi, "psi", ndim=1, dtype=torch.float64).cpu()
-    labels = torch.as_tensor(labels).cpu() if not isinstance(labels, torch.Tensor) else labels.cpu()
+    mass = as_tensor(mass, "mass", ndim=1, dtype=torch.float64).detach().cpu()
+    psi = as_tensor(psi, "psi", ndim=1, dtype=torch.float64).detach().cpu()
+    if isinstance(labels, torch.Tensor):
+        check_has_values(labels, "labels")
+    labels = torch.as_tensor(labels).cpu() if not isinstance(labels, torch.Tensor) else labels.detach().cpu()
     if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels: expected a 1-D integer array, got dtype {labels.dtype} shape {tuple(labels.shape)}")
     if not (mass.shape == psi.shape == labels.shape):

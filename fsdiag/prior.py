@@ -154,11 +154,18 @@ class EmpiricalPrior:
                 raise ValueError(f"weights: expected shape ({n},) to match atoms, got {tuple(w.shape)}")
             if bool((w < 0).any()) or not bool((w > 0).any()):
                 raise ValueError("weights: expected non-negative weights with a positive sum")
+            w0, shift = w, 0.0
             total = w.sum()
             if not bool(torch.isfinite(total)):   # weights near 1e308: the sum overflows
+                shift = float(torch.log(w.max()))
                 w = w / w.max()
                 total = w.sum()
             log_w = torch.log(w / total)
+            # A positive weight whose normalised value underflows (1e-300 beside 1e300: 1e-600) or
+            # is subnormal keeps its logarithm, log w - log(sum w), instead of becoming -inf.
+            lost = (w0 > 0) & (log_w < math.log(torch.finfo(torch.float64).tiny))
+            if bool(lost.any()):
+                log_w = torch.where(lost, torch.log(w0) - shift - torch.log(total), log_w)
         # float64 log-weights for the exact posterior over atoms, whatever the storage dtype.
         self._log_w64 = log_w.to(torch.float64)
         log_w = log_w.to(compute)
