@@ -230,9 +230,9 @@ OPERATORS = {
     "radial": (lambda shape, d: Radial(), {}, False, False),
     "polar_angle": (lambda shape, d: PolarAngle(), {}, False, False),
     "absolute_value": (lambda shape, d: AbsoluteValue(), {}, False, False),
-    "matrix": (lambda shape, d, path: Affine(torch.as_tensor(load_array(path, "--operator matrix"), dtype=torch.float64)),
+    "matrix": (lambda shape, d, path: Affine(torch.as_tensor(load_array(path, "operator"), dtype=torch.float64)),
                {}, False, True),
-    "mask": (lambda shape, d, path: Mask(torch.as_tensor(load_array(path, "--operator mask")).reshape(-1).bool()),
+    "mask": (lambda shape, d, path: Mask(torch.as_tensor(load_array(path, "operator")).reshape(-1).bool()),
              {}, False, True),
 }
 
