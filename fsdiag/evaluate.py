@@ -122,18 +122,28 @@ def _trajectory(trajectory, prior: EmpiricalPrior, schedule):
     else:
         raise TypeError("trajectory: expected an fsdiag.Run, (times, states[, tweedie]) or a dict with "
                         f"'times' and 'states', got {type(trajectory).__name__}")
+    if parts[0] is None or parts[1] is None:
+        raise ValueError("trajectory: expected 'times' and 'states'")
     times = as_tensor(parts[0], "trajectory", ndim=1, dtype=torch.float64)
     states = as_tensor(parts[1], "trajectory", dtype=prior.dtype, device=prior.device)
+    if times.shape[0] < 1:
+        raise ValueError("trajectory: expected at least one recorded time, got none")
     if states.ndim < 3 or states.shape[0] != times.shape[0] or math.prod(states.shape[2:]) != prior.dim:
         raise ValueError(f"trajectory: expected states of shape ({times.shape[0]}, n, {prior.dim}) to match "
                          f"{times.shape[0]} times, got {tuple(states.shape)}")
+    if states.shape[1] < 1:
+        raise ValueError("trajectory: expected at least one particle per recorded time, got 0")
     if bool(((times <= 0) | (times > 1)).any()):
         raise ValueError("trajectory: expected times in (0, 1]")
     states = states.reshape(states.shape[0], states.shape[1], prior.dim)
     if parts[2] is None:
         tweedie = torch.stack([prior.denoise(x, schedule.alpha_bar(float(t))) for t, x in zip(times, states)])
     else:
-        tweedie = as_tensor(parts[2], "trajectory", dtype=prior.dtype, device=prior.device).reshape(states.shape)
+        tweedie = as_tensor(parts[2], "trajectory", dtype=prior.dtype, device=prior.device)
+        if tweedie.ndim < 3 or tweedie.shape[:2] != states.shape[:2] or math.prod(tweedie.shape[2:]) != prior.dim:
+            raise ValueError(f"trajectory: expected Tweedie means of the states' shape {tuple(states.shape)}, "
+                             f"got {tuple(tweedie.shape)}")
+        tweedie = tweedie.reshape(states.shape)
     return SimpleNamespace(times=times, trajectory=states, tweedie=tweedie, schedule=schedule)
 
 
@@ -214,6 +224,16 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
 
     `trajectory` (an fsdiag.Run, or (times, states[, tweedie]) with states (R, n, d)) adds the
     spread and early-stopping diagnostics; Tweedie means are computed when not given.
+
+    Returns a `Report`: `tv_modes` / `tv_atoms` (TV to the exact posterior over modes / atoms)
+    beside `tv_floor_modes` / `tv_floor_atoms` and `floor` (the TV of as many exact draws: mean
+    and 95% quantile); `modes` (per mode: labels, sampler mass with its 95% Wilson interval
+    `lower`/`upper`, exact mass); `atom_mass` and `exact_weights` (per atom); `hallucination`
+    (`prior_mode` = `excluded_mass`, `absent_modes`, mass outside the `level` support of atoms and
+    of modes, `off_support`, `likelihood_mode`, the `radius` used and `radius_rule`, why);
+    `wasserstein` / `wasserstein_tweedie` (sliced W1 to the exact posterior); `spread` and
+    `early_stopping` with a trajectory; `method`, the name given (default "samples": any sampler's
+    output); `to_dict()` is JSON-ready and `print(report)` a summary.
     """
     if not isinstance(prior, EmpiricalPrior):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")

@@ -207,3 +207,17 @@ def test_labels_beyond_int64_keep_their_values():
     rep = fsdiag.evaluate(torch.tensor([[-1.8], [2.2]], dtype=torch.float64), prior, lik, labels=labels)
     assert rep.modes["labels"] == [0, 10 ** 9, 2 ** 63 + 5]
     assert rep.modes["sampler"] == [0.5, 0.5, 0.0]
+
+
+@pytest.mark.parametrize("trajectory,needle", [
+    ((torch.zeros(0), torch.zeros(0, 2, 1)), "at least one recorded time"),
+    ((torch.tensor([0.5, 0.1]), torch.zeros(2, 2, 1), torch.zeros(3, 2)), "Tweedie means"),
+    ((torch.tensor([0.5, 0.1]), torch.zeros(2, 0, 1)), "at least one particle"),
+    ({"times": [0.5]}, "'times' and 'states'"),
+])
+def test_a_malformed_trajectory_is_refused_by_name(trajectory, needle):
+    # These raised RuntimeError from torch, or a message blaming `run:` (issue 16).
+    prior, lik = T.three_atoms()
+    with pytest.raises(ValueError, match=r"^trajectory: ") as err:
+        fsdiag.evaluate(torch.tensor([[-1.8], [0.2]], dtype=torch.float64), prior, lik, trajectory=trajectory)
+    assert needle in str(err.value)
