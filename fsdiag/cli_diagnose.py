@@ -57,6 +57,15 @@ REPORT_FILES = ("report.md", "report.json", "report.png")
 OWNER = "fsdiag diagnose"
 
 
+_PIP_NAMES = {"sklearn": "scikit-learn", "skimage": "scikit-image", "PIL": "pillow", "yaml": "pyyaml"}
+
+
+def _install_hint(err: ImportError) -> str:
+    """'this needs X: pip install Y' for a missing module X (Y its package's name on PyPI)."""
+    name = (err.name or "a missing module").split(".")[0]
+    return f"needs {name}: pip install {_PIP_NAMES.get(name, name)}"
+
+
 class UsageError(Exception):
     """A bad option, path, file, signature or output place (exit code 2)."""
 
@@ -179,7 +188,7 @@ def build_problem(args):
         try:
             return make_problem(args.problem, seed=args.problem_seed)
         except ImportError as err:
-            raise UsageError(f"--problem: {args.problem} needs {err.name}: pip install {err.name}") from err
+            raise UsageError(f"--problem: {args.problem} {_install_hint(err)}") from err
     if args.atoms is None:
         raise UsageError("--problem: give a problem: --problem NAME, --problem module:function, or your "
                          "files (--atoms FILE --operator SPEC --y FILE --noise STD)")
@@ -196,7 +205,7 @@ def build_problem(args):
     except (ValueError, TypeError) as err:
         raise _named("--atoms", err) from None
     except ImportError as err:
-        raise UsageError(f"--atoms: reading {args.atoms} needs {err.name}: pip install {err.name}") from None
+        raise UsageError(f"--atoms: reading {args.atoms} {_install_hint(err)}") from None
     labels = None
     if args.labels is not None:
         try:
@@ -388,8 +397,8 @@ def _main(args) -> int:
         return 3
     except KeyboardInterrupt:
         raise
-    except ModuleNotFoundError as err:
-        print(f"fsdiag diagnose: this needs {err.name}: pip install {err.name}", file=sys.stderr)
+    except ImportError as err:
+        print(f"fsdiag diagnose: this {_install_hint(err)}", file=sys.stderr)
         return 2
     except Exception:  # noqa: BLE001 - a bug of fsdiag's: say so, never pass it off as a verdict
         traceback.print_exc()

@@ -305,3 +305,17 @@ def test_help_documents_every_exit_code(cli, capsys):
     for code in ("0 ", "1 ", "2 ", "3 ", "4 "):
         assert f"\n  {code}" in text
     assert "--truth-index" in text and "module:function" in text
+
+
+def test_a_missing_optional_dependency_is_one_line_and_exit_2(cli, monkeypatch):
+    import builtins
+    real = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name.startswith("sklearn"):
+            raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    res = cli("user_samplers:exact", "--problem", "digits_inpainting", "--n-samples", "8")
+    assert res.returncode == 2 and "pip install scikit-learn" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
