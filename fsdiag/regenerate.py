@@ -2,32 +2,64 @@
 
 A profile (notebooks/profiles.yml) expands into runs: one notebook with one set of parameters.
 Each run executes with papermill into a staging folder that is renamed, complete, to
-`OUT/<profile>/<notebook>/<key>/` (the executed notebook, its figures and metrics.json, and
-run.json); `key` hashes the notebook's content, the parameters and the fsdiag version, so an
-unchanged run is skipped, a killed batch resumes, and `force` reruns. A failing run never
-stops the others; it lands in `<key>.failed/` and the batch's exit code is 1.
+`OUT/<profile>/<notebook>/<key>/` (the executed notebook, outputs/ with its figures, their
+data and metrics.json, and run.json); `key` hashes the notebook's content, the parameters and
+the fsdiag version, so an unchanged run is skipped, a killed batch resumes, and --force reruns.
+A failing run (an error, or no metrics.json) never stops the others; it lands in
+`<key>.failed/` and the batch's exit code is 1.
+
+Everything is written under OUT/<profile>, resolved against the working directory: an
+existing OUT/<profile> that fsdiag regenerate did not write (a user's folder with files in it)
+is refused unless --overwrite, which writes the runs beside its files. Needs the book's
+dependencies: pip install "fsdiag[book]".
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import io
 import itertools
 import json
 import math
 import os
+import re
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunSpec", "load_profiles", "expand", "execute_run", "regenerate", "build_book_from",
-           "REPO", "PROFILES"]
+from . import bookfiles
+from .outputs import MARKER, OutputError, Target, atomic_write, owner_of
 
-REPO = Path(__file__).resolve().parents[1]
+__all__ = ["RunSpec", "load_profiles", "expand", "execute_run", "regenerate", "build_book_from",
+           "missing_dependencies", "REPO", "PROFILES", "OWNER", "BOOK_OWNER"]
+
+# The book's files: the copy installed with fsdiag, else the source checkout (fsdiag.bookfiles).
+REPO = bookfiles.book_root() or bookfiles.CHECKOUT
 PROFILES = REPO / "notebooks" / "profiles.yml"
+OWNER = "fsdiag regenerate"      # the mark (fsdiag.outputs.MARKER) in OUT/<profile> and each run folder
+BOOK_OWNER = "fsdiag book"
+
+# Modules the two commands need beyond a base install (all in fsdiag[book]); checked up front.
+_NEEDS = {"regenerate": ("yaml", "papermill", "nbclient", "ipykernel", "seaborn", "pandas"),
+          "regenerate --dask": ("dask", "distributed"),
+          "book": ("yaml", "jupyter_book", "sphinx-mathjax-offline")}      # the last one's module has dashes
+
+
+def missing_dependencies(command: str) -> list[str]:
+    """The modules `command` ("regenerate", "regenerate --dask" or "book") needs that are not
+    installed (found without importing them)."""
+    missing = []
+    for name in _NEEDS[command]:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 @dataclass
@@ -148,55 +180,76 @@ def _cell_error(err) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def _is_run_folder(folder: Path) -> bool:
+    # A run folder this command wrote: marked, or (written before folders were marked) holding
+    # the run.json of the run its name is the key of.
+    if owner_of(folder) == OWNER:
+        return True
+    try:
+        return json.loads((folder / "run.json").read_text()).get("key") == folder.name.removesuffix(".failed")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _run_target(folder: Path) -> Target:
+    if folder.is_dir() and owner_of(folder) is None and _is_run_folder(folder):
+        atomic_write(folder / MARKER, OWNER + "\n")         # adopt an unmarked run folder of an older fsdiag
+    return Target(folder, owner=OWNER, option="--out")
+
+
 def execute_run(spec: RunSpec) -> dict:
     """Execute one run into a staging folder and rename it into place. Never raises: a failure is
-    reported in the returned row (status 'failed', the failing cell's error)."""
-    import papermill as pm
-
-    if spec.threads:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = str(spec.threads)
-    final = Path(spec.out)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{spec.key}.staging-", dir=final.parent))
+    reported in the returned row (status 'failed', the failing cell's error); a run that leaves
+    no outputs/metrics.json failed. The kernel's working directory is a scratch folder inside the
+    run, so that nothing is written outside OUT, whatever the notebook does."""
+    final = Path(os.path.abspath(spec.out))
     row = {"profile": spec.profile, "notebook": spec.notebook, "key": spec.key, "params": spec.params,
            "status": "failed", "time_s": 0.0, "error": None, "headline": {}, "out": str(final)}
-    start = time.perf_counter()
     try:
-        declared = notebook_parameters(spec.path)
-        unknown = sorted(set(spec.params) - set(declared))
-        if unknown:
-            raise ValueError(f"profile {spec.profile!r}: {', '.join(unknown)} not a parameter of {spec.notebook} "
-                             f"(its parameters: {', '.join(sorted(declared))})")
-        params = {**spec.params, "out_dir": str(stage / "outputs")}
-        pm.execute_notebook(spec.path, str(stage / f"{spec.notebook}.ipynb"), parameters=params,
-                            cwd=str(Path(spec.path).parent), progress_bar=False, kernel_name="python3",
-                            log_output=False)
-        metrics_file = stage / "outputs" / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        row.update(status="done", headline=_headline(metrics))
-    except Exception as err:  # noqa: BLE001 - a failing run is reported, never raised
-        row["error"] = _cell_error(err)
-    row["time_s"] = time.perf_counter() - start
-    (stage / "run.json").write_text(json.dumps(row, indent=2, sort_keys=True, default=str))
-    target = final if row["status"] == "done" else final.with_name(f"{spec.key}.failed")
-    old = None
-    if target.exists():
-        old = target.with_name(f".{spec.key}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(stage, target)
-    os.chmod(target, 0o777 & ~_umask())
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    if row["status"] == "done":   # a success supersedes an earlier failure of the same run
-        shutil.rmtree(final.with_name(f"{spec.key}.failed"), ignore_errors=True)
+        target = _run_target(final)
+        stage = target.stage()
+    except (OSError, ValueError) as err:
+        row["error"] = f"{type(err).__name__}: {err}"
+        return row
+    try:
+        if spec.threads:
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                os.environ[var] = str(spec.threads)
+        start = time.perf_counter()
+        try:
+            import papermill as pm
+            declared = notebook_parameters(spec.path)
+            unknown = sorted(set(spec.params) - set(declared))
+            if unknown:
+                raise ValueError(f"profile {spec.profile!r}: {', '.join(unknown)} not a parameter of {spec.notebook} "
+                                 f"(its parameters: {', '.join(sorted(declared))})")
+            scratch = stage / "scratch"
+            scratch.mkdir()
+            outputs = stage / "outputs"
+            pm.execute_notebook(spec.path, str(stage / f"{spec.notebook}.ipynb"),
+                                parameters={**spec.params, "out_dir": str(outputs)}, cwd=str(scratch),
+                                progress_bar=False, kernel_name="python3", log_output=False)
+            if not any(scratch.iterdir()):
+                scratch.rmdir()
+            metrics_file = outputs / "metrics.json"
+            if not metrics_file.is_file():
+                raise RuntimeError(f"the notebook finished without writing {metrics_file.relative_to(stage)} "
+                                   "(its out_dir): no outputs")
+            row.update(status="done", headline=_headline(json.loads(metrics_file.read_text())))
+        except Exception as err:  # noqa: BLE001 - a failing run is reported, never raised
+            row["error"] = _cell_error(err)
+        row["time_s"] = time.perf_counter() - start
+        atomic_write(stage / "run.json", json.dumps(row, indent=2, sort_keys=True, default=str))
+        failed = final.with_name(f"{spec.key}.failed")
+        (target if row["status"] == "done" else _run_target(failed)).publish(stage)
+        if row["status"] == "done" and failed.is_dir() and _is_run_folder(failed):
+            shutil.rmtree(failed, ignore_errors=True)      # a success supersedes an earlier failure of the same run
+    except (OSError, ValueError) as err:                    # the run could not be put in place
+        row.update(status="failed", error=f"{type(err).__name__}: {err}")
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
     return row
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _done_row(spec: RunSpec) -> dict | None:
@@ -208,27 +261,86 @@ def _done_row(spec: RunSpec) -> dict | None:
     return row
 
 
-def _clean_staging(root: Path) -> None:
-    """Staging folders that a killed batch left behind."""
-    if root.is_dir():
-        for stale in list(root.glob("*/.*.staging-*")) + list(root.glob("*/.*.old-*")):
-            shutil.rmtree(stale, ignore_errors=True)
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:staging|old)-\d+-[^/]*")
+_LEGACY_LEFTOVER = re.compile(r"\.[0-9a-f]{16}\.(?:staging-[a-z0-9_]{8}|old-\d+)")   # fsdiag before outputs.Target
+
+
+def _clean_leftovers(root: Path) -> None:
+    """Staging folders (and half-swapped old copies) that killed batches left behind: those of
+    processes that are gone; a live batch's are its own."""
+    if not root.is_dir():
+        return
+    for folder in [root] + sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        for p in sorted(folder.iterdir()):
+            m = _LEFTOVER.fullmatch(p.name)
+            if m:
+                try:
+                    Target(folder / m["name"], owner=OWNER, option="--out", force=True).clean_stale()
+                except (OSError, ValueError):
+                    pass
+            elif folder is not root and _LEGACY_LEFTOVER.fullmatch(p.name):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _summary_of(folder: Path) -> dict | None:
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def _open_out(out, profile: str, overwrite: bool) -> Target:
+    """OUT/<profile>, checked before any work: refused (OutputError, a usage error) when it is not a
+    folder this command may write; created, marked as this command's, when it is missing."""
+    if not isinstance(out, (str, os.PathLike)) or not str(os.fspath(out)).strip():
+        raise OutputError(f"--out: expected a folder path, got {out!r}")
+    base = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
+    if base.exists() and not base.is_dir():
+        raise OutputError(f"--out: {base} exists and is a file; give a folder")
+    path = base / profile
+    summary = _summary_of(path) if path.is_dir() and owner_of(path) is None else None
+    if summary is not None and summary.get("profile") == profile and isinstance(summary.get("runs"), list):
+        atomic_write(path / MARKER, OWNER + "\n")          # adopt the batch folder of an older fsdiag
+    try:
+        target = Target(path, owner=OWNER, option="--out", force=overwrite)
+        if not target.owned():
+            if path.is_dir():
+                if not any(path.iterdir()):
+                    atomic_write(path / MARKER, OWNER + "\n")   # an empty folder: ours from now on
+            else:
+                target.publish(target.stage())              # a new, marked folder (a file only with --overwrite)
+    except OutputError as err:
+        from .nbtools import _without_force_hint
+        raise OutputError(_without_force_hint(err, "--overwrite")) from None
+    except OSError as err:
+        raise OutputError(f"--out: {path} could not be written: {err.strerror or err}") from None
+    return target
 
 
 # ------------------------------------------------------------------ the batch
 def regenerate(profile: str, *, only=None, jobs: int = 1, scheduler: str | None = None, out="runs",
-               force: bool = False, progress: bool = True, profiles_file=PROFILES, notebooks_dir=None,
-               stream=None) -> tuple[int, dict]:
+               force: bool = False, overwrite: bool = False, progress: bool = True, profiles_file=PROFILES,
+               notebooks_dir=None, stream=None) -> tuple[int, dict]:
     """Run a profile; returns (exit code, summary). scheduler: a Dask scheduler address
-    ('tcp://host:8786') or 'local' for a dask.distributed.LocalCluster of `jobs` workers."""
+    ('tcp://host:8786') or 'local' for a dask.distributed.LocalCluster of `jobs` workers.
+    out: where OUT/<profile> goes (relative to the working directory); force: rerun finished
+    runs; overwrite: write into an OUT/<profile> this command did not write (its files are kept).
+    Raises ValueError (OutputError for --out) before any work when the request cannot be run."""
     from tqdm import tqdm
 
     stream = sys.stdout if stream is None else stream
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs: expected a positive integer, got {jobs!r}")
-    runs = expand(profile, profiles=load_profiles(profiles_file), notebooks_dir=notebooks_dir, only=only, out=out)
-    root = Path(out) / profile
-    _clean_staging(root)
+    profiles = load_profiles(profiles_file)
+    if profile not in profiles:
+        raise ValueError(f"profile: expected one of {sorted(profiles)}, got {profile!r}")
+    if not isinstance(out, (str, os.PathLike)) or not str(os.fspath(out)).strip():
+        raise OutputError(f"--out: expected a folder path, got {out!r}")
+    out = os.path.abspath(os.path.expanduser(os.fspath(out)))    # the caller's folder, not the kernel's
+    runs = expand(profile, profiles=profiles, notebooks_dir=notebooks_dir, only=only, out=out)
+    root = _open_out(out, profile, overwrite).path
+    _clean_leftovers(root)
     rows, todo = {}, []
     for spec in runs:
         row = None if force else _done_row(spec)
@@ -308,7 +420,6 @@ def _across_seeds(rows: list[dict]) -> list[dict]:
 
 
 def _write_summary(root: Path, summary: dict) -> None:
-    root.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["notebook", "key", "status", "time_s", "params", "error", "metric", "value"])
@@ -319,10 +430,7 @@ def _write_summary(root: Path, summary: dict) -> None:
             writer.writerow(base + [k, v])
     for name, text in (("summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str)),
                        ("summary.csv", buf.getvalue())):
-        tmp = root / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, root / name)
+        atomic_write(root / name, text)
 
 
 def _table(summary: dict, n_metrics: int = 3) -> str:
@@ -346,56 +454,88 @@ def _table(summary: dict, n_metrics: int = 3) -> str:
 
 # ------------------------------------------------------------------ the book from a batch
 def _pick(runs_dir: Path, notebook: str) -> Path | None:
-    """The executed notebook of a finished run: the lowest seed, then the first key."""
+    """The executed notebook of a finished run: the lowest seed, then the first key (failed runs,
+    staging folders and runs without their notebook are passed over)."""
     best = None
-    for run_json in sorted((runs_dir / notebook).glob("*/run.json")):
-        row = json.loads(run_json.read_text())
-        rank = (row["params"].get("seed", 0), run_json.parent.name)
+    folder = runs_dir / notebook
+    if not folder.is_dir():
+        return None
+    for run_dir in sorted(folder.iterdir()):
+        executed = run_dir / f"{notebook}.ipynb"
+        if run_dir.name.startswith(".") or run_dir.name.endswith(".failed") or not executed.is_file():
+            continue
+        try:
+            row = json.loads((run_dir / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(row, dict) or row.get("status") != "done":
+            continue
+        seed = (row.get("params") or {}).get("seed", 0)
+        rank = (seed if isinstance(seed, (int, float)) else 0, run_dir.name)
         if best is None or rank < best[0]:
-            best = (rank, run_json.parent / f"{notebook}.ipynb")
+            best = (rank, executed)
     return None if best is None else best[1]
 
 
 def build_book_from(runs_dir, *, site=None, repo: Path = REPO, strict: bool = True, stream=None) -> Path:
     """Build the website from the executed notebooks of a regeneration run (nothing is executed):
-    chapters missing from the run are left out of the table of contents. Returns the html folder."""
+    chapters missing from the run are left out of the table of contents. Returns the site folder.
+
+    The site (default DIR/_site) follows fsdiag.outputs' rule: a new or empty folder, or one an
+    earlier `fsdiag book` wrote; it is built in a staging folder beside it (the book's source
+    included) and swapped in whole. Raises ValueError (OutputError for --site) for a request that
+    cannot be built, before building; RuntimeError when jupyter-book fails."""
     import subprocess
 
     import yaml
     stream = sys.stdout if stream is None else stream
-    runs_dir = Path(runs_dir)
+    if not isinstance(runs_dir, (str, os.PathLike)) or not str(os.fspath(runs_dir)).strip():
+        raise ValueError(f"--from: expected a folder, got {runs_dir!r}")
+    runs_dir = Path(os.path.abspath(os.path.expanduser(os.fspath(runs_dir))))
     if not runs_dir.is_dir():
-        raise ValueError(f"runs_dir: no folder {runs_dir}")
-    src = Path(tempfile.mkdtemp(prefix=".book-src-", dir=runs_dir))
+        raise ValueError(f"--from: no folder {runs_dir}")
+    repo = Path(repo)
+    if not (repo / "_toc.yml").is_file():
+        raise ValueError(f"the book's sources are missing: no {repo / '_toc.yml'} (a broken fsdiag install?)")
+    toc = yaml.safe_load((repo / "_toc.yml").read_text())
+    used, missing, picked = [], [], {}
+    for part in toc.get("parts", []):
+        kept = []
+        for ch in part.get("chapters", []):
+            f = ch["file"]
+            if not f.startswith("notebooks/"):
+                kept.append(ch)
+                continue
+            executed = _pick(runs_dir, Path(f).name)
+            if executed is None:
+                missing.append(Path(f).name)
+                continue
+            picked[Path(f).name] = executed
+            used.append(Path(f).name)
+            kept.append(ch)
+        part["chapters"] = kept
+    toc["parts"] = [p for p in toc.get("parts", []) if p["chapters"]]
+    if not used:
+        raise ValueError(f"--from: no finished runs of any chapter in {runs_dir}")
+    site_given = site is not None
     try:
+        target = Target(site if site_given else runs_dir / "_site", owner=BOOK_OWNER, option="--site")
+    except OutputError as err:
+        from .nbtools import _without_force_hint
+        raise OutputError(_without_force_hint(err)) from None
+    stage = target.stage()
+    try:
+        src = stage / ".source"                           # the book's source, inside the site's staging
+        src.mkdir()
         for item in ("_config.yml", "references.bib", "book"):
             (shutil.copytree if (repo / item).is_dir() else shutil.copy2)(repo / item, src / item)
         (src / "notebooks").mkdir()
-        toc = yaml.safe_load((repo / "_toc.yml").read_text())
-        used, missing = [], []
-        for part in toc.get("parts", []):
-            kept = []
-            for ch in part.get("chapters", []):
-                f = ch["file"]
-                if not f.startswith("notebooks/"):
-                    kept.append(ch)
-                    continue
-                executed = _pick(runs_dir, Path(f).name)
-                if executed is None or not executed.is_file():
-                    missing.append(Path(f).name)
-                    continue
-                shutil.copy2(executed, src / "notebooks" / f"{Path(f).name}.ipynb")
-                used.append(Path(f).name)
-                kept.append(ch)
-            part["chapters"] = kept
-        toc["parts"] = [p for p in toc.get("parts", []) if p["chapters"]]
-        if not used:
-            raise ValueError(f"runs_dir: no finished runs of any chapter in {runs_dir}")
+        for name, executed in picked.items():
+            shutil.copy2(executed, src / "notebooks" / f"{name}.ipynb")
         (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
         config = yaml.safe_load((src / "_config.yml").read_text())
         config.setdefault("execute", {})["execute_notebooks"] = "off"
         (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        site = Path(site) if site is not None else runs_dir / "_site"
         # jupyter-book 1.x has no `python -m` entry; call its click command in this interpreter.
         cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(src),
                "--path-output", str(src)]
@@ -404,17 +544,23 @@ def build_book_from(runs_dir, *, site=None, repo: Path = REPO, strict: bool = Tr
             cmd += ["-W", "-n", "--keep-going"]
         print(f"building the book from {len(used)} executed chapters in {runs_dir}"
               + (f" (left out, no finished run: {', '.join(missing)})" if missing else ""), file=stream)
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"jupyter-book build failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=src)
         html = src / "_build" / "html"
-        if site.exists():
-            shutil.rmtree(site)
-        shutil.move(str(html), str(site))
+        if res.returncode != 0 or not (html / "index.html").is_file():
+            raise RuntimeError(f"jupyter-book build failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+        for entry in html.iterdir():
+            os.replace(entry, stage / entry.name)
+        shutil.rmtree(src)
+        try:
+            site = target.publish(stage)
+        except OutputError as err:
+            from .nbtools import _without_force_hint
+            raise OutputError(_without_force_hint(err)) from None
         print(f"site written to {site}/index.html", file=stream)
         return site
     finally:
-        shutil.rmtree(src, ignore_errors=True)
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ command line
@@ -428,34 +574,65 @@ def add_parsers(sub) -> None:
     where.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
     where.add_argument("--scheduler", help="a Dask scheduler address, e.g. tcp://host:8786")
     p.add_argument("--dask", choices=["local"], help="run on a dask.distributed.LocalCluster of --jobs workers")
-    p.add_argument("--out", default="runs", help="output folder (default ./runs)")
+    p.add_argument("--out", default="runs", help="output folder, relative to the working directory (default ./runs); "
+                                                 "the runs go to OUT/<profile>/")
     p.add_argument("--force", action="store_true", help="rerun runs that already finished")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing OUT/<profile> that fsdiag regenerate did not write (refused "
+                        "otherwise); its other files are kept")
     p.add_argument("--profiles", default=str(PROFILES), help=argparse.SUPPRESS)
     p.set_defaults(run=_main_regenerate)
-    b = sub.add_parser("book", help="build the website from a regeneration run, executing nothing")
+    b = sub.add_parser("book", help="build the website from a regeneration run, executing nothing",
+                       description="Build the website from the executed notebooks of `fsdiag regenerate` "
+                                   "(nothing is executed). Exit codes: 0 built; 1 the build failed; 2 a usage "
+                                   "error (no DIR, a --site that may not be written, missing dependencies). "
+                                   'Needs the book\'s dependencies: pip install "fsdiag[book]".')
     b.add_argument("--from", dest="runs_dir", required=True, metavar="DIR", help="OUT/<profile> of fsdiag regenerate")
-    b.add_argument("--site", default=None, help="where the html goes (default DIR/_site)")
+    b.add_argument("--site", default=None,
+                   help="where the html goes (default DIR/_site): a new or empty folder, or one an earlier "
+                        "fsdiag book wrote (replaced whole)")
     b.set_defaults(run=_main_book)
 
 
+def _missing_line(command: str, missing: list[str]) -> str:
+    return (f"fsdiag {command}: needs the book's dependencies, missing here: {', '.join(missing)}; "
+            'install fsdiag[book] (pip install "fsdiag[book]")')
+
+
 def _main_regenerate(args) -> int:
+    missing = missing_dependencies("regenerate")
+    if args.dask == "local" or args.scheduler is not None:
+        missing += missing_dependencies("regenerate --dask")
+    if missing:
+        print(_missing_line("regenerate", missing), file=sys.stderr)
+        return 2
     if args.jobs < 1:
         print("fsdiag regenerate: --jobs: expected a positive integer", file=sys.stderr)
         return 2
     scheduler = "local" if args.dask == "local" else args.scheduler
     try:
         code, _ = regenerate(args.profile, only=args.only, jobs=args.jobs, scheduler=scheduler, out=args.out,
-                             force=args.force, profiles_file=args.profiles)
+                             force=args.force, overwrite=args.overwrite, profiles_file=args.profiles)
     except ValueError as err:
         print(f"fsdiag regenerate: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"fsdiag regenerate: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     return code
 
 
 def _main_book(args) -> int:
+    missing = missing_dependencies("book")
+    if missing:
+        print(_missing_line("book", missing), file=sys.stderr)
+        return 2
     try:
         build_book_from(args.runs_dir, site=args.site)
-    except (ValueError, RuntimeError) as err:
+    except ValueError as err:
+        print(f"fsdiag book: {err}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as err:
         print(f"fsdiag book: {err}", file=sys.stderr)
         return 1
     return 0
