@@ -174,6 +174,10 @@ class EmpiricalPrior:
             if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):
                 raise ValueError(f"labels: expected an integer array of shape ({n},), got "
                                  f"{lab.dtype} array of shape {lab.shape}")
+            if lab.dtype == np.uint64 and n and int(lab.max()) > np.iinfo(np.int64).max:
+                # torch has no uint64 labels: casting would wrap them to negative numbers
+                raise ValueError(f"labels: values up to {int(lab.max())} do not fit int64; "
+                                 "relabel the modes 0..K-1 (np.unique(labels, return_inverse=True))")
             labels = torch.as_tensor(lab, dtype=torch.long, device=dev)
         # One copy of the atoms in memory (issue 11): the kernels centre each streamed chunk on
         # the fly (one subtraction per atom entry, ~1/(4B) of a chunk's flops), so no centred

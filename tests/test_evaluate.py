@@ -221,3 +221,10 @@ def test_a_malformed_trajectory_is_refused_by_name(trajectory, needle):
     with pytest.raises(ValueError, match=r"^trajectory: ") as err:
         fsdiag.evaluate(torch.tensor([[-1.8], [0.2]], dtype=torch.float64), prior, lik, trajectory=trajectory)
     assert needle in str(err.value)
+
+
+def test_prior_labels_beyond_int64_are_refused_not_wrapped():
+    with pytest.raises(ValueError, match="^labels: .*int64"):
+        fsdiag.EmpiricalPrior(torch.zeros(2, 1), labels=np.array([1, 2 ** 63 + 1], dtype=np.uint64), device="cpu")
+    prior = fsdiag.EmpiricalPrior(torch.zeros(2, 1), labels=np.array([1, 2 ** 63 - 1], dtype=np.uint64), device="cpu")
+    assert prior.labels.tolist() == [1, 2 ** 63 - 1]
