@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: setup book test demo bench clean
+.PHONY: setup book test demo bench wheel clean
 
 setup:
 	$(PIP) install --quiet torch==2.13.0
@@ -25,5 +25,9 @@ demo:
 bench:
 	$(PYTHON) benchmarks/bench_fsr.py
 
+# The wheel carries the notebooks and the book's sources (setup.py copies them into fsdiag/_book).
+wheel:
+	$(PIP) wheel . --no-deps -w dist
+
 clean:
-	rm -rf _build notebooks/outputs
+	rm -rf _build notebooks/outputs build dist
