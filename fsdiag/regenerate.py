@@ -265,12 +265,12 @@ _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:staging|old)-\d+-[^/]*")
 _LEGACY_LEFTOVER = re.compile(r"\.[0-9a-f]{16}\.(?:staging-[a-z0-9_]{8}|old-\d+)")   # fsdiag before outputs.Target
 
 
-def _clean_leftovers(root: Path) -> None:
-    """Staging folders (and half-swapped old copies) that killed batches left behind: those of
-    processes that are gone; a live batch's are its own."""
-    if not root.is_dir():
-        return
-    for folder in [root] + sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+def _clean_leftovers(root: Path, notebooks) -> None:
+    """Staging folders (and half-swapped old copies) that killed batches left beside the run
+    folders of these notebooks: those of processes that are gone; a live batch's are its own."""
+    for folder in sorted({root / name for name in notebooks}):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
         for p in sorted(folder.iterdir()):
             m = _LEFTOVER.fullmatch(p.name)
             if m:
@@ -278,7 +278,7 @@ def _clean_leftovers(root: Path) -> None:
                     Target(folder / m["name"], owner=OWNER, option="--out", force=True).clean_stale()
                 except (OSError, ValueError):
                     pass
-            elif folder is not root and _LEGACY_LEFTOVER.fullmatch(p.name):
+            elif _LEGACY_LEFTOVER.fullmatch(p.name):
                 shutil.rmtree(p, ignore_errors=True)
 
 
@@ -305,16 +305,20 @@ def _open_out(out, profile: str, overwrite: bool) -> Target:
     try:
         target = Target(path, owner=OWNER, option="--out", force=overwrite)
         if not target.owned():
-            if path.is_dir():
-                if not any(path.iterdir()):
-                    atomic_write(path / MARKER, OWNER + "\n")   # an empty folder: ours from now on
-            else:
-                target.publish(target.stage())              # a new, marked folder (a file only with --overwrite)
+            if not path.is_dir() and (path.exists() or path.is_symlink()):
+                path.unlink()                               # a file: Target refused it unless --overwrite
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir()                                # atomic: a concurrent batch may have made it
+            except FileExistsError:
+                pass
+            if owner_of(path) is None and not any(path.iterdir()):
+                atomic_write(path / MARKER, OWNER + "\n")   # a new or empty folder: ours from now on
     except OutputError as err:
         from .nbtools import _without_force_hint
         raise OutputError(_without_force_hint(err, "--overwrite")) from None
     except OSError as err:
-        raise OutputError(f"--out: {path} could not be written: {err.strerror or err}") from None
+        raise OutputError(f"--out: {path} cannot be created: {err.strerror or err}") from None
     return target
 
 
@@ -340,7 +344,7 @@ def regenerate(profile: str, *, only=None, jobs: int = 1, scheduler: str | None 
     out = os.path.abspath(os.path.expanduser(os.fspath(out)))    # the caller's folder, not the kernel's
     runs = expand(profile, profiles=profiles, notebooks_dir=notebooks_dir, only=only, out=out)
     root = _open_out(out, profile, overwrite).path
-    _clean_leftovers(root)
+    _clean_leftovers(root, [spec.notebook for spec in runs])
     rows, todo = {}, []
     for spec in runs:
         row = None if force else _done_row(spec)

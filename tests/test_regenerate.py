@@ -178,17 +178,35 @@ def test_a_users_folder_under_out_is_refused_and_kept(tmp_path):
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
-def test_overwrite_writes_beside_a_users_files_and_does_not_claim_the_folder(tmp_path):
+def test_overwrite_writes_beside_a_users_files_and_does_not_claim_the_folder(tmp_path, monkeypatch):
     mine = tmp_path / "runs" / "t"
     mine.mkdir(parents=True)
     (mine / "notes.txt").write_text("keep me")
     target = R._open_out(tmp_path / "runs", "t", overwrite=True)
     assert target.path == mine and not target.owned()
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    (tmp_path / "runs" / "f").write_text("a file")
+    with pytest.raises(ValueError, match="^--out: .*is a file.*--overwrite"):
+        R._open_out(tmp_path / "runs", "f", overwrite=False)
+    assert R._open_out(tmp_path / "runs", "f", overwrite=True).owned()     # --overwrite replaces a file
+    monkeypatch.chdir(tmp_path)
     new = R._open_out("runs_new", "t", overwrite=False)   # relative: the working directory's
-    assert new.path == Path.cwd() / "runs_new" / "t" and new.owned()
-    import shutil
-    shutil.rmtree(Path.cwd() / "runs_new")
+    assert new.path == tmp_path / "runs_new" / "t" and new.owned()
+    assert sorted(p.name for p in new.path.iterdir()) == [".fsdiag-owner"]
+
+
+def test_only_the_leftovers_of_dead_processes_are_cleaned(tmp_path):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    nb = tmp_path / "t" / "04_early_stopping"
+    for name in (f".0123456789abcdef.staging-{dead}-x1", f".0123456789abcdef.staging-{os.getpid()}-x2",
+                 ".0123456789abcdef.staging-ab12cd34", "notes.txt.staging-1-x"):
+        (nb / name).mkdir(parents=True)
+    (tmp_path / "t" / "mine" / f".a.staging-{dead}-x").mkdir(parents=True)       # not a notebook of the batch
+    R._clean_leftovers(tmp_path / "t", ["04_early_stopping"])
+    assert sorted(p.name for p in nb.iterdir()) == sorted([f".0123456789abcdef.staging-{os.getpid()}-x2",
+                                                           "notes.txt.staging-1-x"])
+    assert (tmp_path / "t" / "mine" / f".a.staging-{dead}-x").is_dir()
 
 
 @pytest.mark.parametrize("out, needle", [
