@@ -318,21 +318,9 @@ def _adopt_chapter_folder(final: Path) -> None:
         atomic_write(final / MARKER, OWNER + "\n")
 
 
-def _without_force_hint(err: Exception, override: str | None = None) -> str:
-    # fsdiag.outputs words its refusals for a command line with --force; say the override this
-    # caller has instead, or drop the hint where there is none (a notebook's out_dir).
-    msg = str(err)
-    if override is not None:
-        return msg.replace("--force", override)
-    return re.sub(r"\s*\(or --force[^)]*\)", "", msg)
-
-
 def _target(final: Path):
     from .outputs import OutputError, Target
-    try:
-        return Target(final, owner=OWNER, option="out_dir")
-    except OutputError as err:
-        raise OutputError(_without_force_hint(err)) from None
+    return Target(final, owner=OWNER, option="out_dir", override=None)
 
 
 def _history() -> list:
@@ -373,10 +361,7 @@ def setup(out_dir, chapter: str, *, overwrite: bool = False) -> Path:
     # leftovers, of processes that are gone, are cleaned by stage()).
     for mine in final.parent.glob(f".{glob.escape(final.name)}.staging-{os.getpid()}-*") if final.parent.is_dir() else ():
         shutil.rmtree(mine, ignore_errors=True)
-    try:
-        staging = target.stage()
-    except ValueError as err:
-        raise type(err)(_without_force_hint(err)) from None
+    staging = target.stage()
     _RUN.update(chapter=chapter, final=final, started=time.perf_counter())
     return staging
 
@@ -395,10 +380,7 @@ def finish(out) -> Path:
     except ValueError:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    try:
-        target.publish(staging)
-    except ValueError as err:
-        raise type(err)(_without_force_hint(err)) from None
+    target.publish(staging)
     try:
         shown = final.relative_to(Path.cwd().resolve())
     except ValueError:

@@ -73,11 +73,13 @@ def _pid_alive(pid: int) -> bool:
 
 class Target:
     """One output folder of one command (`owner`, e.g. "fsdiag diagnose"), given by the caller
-    through the option `option` (e.g. "--out"). Construct it before doing the work: a place that
-    may not be written is refused then, not after minutes of sampling."""
+    through the option `option` (e.g. "--out"); `override` names the caller's way to pass `force`
+    in refusals (None: there is none). Construct it before doing the work: a place that may not
+    be written is refused then, not after minutes of sampling."""
 
-    def __init__(self, path, *, owner: str, option: str = "--out", force: bool = False):
-        self.owner, self.option, self.force = owner, option, bool(force)
+    def __init__(self, path, *, owner: str, option: str = "--out", force: bool = False,
+                 override: str | None = "--force"):
+        self.owner, self.option, self.force, self.override = owner, option, bool(force), override
         if not isinstance(path, (str, os.PathLike)):
             raise OutputError(f"{option}: expected a folder path, got {type(path).__name__}")
         text = os.fspath(path)
@@ -105,7 +107,7 @@ class Target:
             return
         if not p.is_dir():
             if not self.force:
-                self._refuse("exists and is a file; give a folder (or --force to replace the file)")
+                self._refuse("exists and is a file; give a folder" + self._hint("to replace the file"))
             return
         if not os.access(p, os.W_OK | os.X_OK) or not os.access(p.parent, os.W_OK | os.X_OK):
             self._refuse("is not writable")
@@ -117,8 +119,11 @@ class Target:
             self._refuse(f"cannot be read: {err.strerror}")
         if entries:
             shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-            self._refuse(f"holds files that {self.owner} did not write ({shown}); give a new or empty folder "
-                         "(or --force to add this run's files beside them)")
+            self._refuse(f"holds files that {self.owner} did not write ({shown}); give a new or empty folder"
+                         + self._hint("to add this run's files beside them"))
+
+    def _hint(self, what: str) -> str:
+        return "" if self.override is None else f" (or {self.override} {what})"
 
     def owned(self) -> bool:
         """Is the target a folder an earlier run of this command wrote?"""
@@ -137,10 +142,9 @@ class Target:
         for p in parent.iterdir():
             m = pat.fullmatch(p.name)
             if m and not _pid_alive(int(m[2])):
-                if m[1] == "old" and not self.path.exists():
-                    os.rename(p, self.path)            # a swap killed half-way: put the previous run back
-                else:
-                    shutil.rmtree(p, ignore_errors=True)
+                if m[1] == "old" and not self.path.exists() and (p / "previous").exists():
+                    os.rename(p / "previous", self.path)   # a swap killed half-way: put the previous run back
+                shutil.rmtree(p, ignore_errors=True)
 
     def stage(self) -> Path:
         """A fresh, hidden staging folder beside the target (created with its parents)."""
@@ -164,7 +168,7 @@ class Target:
             (stage / MARKER).write_text(self.owner + "\n")
             os.chmod(stage, 0o777 & ~umask())
             p = self.path
-            if p.is_dir() and not self.owned():        # --force on a user's folder: add our files, keep theirs
+            if p.is_dir() and not self.owned() and any(p.iterdir()):   # force on a user's folder: add, keep theirs
                 for f in sorted(stage.iterdir()):
                     if f.name == MARKER:
                         continue

@@ -303,7 +303,7 @@ def _open_out(out, profile: str, overwrite: bool) -> Target:
     if summary is not None and summary.get("profile") == profile and isinstance(summary.get("runs"), list):
         atomic_write(path / MARKER, OWNER + "\n")          # adopt the batch folder of an older fsdiag
     try:
-        target = Target(path, owner=OWNER, option="--out", force=overwrite)
+        target = Target(path, owner=OWNER, option="--out", force=overwrite, override="--overwrite")
         if not target.owned():
             if not path.is_dir() and (path.exists() or path.is_symlink()):
                 path.unlink()                               # a file: Target refused it unless --overwrite
@@ -314,9 +314,6 @@ def _open_out(out, profile: str, overwrite: bool) -> Target:
                 pass
             if owner_of(path) is None and not any(path.iterdir()):
                 atomic_write(path / MARKER, OWNER + "\n")   # a new or empty folder: ours from now on
-    except OutputError as err:
-        from .nbtools import _without_force_hint
-        raise OutputError(_without_force_hint(err, "--overwrite")) from None
     except OSError as err:
         raise OutputError(f"--out: {path} cannot be created: {err.strerror or err}") from None
     return target
@@ -522,11 +519,7 @@ def build_book_from(runs_dir, *, site=None, repo: Path = REPO, strict: bool = Tr
     if not used:
         raise ValueError(f"--from: no finished runs of any chapter in {runs_dir}")
     site_given = site is not None
-    try:
-        target = Target(site if site_given else runs_dir / "_site", owner=BOOK_OWNER, option="--site")
-    except OutputError as err:
-        from .nbtools import _without_force_hint
-        raise OutputError(_without_force_hint(err)) from None
+    target = Target(site if site_given else runs_dir / "_site", owner=BOOK_OWNER, option="--site", override=None)
     stage = target.stage()
     try:
         src = stage / ".source"                           # the book's source, inside the site's staging
@@ -555,11 +548,7 @@ def build_book_from(runs_dir, *, site=None, repo: Path = REPO, strict: bool = Tr
         for entry in html.iterdir():
             os.replace(entry, stage / entry.name)
         shutil.rmtree(src)
-        try:
-            site = target.publish(stage)
-        except OutputError as err:
-            from .nbtools import _without_force_hint
-            raise OutputError(_without_force_hint(err)) from None
+        site = target.publish(stage)
         print(f"site written to {site}/index.html", file=stream)
         return site
     finally:

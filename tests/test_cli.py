@@ -319,3 +319,10 @@ def test_a_missing_optional_dependency_is_one_line_and_exit_2(cli, monkeypatch):
     res = cli("user_samplers:exact", "--problem", "digits_inpainting", "--n-samples", "8")
     assert res.returncode == 2 and "pip install scikit-learn" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_folder_becomes_the_commands_own(cli, files):
+    (files / "empty").mkdir()
+    for _ in range(2):     # the second run replaces the first report, which the first run marked
+        assert cli("user_samplers:exact", "--problem", "three_atoms", "--n-samples", "8", "--out", "empty").returncode == 0
+    assert (files / "empty" / ".fsdiag-owner").read_text().strip() == "fsdiag diagnose"

@@ -304,8 +304,6 @@ def test_a_killed_run_leaves_the_old_outputs_and_the_next_setup_cleans_up(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-@pytest.mark.xfail(strict=True, reason="fsdiag.outputs.Target.clean_stale renames the .old-* wrapper into place "
-                   "instead of the 'previous' folder inside it (fsdiag/outputs.py, owned elsewhere)")
 def test_a_commit_killed_halfway_is_undone_by_the_next_setup(tmp_path):
     # Killed between "move the old out_dir aside" and "rename the new one in" (fsdiag.outputs'
     # layout: .out.old-PID-*/previous): out is missing, and the next setup puts the old copy back.
