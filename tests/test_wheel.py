@@ -167,6 +167,77 @@ def test_a_base_install_runs_help_and_diagnose(base_venv, tmp_path):
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["n_samples"] == 64
 
 
+USER_FILES = SAMPLER + '''
+
+def prior_only(denoiser, problem, n_samples, generator):
+    # ignores y: the exact sampler of the prior alone, snapped to atoms
+    import torch
+    idx = torch.multinomial(problem.prior.weights.double(), n_samples, replacement=True, generator=generator)
+    return problem.prior.atoms[idx]
+
+
+def crashes(denoiser, problem, n_samples, generator):
+    raise RuntimeError("boom")
+
+
+def exits(denoiser, problem, n_samples, generator):
+    raise SystemExit(0)
+'''
+
+PROBLEM = '''import torch
+from fsdiag.problems import custom
+
+
+def clusters(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    side = torch.randint(0, 2, (200, 1), generator=g)
+    atoms = torch.randn(200, 2, generator=g, dtype=torch.float64) * 0.3 + 3.0 * side
+    return custom(atoms, torch.tensor([[1.0, 1.0]]), [3.0], 0.5, labels=side[:, 0])
+'''
+
+
+def test_a_base_install_judges_your_problem_keeps_your_files_and_means_each_exit_code(base_venv, tmp_path):
+    import numpy as np
+    (tmp_path / "mine.py").write_text(USER_FILES)
+    (tmp_path / "myproblem.py").write_text(PROBLEM)
+    rng = np.random.default_rng(0)
+    atoms = np.concatenate([rng.normal(0, 0.3, (100, 3)), rng.normal(3, 0.3, (100, 3))])
+    np.save(tmp_path / "atoms.npy", atoms)
+    np.save(tmp_path / "labels.npy", np.repeat([0, 1], 100))
+    np.save(tmp_path / "y.npy", np.array([2.9, 3.1]))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    (tmp_path / "paper.txt").write_text("mine too")
+
+    def diagnose(*args):
+        return fsdiag_cli(base_venv, "diagnose", *args, "--n-samples", "200", cwd=tmp_path)
+
+    # 0: your problem as a function, and as files (atoms, labels, an operator SPEC, y).
+    by_function = diagnose("mine.py:exact", "--problem", "myproblem.py:clusters", "--max-tv", "0.2", "--out", "a")
+    assert by_function.returncode == 0 and "PASS" in by_function.stdout, by_function.stderr
+    by_files = diagnose("mine.py:exact", "--atoms", "atoms.npy", "--labels", "labels.npy", "--operator",
+                        "inpaint:keep=0.67,seed=1", "--y", "y.npy", "--noise", "0.3", "--max-tv", "0.2", "--out", "b")
+    assert by_files.returncode == 0, by_files.stderr
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["report"]["modes"]["labels"] == [0, 1]
+    held = diagnose("mine.py:exact", "--atoms", "atoms.npy", "--operator", "identity", "--truth-index", "150",
+                    "--noise", "0.3")
+    assert held.returncode == 0, held.stderr
+    # 1: only "TV above --max-tv".
+    assert diagnose("mine.py:prior_only", "--problem", "myproblem.py:clusters", "--max-tv", "0.1").returncode == 1
+    # 2: usage, one line; a user's folder and file under --out survive.
+    for args in (["--problem", "nope"], ["--problem", "three_atoms", "--out", "notes"],
+                 ["--problem", "three_atoms", "--out", "paper.txt"],
+                 ["--atoms", "atoms.npy", "--operator", "blurr", "--noise", "1", "--truth-index", "0"]):
+        res = diagnose("mine.py:exact", *args)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    assert (tmp_path / "paper.txt").read_text() == "mine too"
+    # 3: the sampler raised, or called sys.exit.
+    assert diagnose("mine.py:crashes", "--problem", "three_atoms").returncode == 3
+    assert diagnose("mine.py:exits", "--problem", "three_atoms").returncode == 3
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name or ".old-" in p.name]
+
+
 @pytest.mark.parametrize("args", [("regenerate", "--profile", "ci"), ("book", "--from", "runs/ci")])
 def test_a_base_install_says_to_install_the_book_extra(base_venv, tmp_path, args):
     res = fsdiag_cli(base_venv, *args, cwd=tmp_path)
