@@ -56,6 +56,9 @@ def nearest(prior, x: torch.Tensor, abar: float = 1.0) -> Nearest:
     a, b2 = math.sqrt(abar), 1.0 - abar
     dev = x.device
     B, d = x.shape
+    if B == 0:
+        none = torch.zeros(0, dtype=torch.long, device=dev)
+        return Nearest(none, torch.zeros(0, dtype=torch.float64, device=dev), none, none)
     x64 = x.to(torch.float64)
     c = prior.center.to(torch.float64)
     xq = x64 - a * c
