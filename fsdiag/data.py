@@ -417,8 +417,11 @@ def _labels_and_names(labels, n: int, name: str = "labels", *, class_names: tupl
         return torch.zeros(n, dtype=torch.long), (("unlabelled",) if class_names is None else class_names)
     try:
         if isinstance(labels, torch.Tensor):
-            labels = labels.detach().cpu().numpy()
-        arr = np.asarray(labels)
+            arr = labels.detach().cpu().numpy()
+        elif isinstance(labels, np.ndarray):
+            arr = labels
+        else:       # a list: np.asarray([0, 2**63]) would be float64, so keep Python's exact ints
+            arr = np.array(labels, dtype=object)
     except Exception as err:  # noqa: BLE001 - ragged lists, odd tensors: re-raised with the name
         raise TypeError(f"{name}: {where}expected a sequence of integer or string labels ({_one_line(err)})") from None
     if arr.shape != (n,):
