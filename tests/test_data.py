@@ -449,6 +449,8 @@ def test_from_array_labels_are_the_distinct_values_present():
         "d = D.from_array(np.zeros((4, 4)), labels=u)\n"
         "assert d.class_names == ('0', str(2**63), str(2**64 - 1)), d.class_names\n"
         "assert d.labels.tolist() == [2, 0, 1, 0]\n"
+        "d = D.from_array(np.zeros((3, 4)), labels=[0, 2**63, 5])\n"       # a list numpy would make float64
+        "assert d.class_names == ('0', '5', str(2**63)) and d.labels.tolist() == [0, 2, 1], d.class_names\n"
         "d = D.from_array(np.zeros((2, 4)), labels=[10**30, 7])\n"
         "assert d.class_names == ('7', str(10**30)) and d.labels.tolist() == [1, 0]\n"
         "print('ok')\n")
