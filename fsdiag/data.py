@@ -712,8 +712,8 @@ def from_png_folder(path, *, mode: str = "auto", dtype=torch.float32) -> ImageDa
     arrays = [_png_array(f, mode) for f in files]
     if len({a.shape for a in arrays}) > 1:
         odd = next(f for f, a in zip(files, arrays) if a.shape != arrays[0].shape)
-        raise ValueError(f"path: images differ in size: {files[0].name} is {arrays[0].shape[:2]}, "
-                         f"{odd.name} is {arrays[files.index(odd)].shape[:2]}")
+        raise ValueError(f"path: images differ in size: {files[0].name!r} is {arrays[0].shape[:2]}, "
+                         f"{odd.name!r} is {arrays[files.index(odd)].shape[:2]}")
     h, w, c = arrays[0].shape
     atoms = torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).reshape(len(files), -1)).to(dtype)
     names = tuple(d.name for d in subs) if subs else ("unlabelled",)
@@ -732,7 +732,11 @@ def read_idx(path) -> np.ndarray:
     allocation of what a corrupt header promises)."""
     p = _check_path(path, folder=False)
     what = repr(str(p))
-    with open(p, "rb") as f:
+    try:
+        f = open(p, "rb")
+    except OSError as err:
+        raise ValueError(f"path: cannot read {what} ({_one_line(err)})") from None
+    with f:
         compressed = f.read(2) == b"\x1f\x8b"
         f.seek(0)
         stream = gzip.GzipFile(fileobj=f, mode="rb") if compressed else f
@@ -741,7 +745,8 @@ def read_idx(path) -> np.ndarray:
             try:
                 return _read_at_most(stream, size)
             except (OSError, EOFError, zlib.error) as err:    # BadGzipFile is an OSError
-                raise ValueError(f"path: {what} is a broken gzip file ({_one_line(err)})") from None
+                kind = "a broken gzip file" if compressed else "unreadable"
+                raise ValueError(f"path: {what} is {kind} ({_one_line(err)})") from None
 
         head = read(4)
         if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in _IDX_DTYPES:

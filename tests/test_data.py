@@ -610,3 +610,22 @@ def test_cifar10_malformed_batches_raise_one_line_value_errors(tmp_path):
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a", "b\xe9".encode("latin-1")]}))
     assert D.cifar10(folder).class_names[0] == "a"
     assert_named(lambda: D.cifar10(folder, dtype=torch.int64), "dtype")
+
+
+def test_loader_messages_stay_one_line_and_name_unreadable_files(tmp_path, monkeypatch):
+    # a file name holding a newline made the "images differ in size" message two lines; an idx
+    # file that could not be opened raised the OSError itself
+    from PIL import Image
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(folder / "b\nc.png")
+    assert_named(lambda: D.from_png_folder(folder), "path")
+    (tmp_path / "x-idx1-ubyte").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, 1) + b"\x05")
+    assert D.read_idx(tmp_path / "x-idx1-ubyte").tolist() == [5]
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(D, "open", refuse, raising=False)      # the module's own name, not builtins'
+    assert_named(lambda: D.read_idx(tmp_path / "x-idx1-ubyte"), "path")
