@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_int, make_generator
+from ._checks import check_int, make_generator
 
 __all__ = ["ImageData", "HeldOut", "hold_out", "digits", "lfw_subset", "patches", "patch_coverage",
            "PATCH_SOURCES", "shapes", "SHAPES", "from_array", "from_png_folder", "mnist", "read_idx", "cifar10"]
