@@ -381,12 +381,13 @@ def finish(out) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     target.publish(staging)
-    try:
-        shown = final.relative_to(Path.cwd().resolve())
-    except ValueError:
-        shown = final
-    from .outputs import MARKER
-    print(f"wrote {', '.join(sorted(p.name for p in final.iterdir() if p.name != MARKER))} to {shown}")
+    if not _in_notebook():          # a page shows its figures and provenance, not the plumbing
+        try:
+            shown = final.relative_to(Path.cwd().resolve())
+        except ValueError:
+            shown = final
+        from .outputs import MARKER
+        print(f"wrote {', '.join(sorted(p.name for p in final.iterdir() if p.name != MARKER))} to {shown}")
     _display_markdown(provenance())
     return final
 
@@ -435,6 +436,14 @@ def _write(path: Path, write) -> Path:
     return path
 
 
+class SavedFile(type(Path())):
+    """The path of a saved output; as a notebook cell's last value it shows nothing (the figure and
+    its caption are the output, not a local path that may not exist on the reader's machine)."""
+
+    def _ipython_display_(self):
+        pass
+
+
 def save_figure(fig, out_dir, name: str) -> Path:
     """Save a figure as out_dir/name.png and the data it plots as out_dir/name.csv (out_dir:
     the folder from setup). In a notebook, also show the figure with a caption under it: the
@@ -450,7 +459,7 @@ def save_figure(fig, out_dir, name: str) -> Path:
         display(fig)
         plt.close(fig)
         _display_markdown(figure_caption(name))
-    return png
+    return SavedFile(png)
 
 
 def _in_notebook() -> bool:
@@ -467,9 +476,17 @@ def figure_caption(name: str) -> str:
     outputs lie under the notebook's folder, as in the book)."""
     chapter = _RUN.get("chapter", "")
     final = _RUN.get("final")
-    parts = [f"Regenerate: `fsdiag regenerate --profile cpu --only {chapter}`"]
+    # Under `fsdiag regenerate` the run's profile and its data's place beside the page of a book
+    # built with `fsdiag book --from` (outputs/<chapter>/); the book build itself: the cpu profile.
+    profile = os.environ.get("FSDIAG_PROFILE", "cpu")
+    given = [n for n in injected_parameters(_history()) if n not in ("out_dir", "overwrite")]
+    params = ", ".join(f"{n}={_RUN['params'][n]!r}" for n in given if n in _RUN.get("params", {}))
+    parts = [f"Regenerate: `fsdiag regenerate --profile {profile} --only {chapter}`"
+             + (f" (this run's parameters: {params})" if params else "")]
     rel = None
-    if final is not None:
+    if os.environ.get("FSDIAG_DATA_LINKS"):
+        rel = f"{os.environ['FSDIAG_DATA_LINKS']}/{chapter}"
+    elif final is not None:
         try:
             rel = Path(final).relative_to(Path.cwd().resolve()).as_posix()
         except ValueError:
@@ -546,7 +563,7 @@ def to_jsonable(obj):
 def write_metrics(out_dir, metrics: dict) -> Path:
     """Write out_dir/metrics.json (out_dir: the folder from setup)."""
     text = json.dumps(to_jsonable(metrics), indent=2, sort_keys=True, allow_nan=True)
-    return _write(Path(out_dir) / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    return SavedFile(_write(Path(out_dir) / "metrics.json", lambda tmp: Path(tmp).write_text(text)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ dependencies: pip install "fsdiag[book]".
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import importlib.util
@@ -143,20 +144,19 @@ def expand(profile: str, *, profiles: dict | None = None, notebooks_dir: str | o
 
 
 # ------------------------------------------------------------------ one run
-def _headline(metrics: dict, depth: int = 3, prefix: str = "") -> dict:
-    """Scalar numbers of a metrics.json, flattened as 'a/b/c' (a notebook's `headline` dict first)."""
-    out = {}
-    if isinstance(metrics.get("headline"), dict) and not prefix:
-        out.update({f"headline/{k}": v for k, v in metrics["headline"].items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    for k, v in metrics.items():
-        if k in ("params", "headline"):
-            continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out[f"{prefix}{k}"] = v
-        elif isinstance(v, dict) and depth > 1:
-            out.update(_headline(v, depth - 1, f"{prefix}{k}/"))
-    return out
+def _headline(metrics: dict) -> dict:
+    """A run's headline numbers: the evidence rows of its chapter's verdict (`nbtools.verdict`,
+    declared once in each chapter), by label; else the chapter's own `headline` dict. Never its
+    parameters."""
+    verdict = metrics.get("verdict")
+    if isinstance(verdict, dict) and isinstance(verdict.get("evidence"), list):
+        out = {str(r["label"]): r["value"] for r in verdict["evidence"]
+               if isinstance(r, dict) and isinstance(r.get("value"), (int, float)) and not isinstance(r["value"], bool)
+               and math.isfinite(r["value"])}
+        return out
+    head = metrics.get("headline")
+    return {k: v for k, v in head.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
+        if isinstance(head, dict) else {}
 
 
 def notebook_parameters(path) -> list[str]:
@@ -197,6 +197,21 @@ def _run_target(folder: Path) -> Target:
     return Target(folder, owner=OWNER, option="--out")
 
 
+@contextlib.contextmanager
+def _environment(**values):
+    """Set environment variables for the duration (the kernel papermill starts inherits them)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute_run(spec: RunSpec) -> dict:
     """Execute one run into a staging folder and rename it into place. Never raises: a failure is
     reported in the returned row (status 'failed', the failing cell's error); a run that leaves
@@ -204,7 +219,7 @@ def execute_run(spec: RunSpec) -> dict:
     run, so that nothing is written outside OUT, whatever the notebook does."""
     final = Path(os.path.abspath(spec.out))
     row = {"profile": spec.profile, "notebook": spec.notebook, "key": spec.key, "params": spec.params,
-           "status": "failed", "time_s": 0.0, "error": None, "headline": {}, "out": str(final)}
+           "status": "failed", "time_s": 0.0, "error": None, "headline": {}, "verdict": None, "out": str(final)}
     try:
         target = _run_target(final)
         stage = target.stage()
@@ -226,16 +241,21 @@ def execute_run(spec: RunSpec) -> dict:
             scratch = stage / "scratch"
             scratch.mkdir()
             outputs = stage / "outputs"
-            pm.execute_notebook(spec.path, str(stage / f"{spec.notebook}.ipynb"),
-                                parameters={**spec.params, "out_dir": str(outputs)}, cwd=str(scratch),
-                                progress_bar=False, kernel_name="python3", log_output=False)
+            # The kernel's captions name the profile and link the data where `fsdiag book --from`
+            # puts it beside the page (nbtools.figure_caption reads these).
+            with _environment(FSDIAG_PROFILE=spec.profile, FSDIAG_DATA_LINKS="outputs"):
+                pm.execute_notebook(spec.path, str(stage / f"{spec.notebook}.ipynb"),
+                                    parameters={**spec.params, "out_dir": str(outputs)}, cwd=str(scratch),
+                                    progress_bar=False, kernel_name="python3", log_output=False)
             if not any(scratch.iterdir()):
                 scratch.rmdir()
             metrics_file = outputs / "metrics.json"
             if not metrics_file.is_file():
                 raise RuntimeError(f"the notebook finished without writing {metrics_file.relative_to(stage)} "
                                    "(its out_dir): no outputs")
-            row.update(status="done", headline=_headline(json.loads(metrics_file.read_text())))
+            metrics = json.loads(metrics_file.read_text())
+            row.update(status="done", headline=_headline(metrics),
+                       verdict=metrics["verdict"].get("status") if isinstance(metrics.get("verdict"), dict) else None)
         except Exception as err:  # noqa: BLE001 - a failing run is reported, never raised
             row["error"] = _cell_error(err)
         row["time_s"] = time.perf_counter() - start
@@ -435,11 +455,11 @@ def _write_summary(root: Path, summary: dict) -> None:
 
 
 def _table(summary: dict, n_metrics: int = 3) -> str:
-    lines = [f"{'run':<44} {'status':<8} {'time':>8}  headline metrics"]
+    lines = [f"{'run':<44} {'status':<8} {'time':>8}  {'verdict':<17} evidence (the chapter's verdict rows)"]
     for r in summary["runs"]:
         label = r["notebook"] + (f" seed={r['params']['seed']}" if "seed" in r["params"] else "")
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(r["headline"].items())[:n_metrics])
-        lines.append(f"{label:<44} {r['status']:<8} {r['time_s']:>7.1f}s  {shown}")
+        shown = ", ".join(f"{k} = {v:.4g}" for k, v in list(r["headline"].items())[:n_metrics])
+        lines.append(f"{label:<44} {r['status']:<8} {r['time_s']:>7.1f}s  {r.get('verdict') or '':<17} {shown}")
         if r["error"]:
             lines.append(f"{'':<44} error: {r['error']}  params: {json.dumps(r['params'], sort_keys=True)}")
     if summary["across_seeds"]:
@@ -476,6 +496,18 @@ def _pick(runs_dir: Path, notebook: str) -> Path | None:
         if best is None or rank < best[0]:
             best = (rank, executed)
     return None if best is None else best[1]
+
+
+def _page_notebook(executed: Path, dest: Path, chapter: str) -> None:
+    """Copy an executed notebook for the book, its injected `out_dir` (the run's staging folder, gone
+    by now) replaced by where the page finds the run's data: outputs/<chapter>/ beside it."""
+    nb = json.loads(executed.read_text())
+    for cell in nb.get("cells", []):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            lines = "".join(cell.get("source", "")).splitlines(keepends=True)
+            cell["source"] = [f'out_dir = "outputs/{chapter}"  # this run\'s outputs, beside this page\n'
+                              if line.startswith("out_dir = ") else line for line in lines]
+    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
 
 
 def build_book_from(runs_dir, *, site=None, repo: Path = REPO, strict: bool = True, stream=None) -> Path:
@@ -528,7 +560,14 @@ def build_book_from(runs_dir, *, site=None, repo: Path = REPO, strict: bool = Tr
             (shutil.copytree if (repo / item).is_dir() else shutil.copy2)(repo / item, src / item)
         (src / "notebooks").mkdir()
         for name, executed in picked.items():
-            shutil.copy2(executed, src / "notebooks" / f"{name}.ipynb")
+            _page_notebook(executed, src / "notebooks" / f"{name}.ipynb", name)
+            # The run's figures and data beside the page, where its captions' "data:" links point
+            # (outputs/<chapter>/, as in `make book`; nbtools.figure_caption under regenerate).
+            data = src / "notebooks" / "outputs" / name
+            data.mkdir(parents=True)
+            for f in sorted((executed.parent / "outputs").glob("*")):
+                if f.is_file() and f.suffix in (".png", ".csv", ".json"):
+                    shutil.copy2(f, data / f.name)
         (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
         config = yaml.safe_load((src / "_config.yml").read_text())
         config.setdefault("execute", {})["execute_notebooks"] = "off"

@@ -146,6 +146,20 @@ def test_the_book_builds_from_a_batch_without_executing(batch):
     assert res.returncode == 0, res.stdout + res.stderr
     page = (tmp / "site" / "notebooks" / "04_early_stopping.html").read_text()
     assert "<img" in page                                 # the batch's figures, not re-executed ones
+    # Every "data:" link of every page resolves to a file of the site, and the captions name the
+    # profile that produced the run and its parameters; no local or staging path is shown.
+    import html as html_lib
+    import re
+    for chapter in ("01_finite_sample_lens", "04_early_stopping"):
+        text = (tmp / "site" / "notebooks" / f"{chapter}.html").read_text()
+        links = re.findall(r'href="(\.\./_downloads/[^"]+)"', text)
+        assert len(links) >= 2, chapter
+        for link in links:
+            assert (tmp / "site" / "notebooks" / html_lib.unescape(link)).resolve().is_file(), link
+        words = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", "", text)).split())
+        assert f"fsdiag regenerate --profile t --only {chapter}" in words
+        assert "this run’s parameters" in words or "this run's parameters" in words
+        assert "staging" not in text and "PosixPath(" not in text and str(tmp) not in text
     assert (tmp / "site" / "index.html").is_file()
     assert not (tmp / "site" / "notebooks" / "02_headline_heatmaps.html").exists()   # not in the batch
     # The book's source was built inside the site's staging folder, which is gone: nothing new in
