@@ -15,7 +15,7 @@ import torch
 from ._checks import as_tensor, check_generator, check_int, check_positive, check_real, resolve_device
 from .forward import Identity, LinearForwardModel
 from .likelihood import GaussianLikelihood
-from .prior import EmpiricalPrior, Moments, _check_abar
+from .prior import EmpiricalPrior, Moments, _check_abar, _check_result
 
 __all__ = ["GaussianMixture", "DiscretePrior", "GaussianPrior", "grid_posterior",
            "swiss_roll", "torus", "sphere", "three_atoms", "PAPER_METHOD_PARAMS"]
@@ -144,13 +144,18 @@ class GaussianMixture:
         means = self.means[:, None] + torch.einsum("kij,kbi->kbj", gain, diff)  # E[x0 | x_t, k]
         covs = self.covs - a * torch.einsum("kij,kjl->kil", self.covs, gain)    # Cov(x0 | x_t, k)
         resp = self.diffuse(abar).component_posteriors(x)                       # (B, K)
+        # x so far from every component that each squared distance overflows: every log-density is
+        # -inf and the softmax 0 / 0 (the EmpiricalPrior kernels raise the same way)
+        _check_result("x", resp, means)
         return x, resp, means, 0.5 * (covs + covs.transpose(1, 2))
 
     def moments(self, x, abar, log_lik=None) -> Moments:
         if log_lik is not None:
             raise TypeError("log_lik: closed-form testbeds condition with .condition(lik) instead")
         x, resp, means, _ = self._denoiser_parts(x, abar)
-        return Moments(self.diffuse(abar).log_prob(x), torch.einsum("bk,kbd->bd", resp, means))
+        mean = torch.einsum("bk,kbd->bd", resp, means)
+        _check_result("x", mean)
+        return Moments(self.diffuse(abar).log_prob(x), mean)
 
     def denoise(self, x, abar) -> torch.Tensor:
         return self.moments(x, abar).mean
@@ -160,7 +165,9 @@ class GaussianMixture:
         x, resp, means, covs = self._denoiser_parts(x, abar)
         m = torch.einsum("bk,kbd->bd", resp, means)
         second = torch.einsum("bk,kij->bij", resp, covs) + torch.einsum("bk,kbi,kbj->bij", resp, means, means)
-        return second - m[:, :, None] * m[:, None, :]
+        out = second - m[:, :, None] * m[:, None, :]
+        _check_result("x", out)
+        return out
 
     def cov_matvec(self, x, abar, v, *, moments=None) -> torch.Tensor:
         v = as_tensor(v, "v", ndim=(2, 3), dtype=self.dtype, device=self.device)
@@ -168,7 +175,9 @@ class GaussianMixture:
         if v.shape[0] != C.shape[0] or v.shape[-1] != self.dim:
             raise ValueError(f"v: expected shape ({C.shape[0]}, {self.dim}) or ({C.shape[0]}, k, {self.dim}), "
                              f"got {tuple(v.shape)}")
-        return torch.einsum("bij,bj->bi", C, v) if v.ndim == 2 else torch.einsum("bij,bkj->bki", C, v)
+        out = torch.einsum("bij,bj->bi", C, v) if v.ndim == 2 else torch.einsum("bij,bkj->bki", C, v)
+        _check_result("v", out)
+        return out
 
     def denoiser_vjp(self, x, abar, v, *, moments=None) -> torch.Tensor:
         _, a, b2 = _check_abar(abar)
@@ -177,7 +186,9 @@ class GaussianMixture:
     def score(self, x, abar) -> torch.Tensor:
         _, a, b2 = _check_abar(abar)
         x = self._query(x)
-        return (a * self.denoise(x, abar) - x) / b2
+        out = (a * self.denoise(x, abar) - x) / b2
+        _check_result("x", out)
+        return out
 
     # --------------------------------------------------------------- posteriors
     def condition(self, lik: GaussianLikelihood) -> "GaussianMixture":

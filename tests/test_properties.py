@@ -190,9 +190,210 @@ def test_prior_kernels(prior, kernel, data):
         assert torch.allclose(out.sum(1).double(), torch.ones(B, dtype=torch.float64), atol=1e-5)
     if kernel in ("sample_atoms", "nearest_atoms"):
         assert out.dtype == torch.long and bool(((out >= 0) & (out < N)).all())
-        assert bool((prior.weights[out] > 0).all()), "drew an atom of zero prior weight"
+        # zero weight is log weight -inf: 1e-300 beside 1e300 is positive (log -1381.6) though exp underflows
+        assert bool((prior.log_weights[out] > -math.inf).all()), "drew an atom of zero prior weight"
     if kernel in ("cov_matvec", "denoiser_vjp"):
         assert out.shape == torch.as_tensor(np.asarray(v)).shape
+
+
+# ------------------------------------------------------------------ ExactDenoiser
+HUGE = 10 ** 400                                     # a Python int beyond float64: float() overflows
+LEVEL_SCALARS = st.one_of(st.floats(0, 10), st.sampled_from(
+    [0.0, 1e-300, 1e-9, 1.0, 1e300, math.inf, HUGE, np.int64(2), np.float32(0.5), np.uint64(2 ** 64 - 1)]))
+BAD_LEVELS = st.sampled_from([-0.5, -HUGE, math.nan, -math.inf, True, None, "0.5", 1j, [[1.0, 2.0]], {}, object()])
+
+
+def _level_value(v) -> float:
+    try:
+        return float(v)
+    except OverflowError:                            # 10**400
+        return math.inf if v > 0 else -math.inf
+
+
+@st.composite
+def levels(draw, B, *, upper=None):
+    """(sigma or abar, clean): one value or one per sample, as a number, a 0-dim / (n,) / (n, 1, 1)
+    tensor (float16/32/64; requires_grad; meta), numpy array or list; clean: it must be accepted.
+    Values: [0, 10] (clipped to 1 for abar), the limits 0 and inf, 10**400, and bad values."""
+    kind = draw(st.sampled_from(["scalar", "scalar", "one", "per_sample", "wrong_len", "bad"]))
+    if kind == "bad":
+        return draw(BAD_LEVELS), False
+    n = {"scalar": 1, "one": 1, "per_sample": B, "wrong_len": B + 1}[kind]
+    vals = [draw(LEVEL_SCALARS) for _ in range(n)]
+    if upper is not None and draw(st.booleans()):
+        vals = [min(_level_value(v), upper) for v in vals]
+    if kind == "scalar":
+        v = vals[0]
+        return v, 0 <= _level_value(v) <= (upper if upper is not None else math.inf)
+    container = draw(st.sampled_from(["list", "numpy", "tensor", "tensor", "column", "grad", "meta"]))
+    if container == "list":
+        obj = vals
+    elif container == "numpy":
+        obj = np.array([_level_value(v) for v in vals])
+    else:
+        obj = torch.tensor([_level_value(v) for v in vals], dtype=torch.float64)
+        obj = obj.to(draw(st.sampled_from([torch.float64, torch.float32, torch.float16])))
+        if container == "column":
+            obj = obj.reshape(n, 1, 1)
+        elif n == 1 and draw(st.booleans()):
+            obj = obj.reshape(())
+        vals = obj.reshape(-1).tolist()
+        if container == "grad":
+            obj.requires_grad_()
+        elif container == "meta":
+            obj = obj.to("meta")
+    fits = n == 1 or n == B
+    in_range = all(0 <= _level_value(v) <= (upper if upper is not None else math.inf) for v in vals)
+    return obj, fits and in_range and container not in ("grad", "meta")
+
+
+@st.composite
+def queries(draw, d):
+    """(x, clean) for ExactDenoiser: a (B, d) or (B, ...) tensor of any dtype, or things it refuses."""
+    B = draw(st.integers(0, 3))
+    shape = draw(st.sampled_from([(B, d), (B, d), (B, d), (B, d, 1), (B, 1, 1, d), (B, d + 1), (B,)]))
+    x, clean = draw(arrays(shape, clean_only=draw(st.booleans())))
+    scale = draw(st.sampled_from([1.0, 1.0, 1.0, 1e-30, 1e15, 1e30, 1e300]))     # far from (or on) the atoms
+    if scale != 1.0 and isinstance(x, torch.Tensor) and x.is_floating_point():
+        x, clean = x * scale, False
+    if draw(st.booleans()) and not np.iscomplexobj(np.asarray(x)):
+        x = torch.as_tensor(np.asarray(x)).to(draw(st.sampled_from([torch.float32, torch.float16])))
+    kind = draw(st.sampled_from(["tensor", "tensor", "tensor", "numpy", "meta", "grad"]))
+    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    fits = len(shape) >= 2 and int(np.prod(shape[1:])) == d
+    if kind == "numpy":
+        return t.numpy(), False
+    if kind == "meta":
+        return t.to("meta"), False
+    if kind == "grad" and t.is_floating_point():
+        t = t.clone().requires_grad_()
+    return t, clean and fits and t.is_floating_point()
+
+
+@examples(300)
+@given(priors(), st.data())
+def test_exact_denoiser(prior, data):
+    if bool((prior.log_weights.double() < -745).any()):
+        # KNOWN (strict xfail: tests/test_fuzz_numerics.py::test_sigma_zero_limit_with_a_tiny_positive_weight_is_the_
+        # nearest_atom): the sigma = 0 limit gives NaN when its tied atoms' weights all underflow exp. Remove this
+        # exclusion with that marker. (Here such weights are zero, as they were before they kept their logs.)
+        prior = fsdiag.EmpiricalPrior(prior.atoms, torch.exp(prior._log_w64 - prior._log_w64.max()), prior.labels,
+                                      dtype=prior.dtype, device="cpu", chunk_size=prior.chunk_size)
+    den = fsdiag.ExactDenoiser(prior)
+    x, x_clean = data.draw(queries(prior.dim))
+    B = x.shape[0] if len(getattr(x, "shape", ())) else 0
+    vp = data.draw(st.booleans())
+    level, level_clean = data.draw(levels(B, upper=1.0 if vp else None))
+    if vp:
+        out = call(lambda: den.vp(x, level), "x_t", "abar")
+    else:
+        out = call(lambda: den(x, level), "x", "sigma")
+    if out is None:
+        assert not (x_clean and level_clean), "a clean query was refused"
+        return
+    assert isinstance(x, torch.Tensor) and out.shape == x.shape and out.dtype == x.dtype
+    assert finite(out), "non-finite denoiser output"
+    lo, hi = prior.atoms.min(0).values, prior.atoms.max(0).values         # a mean over atoms: in their hull
+    slack = 1e-3 * (1 + prior.atoms.abs().max())
+    flat = out.detach().double().reshape(B, prior.dim)
+    assert bool(((flat >= lo.double() - slack) & (flat <= hi.double() + slack)).all())
+
+
+# ------------------------------------------------------------------ NetworkPrior
+_NETS = {}
+
+
+def _network(kind):
+    """Small networks (cached per session): untrained float64 (the Gaussian denoiser), briefly
+    trained float32."""
+    if kind not in _NETS:
+        atoms = torch.randn(60, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        from fsdiag import networks
+        dtype, steps = (torch.float64, 0) if kind == "gauss64" else (torch.float32, 20)
+        _NETS[kind] = networks.NetworkPrior(networks.train_denoiser(
+            atoms, steps=steps, width=8, depth=1, batch_size=16, lr=1e-2, dtype=dtype, device="cpu", progress=False))
+    return _NETS[kind]
+
+
+ABARS = st.one_of(st.floats(1e-6, 1 - 1e-6), st.sampled_from(
+    [5e-324, 1e-300, 1e-40, 1e-30, 1e-8, 1 - 1e-9, 1 - 2 ** -53, 0.0, 1.0, -0.1, 1.5, math.nan, math.inf, HUGE, True,
+     "0.5", None, 1j, np.float32(0.5), torch.tensor(0.5), torch.tensor([0.5]), torch.tensor(0.5, device="meta")]))
+NET_KERNELS = ["denoise", "score", "moments", "cov_matvec", "denoiser_vjp"]
+
+
+@examples(250)
+@given(st.sampled_from(["gauss64", "trained32"]), st.sampled_from(NET_KERNELS), ABARS, st.data())
+def test_network_prior_kernels(kind, kernel, abar, data):
+    net = _network(kind)
+    d = net.dim
+    B = data.draw(st.integers(0, 3))
+    x, x_clean = data.draw(arrays((B, data.draw(st.sampled_from([d, d, d + 1])))))
+    v, _ = data.draw(arrays(data.draw(st.sampled_from([(B, d), (B, 2, d), (B + 1, d)]))))
+    if isinstance(abar, torch.Tensor):
+        abar_ok = abar.ndim == 0 and abar.device.type != "meta" and 0 < float(abar) < 1
+    else:
+        abar_ok = isinstance(abar, (float, np.floating)) and 0 < float(abar) < 1
+    fn = {"denoise": lambda: net.denoise(x, abar), "score": lambda: net.score(x, abar),
+          "moments": lambda: net.moments(x, abar).mean, "cov_matvec": lambda: net.cov_matvec(x, abar, v),
+          "denoiser_vjp": lambda: net.denoiser_vjp(x, abar, v)}[kernel]
+    out = call(fn, "x", "abar", "v")
+    if out is None:
+        if kernel in ("denoise", "score", "moments") and x_clean and abar_ok:
+            # only the documented FloatingPointError may refuse a clean query here, and not for denoise
+            try:
+                fn()
+            except FloatingPointError:
+                assert kernel != "denoise", "the network's mean overflowed for a clean query"
+            except (ValueError, TypeError) as err:
+                assert torch.as_tensor(np.asarray(x)).shape[-1] != d, f"clean query refused: {err}"
+        return
+    assert finite(out), f"{kernel} returned non-finite values"
+    assert out.dtype == net.dtype and out.shape[0] == B
+    if kernel in ("cov_matvec", "denoiser_vjp"):
+        assert out.shape == torch.as_tensor(np.asarray(v)).shape
+    else:
+        assert out.shape == (B, d)
+
+
+# ------------------------------------------------------------------ CountingPrior
+@examples(200)
+@given(priors(max_n=4, max_d=2), st.sampled_from(["moments", "denoise", "cov_matvec", "denoiser_vjp"]), st.data())
+def test_counting_prior(prior, kernel, data):
+    """CountingPrior(prior) accepts exactly what the prior accepts, returns the same answer, and
+    counts the rows of a pass that happened (times k for cov_matvec with k vectors per row)."""
+    from fsdiag.smc import CountingPrior
+    which = data.draw(st.sampled_from(["empirical", "gauss64", "mixture"]))
+    if which == "gauss64":
+        prior = _network("gauss64")
+    elif which == "mixture":
+        prior = T.GaussianPrior(torch.zeros(prior.dim, dtype=torch.float64), torch.eye(prior.dim, dtype=torch.float64))
+    d = prior.dim
+    B = data.draw(st.integers(0, 3))
+    x, _ = data.draw(arrays((B, data.draw(st.sampled_from([d, d, d + 1])))))
+    v, _ = data.draw(arrays(data.draw(st.sampled_from([(B, d), (B, 2, d), (B + 1, d)]))))
+    abar = data.draw(st.one_of(st.floats(0.01, 0.99), REALS))
+    by_keyword = data.draw(st.booleans())
+
+    def run(p):
+        fn = getattr(p, kernel)
+        if kernel in ("moments", "denoise"):
+            return fn(x=x, abar=abar) if by_keyword else fn(x, abar)
+        return fn(x, abar, v=v) if by_keyword else fn(x, abar, v)
+
+    counting = CountingPrior(prior)
+    try:
+        expected = run(prior)
+    except Exception as err:  # noqa: BLE001 - the wrapper must raise the very same
+        with pytest.raises(type(err)):
+            run(counting)
+        assert counting.evaluations == 0, "a refused call was counted"
+        return
+    got = run(counting)
+    if kernel == "moments":
+        expected, got = expected.mean, got.mean
+    assert torch.equal(got, expected)
+    rows = B * (got.shape[1] if kernel == "cov_matvec" and got.ndim == 3 else 1)
+    assert counting.counts[kernel] == rows and counting.evaluations == rows
 
 
 # ------------------------------------------------------------------ likelihood and forward models
@@ -323,7 +524,7 @@ def test_sample_exact_and_posterior_weights(prior, data):
     psi = fsdiag.posterior_weights(prior, lik)
     assert psi.shape == (prior.n_atoms,) and finite(psi) and bool((psi >= 0).all())
     assert abs(float(psi.double().sum()) - 1) < 1e-5
-    assert float(psi[prior.weights == 0].sum()) == 0
+    assert float(psi[torch.isneginf(prior.log_weights)].sum()) == 0
     kw = {k: data.draw(s) for k, s in (("n_particles", st.one_of(st.integers(1, 3), INTS)), ("seed", SEEDS),
                                        ("generator", st.sampled_from([torch.Generator().manual_seed(1), 5])))
           if data.draw(st.booleans())}
@@ -331,7 +532,7 @@ def test_sample_exact_and_posterior_weights(prior, data):
                "n_particles", "seed", "generator")
     if run is not None:
         assert finite(run.trajectory) and finite(run.tweedie)
-        assert bool((prior.weights[prior.nearest_atoms(run.samples, 0.999)] > 0).all())
+        assert bool((prior.log_weights[prior.nearest_atoms(run.samples, 0.999)] > -math.inf).all())
 
 
 # ------------------------------------------------------------------ diagnostics
