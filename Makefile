@@ -5,19 +5,24 @@ PIP = $(PYTHON) -m pip
 .PHONY: setup book test demo bench wheel clean
 
 setup:
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[test,book]"
+	@echo "[setup 1/3] PyTorch 2.13, CPU build (a no-op once installed)"
+	$(PIP) install --quiet --progress-bar off torch==2.13.0
+	@echo "[setup 2/3] fsdiag (editable) with the test and book dependencies"
+	$(PIP) install --quiet --progress-bar off -e ".[test,book]"
+	@echo "[setup 3/3] the deepinv extra, beside the CPU torch"
 # deepinv needs torchvision. Left alone, pip takes the newest torchvision, which pins a newer torch
 # and replaces the CPU build with a multi-GB CUDA one; naming the installed torch in the same command
 # makes pip pick the torchvision built for it. PyPI's torchvision is a CUDA build whose compiled ops
 # do not load beside a CPU torch: fsdiag.deepinv.import_deepinv makes `import deepinv` work anyway.
-	$(PIP) install --quiet -e ".[deepinv]" "torch==$$($(PYTHON) -c 'import torch; print(torch.__version__.split("+")[0])')"
+	$(PIP) install --quiet --progress-bar off -e ".[deepinv]" "torch==$$($(PYTHON) -c 'import torch; print(torch.__version__.split("+")[0])')"
 
 book: setup
+	@echo "[book] executing the 13 chapters (CPU profile; each logs 'Executing' then its time) and building _build/html"
 	jupyter-book build . -W -n --keep-going
 
 test: setup
-	$(PYTHON) -m pytest -q
+	@echo "[test] the test-suite: one line per file, then the slowest tests"
+	$(PYTHON) -m pytest --durations=15
 
 demo:
 	$(PYTHON) -m fsdiag demo
