@@ -199,14 +199,14 @@ def load_array(path, what: str) -> np.ndarray:
     if not p.is_file():
         raise ValueError(f"{what}: no file {str(path)!r}")
     try:
-        with open(p, "rb") as f:
-            obj = np.load(f, allow_pickle=False)
-            if isinstance(obj, np.lib.npyio.NpzFile):
-                with obj:
-                    if not obj.files:
-                        raise ValueError("an empty .npz archive")
-                    obj = obj[obj.files[0]]
-            return np.asarray(obj)
+        if p.suffix != ".npz":
+            # memory-mapped first: a header that promises more than the file holds fails here,
+            # before anything of that size is allocated
+            return np.array(np.load(p, mmap_mode="r", allow_pickle=False))
+        with np.load(p, allow_pickle=False) as obj:
+            if not obj.files:
+                raise ValueError("an empty .npz archive")
+            return np.asarray(obj[obj.files[0]])
     except Exception as err:  # noqa: BLE001 - any reading error is the file's, named by the option
         raise ValueError(f"{what}: {p} is not a readable .npy/.npz array ({type(err).__name__}: "
                          f"{str(err).splitlines()[0] if str(err) else 'corrupt'})") from None
@@ -292,16 +292,9 @@ def _rows(value, name: str, dim: int, dtype=torch.float64) -> torch.Tensor:
     return t.reshape(1, dim)
 
 
-def custom(atoms, forward, y, noise_std, *, labels=None, image_shape=None, truth=None, weights=None,
-           name: str | None = None, description: str = "", device="cpu") -> InverseProblem:
-    """Your own problem: y = A(x0) + N(0, noise_std^2 I) with the FSR prior on `atoms`.
-
-    atoms: (N, d) or (N, C, H, W) tensor/array, or an `fsdiag.data.ImageData` (any loader: npy/npz,
-    PNG folders, MNIST idx, CIFAR batches), whose labels and image shape are used unless given;
-    forward: an fsdiag forward model, an operator SPEC string (see `operator`) or an (m, d) matrix;
-    y: m values (any shape); noise_std: a positive scalar or m values; labels: one integer per atom
-    (modes; else each atom is its own mode); truth: the ground truth x0 when known.
-    Returns the same InverseProblem as the built-ins (`make_problem`)."""
+def _atom_rows(atoms, labels, image_shape):
+    """(atoms as float (N, d) rows, labels, image shape): an ImageData gives its labels (when it
+    has more than one class) and image shape unless given; (N, C, H, W) arrays give their shape."""
     from .data import ImageData
     from .imaging import as_image_shape
 
@@ -316,13 +309,28 @@ def custom(atoms, forward, y, noise_std, *, labels=None, image_shape=None, truth
     if image_shape is None and x.ndim == 4:
         image_shape = tuple(x.shape[1:])
     x = x.reshape(x.shape[0], -1)
-    if not x.is_floating_point() or x.dtype not in (torch.float32, torch.float64):
+    if x.dtype not in (torch.float32, torch.float64):
         x = x.to(torch.float64)
-    d = x.shape[1]
     if image_shape is not None:
         image_shape = as_image_shape(image_shape)
-        if math.prod(image_shape) != d:
-            raise ValueError(f"image_shape: {image_shape} has {math.prod(image_shape)} values, the atoms have d = {d}")
+        if math.prod(image_shape) != x.shape[1]:
+            raise ValueError(f"image_shape: {image_shape} has {math.prod(image_shape)} values, the atoms have "
+                             f"d = {x.shape[1]}")
+    return x, labels, image_shape
+
+
+def custom(atoms, forward, y, noise_std, *, labels=None, image_shape=None, truth=None, weights=None,
+           name: str | None = None, description: str = "", device="cpu") -> InverseProblem:
+    """Your own problem: y = A(x0) + N(0, noise_std^2 I) with the FSR prior on `atoms`.
+
+    atoms: (N, d) or (N, C, H, W) tensor/array, or an `fsdiag.data.ImageData` (any loader: npy/npz,
+    PNG folders, MNIST idx, CIFAR batches), whose labels and image shape are used unless given;
+    forward: an fsdiag forward model, an operator SPEC string (see `operator`) or an (m, d) matrix;
+    y: m values (any shape); noise_std: a positive scalar or m values; labels: one integer per atom
+    (modes; else each atom is its own mode); truth: the ground truth x0 when known.
+    Returns the same InverseProblem as the built-ins (`make_problem`)."""
+    x, labels, image_shape = _atom_rows(atoms, labels, image_shape)
+    d = x.shape[1]
     prior = EmpiricalPrior(x, weights=weights, labels=labels, device=device)
     if isinstance(forward, str):
         forward = operator(forward, d, image_shape)
@@ -349,16 +357,7 @@ def held_out(atoms, forward, noise_std, *, index: int, seed: int = 0, labels=Non
              name: str | None = None, device="cpu") -> InverseProblem:
     """`custom` with atom `index` held out as the ground truth (no longer an atom) and
     y = A(truth) + noise simulated with `seed`."""
-    from .data import ImageData
-
-    if isinstance(atoms, ImageData):
-        if labels is None and int(atoms.labels.unique().numel()) > 1:
-            labels = atoms.labels
-        image_shape = atoms.image_shape if image_shape is None else image_shape
-        atoms = atoms.atoms
-    x = as_tensor(atoms, "atoms")
-    if x.ndim < 2:
-        raise ValueError(f"atoms: expected shape (N, d) or (N, C, H, W), got {tuple(x.shape)}")
+    x, labels, image_shape = _atom_rows(atoms, labels, image_shape)
     n = x.shape[0]
     index = check_int(index, "truth_index", minimum=0)
     if n < 2 or index >= n:
@@ -367,11 +366,12 @@ def held_out(atoms, forward, noise_std, *, index: int, seed: int = 0, labels=Non
     keep = torch.arange(n) != index
     truth = x[index:index + 1].reshape(1, -1).to(torch.float64)
     lab = None if labels is None else np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if lab is not None and lab.shape != (n,):
+        raise ValueError(f"labels: expected one label per atom, shape ({n},), got {lab.shape}")
     rest_labels = None if lab is None else lab[keep.numpy()]
     d = truth.shape[1]
     if isinstance(forward, str):
-        shape = image_shape if image_shape is not None else (tuple(x.shape[1:]) if x.ndim == 4 else None)
-        forward = operator(forward, d, shape)
+        forward = operator(forward, d, image_shape)
     std = as_tensor(noise_std, "noise_std", ndim=(0, 1), dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
     clean = forward(truth)[0]

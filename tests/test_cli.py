@@ -326,3 +326,15 @@ def test_an_empty_folder_becomes_the_commands_own(cli, files):
     for _ in range(2):     # the second run replaces the first report, which the first run marked
         assert cli("user_samplers:exact", "--problem", "three_atoms", "--n-samples", "8", "--out", "empty").returncode == 0
     assert (files / "empty" / ".fsdiag-owner").read_text().strip() == "fsdiag diagnose"
+
+
+def test_a_npy_header_promising_more_than_the_file_holds_is_refused_before_allocating(cli, user_dir):
+    from numpy.lib import format as npy_format
+    with open(user_dir / "big.npy", "wb") as f:         # 800 GB promised, 64 bytes there
+        npy_format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 11,)})
+        f.write(b"\0" * 64)
+    res = cli("user_samplers:exact", "--problem", "three_atoms", "--n-samples", "8")
+    assert res.returncode == 0
+    res = cli("user_samplers:exact", "--atoms", "big.npy", "--operator", "identity", "--noise", "1",
+              "--truth-index", "0")
+    assert res.returncode == 2 and res.stderr.startswith("fsdiag diagnose: --atoms:")
