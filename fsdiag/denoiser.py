@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from ._checks import check_has_values
+from .nearest import group_shares
 from .prior import EmpiricalPrior
 
 __all__ = ["ExactDenoiser"]
 
 # Atoms kept per query by the streamed sigma = 0 search before the exact re-ranking; the
 # ||x||^2 expansion only has to put the true nearest atom among these.
-_TOPK = 8
 _BLOCK = 1 << 20
 
 _SOFT, _ROWS, _NEAREST, _MEAN = "soft", "rows", "nearest", "mean"
@@ -86,9 +86,8 @@ def _limit_nearest(prior: EmpiricalPrior, x: torch.Tensor) -> torch.Tensor:
     """lim_{sigma -> 0} E[x0 | x]: the nearest atom of positive weight; at an exact tie, the
     pi-weighted mean of the tied atoms (the exact search of `fsdiag.nearest`)."""
     nn = prior.nearest(x)
-    w = prior.log_weights.to(torch.float64)[nn.tie_index].exp()
-    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device).index_add_(0, nn.tie_rows, w)
-    atoms = prior.atoms[nn.tie_index].to(torch.float64) * (w / total[nn.tie_rows])[:, None]
+    share = group_shares(prior.log_weights[nn.tie_index], nn.tie_rows)     # the tied atoms' pi, normalised per row
+    atoms = prior.atoms[nn.tie_index].to(torch.float64) * share[:, None]
     out = torch.zeros(x.shape, dtype=torch.float64, device=x.device).index_add_(0, nn.tie_rows, atoms)
     return out.to(x.dtype)
 

@@ -19,6 +19,7 @@ from ._checks import as_tensor, check_int, check_positive
 from .diagnostics import (_check_prior, _check_run, early_stopping, mode_weights, posterior_weights, score_agreement,
                           sliced_wasserstein, spread, total_variation)
 from .methods import Approximation
+from .nearest import group_shares
 from .prior import EmpiricalPrior
 from .schedules import VPSchedule
 
@@ -275,11 +276,8 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
         rule = "given by the caller"
     # A sample cannot tell exact copies of an atom apart: split it among them in proportion to pi
     # (the exact posterior does the same: copies share one likelihood).
-    w64 = prior.weights.detach().to(torch.float64).cpu()
-    n_copies = int(copies.max()) + 1
-    per_copy = torch.zeros(n_copies, dtype=torch.float64).index_add_(0, copies, w64)
-    share = torch.where(per_copy[copies] > 0, w64 / per_copy[copies], torch.zeros_like(w64))
-    hits = torch.bincount(copies[idx.cpu()], minlength=n_copies).to(torch.float64)
+    share = group_shares(prior.log_weights.detach().cpu(), copies)
+    hits = torch.bincount(copies[idx.cpu()], minlength=int(copies.max()) + 1).to(torch.float64)
     mass = hits[copies] * share / n
 
     w = psi.detach().cpu().double()

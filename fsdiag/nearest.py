@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Nearest", "nearest"]
+__all__ = ["Nearest", "nearest", "group_shares"]
 
 _BLOCK_BYTES = 1 << 23          # one (rows x atoms) float64 block of screening scores: 8 MiB
 _PAIR_VALUES = 1 << 21          # at most this many float64 values in one batch of exact re-scores
@@ -37,6 +37,18 @@ class Nearest(NamedTuple):
     distance: torch.Tensor
     tie_rows: torch.Tensor
     tie_index: torch.Tensor
+
+
+def group_shares(log_weights: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """pi_i / sum of pi_j over i's group, for log-weights (any scale: 1e-300 beside 1e300 included),
+    float64; 0 for atoms of zero weight. groups: one id per entry (non-negative integers)."""
+    lw = log_weights.to(torch.float64)
+    k = int(groups.max()) + 1 if groups.numel() else 0
+    top = torch.full((k,), -math.inf, dtype=torch.float64, device=lw.device).scatter_reduce_(
+        0, groups, lw, "amax")
+    w = torch.where(torch.isneginf(lw), torch.zeros_like(lw), (lw - top[groups]).exp())
+    total = torch.zeros(k, dtype=torch.float64, device=lw.device).index_add_(0, groups, w)
+    return torch.where(total[groups] > 0, w / total[groups], torch.zeros_like(w))
 
 
 def _exact_scores(x64, atoms, rows, cols, a, penalty) -> torch.Tensor:

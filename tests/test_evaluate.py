@@ -228,3 +228,12 @@ def test_prior_labels_beyond_int64_are_refused_not_wrapped():
         fsdiag.EmpiricalPrior(torch.zeros(2, 1), labels=np.array([1, 2 ** 63 + 1], dtype=np.uint64), device="cpu")
     prior = fsdiag.EmpiricalPrior(torch.zeros(2, 1), labels=np.array([1, 2 ** 63 - 1], dtype=np.uint64), device="cpu")
     assert prior.labels.tolist() == [1, 2 ** 63 - 1]
+
+
+def test_copies_split_by_weights_of_any_scale():
+    # pi = 1e300 : 1e-300 normalise to 1 and exp(-1381.6): a sample on the copies must still count.
+    atoms = torch.tensor([[0.0], [0.0], [3.0]], dtype=torch.float64)
+    prior = fsdiag.EmpiricalPrior(atoms, weights=[1e-300, 1e-300, 1e300], device="cpu")
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([0.0]), 1.0)
+    rep = fsdiag.evaluate(torch.tensor([[0.0], [3.0]], dtype=torch.float64), prior, lik)
+    assert rep.atom_mass == pytest.approx([0.25, 0.25, 0.5])

@@ -270,11 +270,6 @@ def test_posterior_weights_are_exact_at_extreme_scales(atoms, weights, y, noise,
     assert psi.dtype == dtype and 0.5 * float((psi.double() - exact).abs().sum()) < tol, (psi.tolist(), exact.tolist())
 
 
-@pytest.mark.xfail(strict=True, reason="denoiser._limit_nearest (owned by the nearest-atom work, not changed "
-                   "here) normalises the tied atoms' weights as exp(log w) / sum exp(log w): 0 / 0 once every "
-                   "log w is below -745, which positive weights such as 1e-300 beside 1e300 now have. Fix: "
-                   "subtract the per-row max log weight of the tie group before exp; then drop this marker and "
-                   "the matching exclusion in tests/test_properties.py::test_exact_denoiser")
 def test_sigma_zero_limit_with_a_tiny_positive_weight_is_the_nearest_atom():
     prior = fsdiag.EmpiricalPrior([[0.0], [1.0], [2.0]], weights=[1e300, 1e-300, 0.0], device="cpu")
     out = fsdiag.ExactDenoiser(prior)(torch.tensor([[1.1]], dtype=F64), 0.0)

@@ -273,12 +273,6 @@ def queries(draw, d):
 @examples(300)
 @given(priors(), st.data())
 def test_exact_denoiser(prior, data):
-    if bool((prior.log_weights.double() < -745).any()):
-        # KNOWN (strict xfail: tests/test_fuzz_numerics.py::test_sigma_zero_limit_with_a_tiny_positive_weight_is_the_
-        # nearest_atom): the sigma = 0 limit gives NaN when its tied atoms' weights all underflow exp. Remove this
-        # exclusion with that marker. (Here such weights are zero, as they were before they kept their logs.)
-        prior = fsdiag.EmpiricalPrior(prior.atoms, torch.exp(prior._log_w64 - prior._log_w64.max()), prior.labels,
-                                      dtype=prior.dtype, device="cpu", chunk_size=prior.chunk_size)
     den = fsdiag.ExactDenoiser(prior)
     x, x_clean = data.draw(queries(prior.dim))
     B = x.shape[0] if len(getattr(x, "shape", ())) else 0
