@@ -171,8 +171,7 @@ def _image_shape(text):
 
 def build_problem(args):
     """The InverseProblem that the options describe (built-in, function, or files)."""
-    from .problems import PROBLEMS, load_array, did_you_mean, held_out, load_atoms, make_problem
-    from . import problems as P
+    from .problems import PROBLEMS, custom, did_you_mean, held_out, load_array, load_atoms, make_problem
 
     files = [o for o in ("atoms", "labels", "operator", "y", "noise", "truth_index", "image_shape")
              if getattr(args, o, None) is not None]
@@ -224,7 +223,7 @@ def build_problem(args):
             y = load_array(args.y, "--y")
         except ValueError as err:
             raise UsageError(str(err)) from None
-        return P.custom(data, args.operator, y, args.noise, labels=labels, image_shape=shape, name=name)
+        return custom(data, args.operator, y, args.noise, labels=labels, image_shape=shape, name=name)
     except (ValueError, TypeError) as err:
         msg = str(err)
         for arg, opt in (("operator", "--operator"), ("truth_index", "--truth-index"), ("y", "--y"),

@@ -7,7 +7,6 @@ the noise level, the image shape and the schedule helpers. Its prior is an FSR p
 from __future__ import annotations
 
 import difflib
-import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_int, check_positive
+from ._checks import as_tensor, check_int
 from .forward import AbsoluteValue, Affine, ForwardModel, Identity, Mask, PolarAngle, Radial
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior
