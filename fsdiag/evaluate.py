@@ -191,7 +191,9 @@ class Report:
 
     def summary(self) -> str:
         m, h = self.modes, self.hallucination
-        lines = [f"method {self.method!r}: {self.n_particles} samples at t = {self.t_final:g}",
+        who = ("samples from an unnamed sampler (evaluate(..., method=NAME) names it)" if self.method == "samples"
+               else f"method {self.method!r}")
+        lines = [f"{who}: {self.n_particles} samples at t = {self.t_final:g}",
                  f"  TV to the exact posterior over atoms: {self.tv_atoms:.4f} (Monte Carlo floor "
                  f"{self.tv_floor_atoms:.4f}); over modes: {m['tv']:.4f} (floor {self.tv_floor_modes:.4f})",
                  f"  W1 to the exact posterior: {self.wasserstein:.4f} (Tweedie means: {self.wasserstein_tweedie:.4f})",

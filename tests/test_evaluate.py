@@ -237,3 +237,10 @@ def test_copies_split_by_weights_of_any_scale():
     lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([0.0]), 1.0)
     rep = fsdiag.evaluate(torch.tensor([[0.0], [3.0]], dtype=torch.float64), prior, lik)
     assert rep.atom_mass == pytest.approx([0.25, 0.25, 0.5])
+
+
+def test_the_summary_says_what_an_unnamed_method_is():
+    prior, lik = T.three_atoms()
+    x = torch.tensor([[-1.8]], dtype=torch.float64)
+    assert str(fsdiag.evaluate(x, prior, lik)).startswith("samples from an unnamed sampler")
+    assert str(fsdiag.evaluate(x, prior, lik, method="mine")).startswith("method 'mine': 1 samples")
