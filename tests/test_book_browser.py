@@ -338,3 +338,25 @@ def test_no_truncated_labels(page, built):
     dom.feed(page_file.read_text())
     bad = truncated_labels("".join(dom.text), _labels(json.loads(metrics.read_text()), set()))
     assert not bad, f"{page}: labels cut short: {bad[:5]}"
+
+
+# Text a reader should never see: a local path object, a run's staging folder, the outputs
+# helper's "wrote ..." line (issue 17).
+PLUMBING = re.compile(r"PosixPath\(|WindowsPath\(|\.staging-\d+|^wrote \S+\.(png|json|csv)", re.M)
+
+
+def test_plumbing_rule():
+    assert PLUMBING.search("PosixPath('/tmp/x/mode_masses.png')")
+    assert PLUMBING.search("/runs/ci/05/.7b34.staging-4242-abc/outputs/a.csv")
+    assert PLUMBING.search("wrote mode_masses.png, metrics.json to outputs/05")
+    assert not PLUMBING.search("the staging area of a sampler; it wrote the paper")
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", PAGES)
+def test_no_plumbing_or_local_paths_on_the_page(page, built):
+    dom = _Page()
+    dom.feed((built / f"{page}.html").read_text())
+    text = "".join(dom.text)
+    found = PLUMBING.search(text)
+    assert found is None, f"{page}: shows {text[max(0, found.start() - 60):found.end() + 60]!r}"
