@@ -117,7 +117,8 @@ def expand(profile: str, *, profiles: dict | None = None, notebooks_dir: str | o
     """The runs of a profile (optionally only some notebooks), in a stable order."""
     profiles = load_profiles() if profiles is None else profiles
     if profile not in profiles:
-        raise ValueError(f"profile: expected one of {sorted(profiles)}, got {profile!r}")
+        raise ValueError(f"--profile: unknown profile {profile!r}{_did_you_mean(profile, profiles)}; "
+                         f"profiles: {', '.join(sorted(profiles))}")
     spec = profiles[profile]
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else REPO / "notebooks"
     names = list(spec["notebooks"])
@@ -126,7 +127,8 @@ def expand(profile: str, *, profiles: dict | None = None, notebooks_dir: str | o
         for want in only:
             hits = [n for n in names if n == want or n == Path(want).stem or n.startswith(f"{want}_")]
             if not hits:
-                raise ValueError(f"only: {want!r} matches no notebook of profile {profile!r} ({', '.join(names)})")
+                raise ValueError(f"--only: {want!r} matches no notebook of profile {profile!r}"
+                                 f"{_did_you_mean(want, names)} ({', '.join(names)})")
             picked += [h for h in hits if h not in picked]
         names = picked
     runs = []
@@ -195,6 +197,11 @@ def _run_target(folder: Path) -> Target:
     if folder.is_dir() and owner_of(folder) is None and _is_run_folder(folder):
         atomic_write(folder / MARKER, OWNER + "\n")         # adopt an unmarked run folder of an older fsdiag
     return Target(folder, owner=OWNER, option="--out")
+
+
+def _did_you_mean(name: str, options) -> str:
+    from .problems import did_you_mean
+    return did_you_mean(str(name), [str(o) for o in options])
 
 
 @contextlib.contextmanager
@@ -355,7 +362,8 @@ def regenerate(profile: str, *, only=None, jobs: int = 1, scheduler: str | None 
         raise ValueError(f"jobs: expected a positive integer, got {jobs!r}")
     profiles = load_profiles(profiles_file)
     if profile not in profiles:
-        raise ValueError(f"profile: expected one of {sorted(profiles)}, got {profile!r}")
+        raise ValueError(f"--profile: unknown profile {profile!r}{_did_you_mean(profile, profiles)}; "
+                         f"profiles: {', '.join(sorted(profiles))}")
     if not isinstance(out, (str, os.PathLike)) or not str(os.fspath(out)).strip():
         raise OutputError(f"--out: expected a folder path, got {out!r}")
     out = os.path.abspath(os.path.expanduser(os.fspath(out)))    # the caller's folder, not the kernel's

@@ -244,3 +244,43 @@ def test_every_option_combination_exits_0_1_or_2_with_one_line(cli_dir, monkeypa
         assert "Traceback" not in err and len(err.strip().splitlines()) >= 1, err
     assert (cli_dir / "notes.txt").read_text() == "keep"
     assert not [p for p in cli_dir.iterdir() if ".staging-" in p.name or ".old-" in p.name]
+
+
+# ------------------------------------------------------------------ fsdiag regenerate's options
+REGEN_ARGS = st.lists(st.sampled_from([
+    ["--profile", "t"], ["--profile", "tt"], ["--profile", ""], ["--only", "01"], ["--only", "99"],
+    ["--only", "01_finite_sample_lens", "04"], ["--jobs", "0"], ["--jobs", "2"], ["--jobs", "-1"],
+    ["--out", "runs"], ["--out", ""], ["--out", "notes.txt"], ["--out", "notes.txt/sub"], ["--out", "/proc/x"],
+    ["--out", "mine"], ["--force"], ["--overwrite"], ["--dask", "local"], ["--dask", "remote"]]), max_size=4)
+
+
+@examples(50)
+@given(REGEN_ARGS)
+def test_regenerate_options_exit_0_1_or_2_in_one_line_and_lose_nothing(tmp_path_factory, monkeypatch, capsys, args):
+    import yaml
+    from fsdiag import regenerate as R
+    root = tmp_path_factory.mktemp("regen")
+    (root / "notes.txt").write_text("keep")
+    (root / "mine").mkdir()
+    (root / "mine" / "t").mkdir()
+    (root / "mine" / "t" / "todo.txt").write_text("keep")
+    (root / "profiles.yml").write_text(yaml.safe_dump({"t": {"description": "x", "notebooks": {
+        "01_finite_sample_lens": {"n_sizes": 2}, "04_early_stopping": {"n_atoms": 8}}}}))
+    # The runs themselves are not the subject here: each "finishes" at once, failed.
+    monkeypatch.setattr(R, "_execute", lambda todo, jobs, scheduler: (
+        {"profile": s.profile, "notebook": s.notebook, "key": s.key, "params": s.params, "status": "failed",
+         "time_s": 0.0, "error": "stub", "headline": {}, "verdict": None, "out": s.out} for s in todo))
+    monkeypatch.chdir(root)
+    flat = [a for pair in args for a in pair]
+    parsed = True
+    try:
+        code = main(["regenerate", *flat, "--profiles", str(root / "profiles.yml")])
+    except SystemExit as exit_:                       # argparse: usage, then one error line
+        code, parsed = exit_.code, False
+    out, err = capsys.readouterr()
+    assert code in (0, 1, 2), (flat, code, err)
+    if code == 2:
+        lines = err.strip().splitlines()
+        assert "Traceback" not in err and (len(lines) == 1 if parsed else "error:" in lines[-1]), (flat, err)
+    assert (root / "notes.txt").read_text() == "keep" and (root / "mine" / "t" / "todo.txt").read_text() == "keep"
+    assert not [p for p in root.rglob("*") if ".staging-" in p.name or ".old-" in p.name]
