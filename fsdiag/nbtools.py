@@ -34,7 +34,8 @@ import numpy as np
 
 __all__ = ["Bool", "Choice", "Device", "Int", "ListOf", "Methods", "OutDir", "Real", "Seed",
            "check_params", "injected_parameters", "resolve_out_dir", "setup", "finish",
-           "save_figure", "write_metrics", "to_jsonable", "figure_data", "figure_caption", "provenance", "verdict"]
+           "save_figure", "write_metrics", "to_jsonable", "figure_data", "figure_caption", "provenance", "verdict",
+           "table"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,3 +602,60 @@ def verdict(claim: str, evidence, *, regime: str = "") -> dict:
             + "| evidence | this run | threshold | holds |\n|---|---|---|---|\n" + table + "\n:::")
     _display_markdown(text)
     return {"claim": claim, "status": status, "regime": regime, "evidence": rows}
+
+
+# --------------------------------------------------------------------------------------------
+# Tables for the page.
+
+def _table_number(x) -> str:
+    """3 significant digits, no exponent below 1000, thousands separated above."""
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    text = f"{x:.3g}"
+    if "e" in text and abs(x) >= 1e-4:
+        digits = 2 - math.floor(math.log10(abs(x)))
+        text = f"{x:.{digits}f}"
+    return text
+
+
+def _table_header(key, names) -> str:
+    if isinstance(key, tuple):
+        return ", ".join(h for h in (_table_header(k, names) for k in key) if h)
+    if names and key in names:
+        return str(names[key])
+    text = str(key)
+    return text.replace("_", " ") if re.fullmatch(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)+", text) else text
+
+
+def table(data, *, names: dict | None = None):
+    """A pandas Styler for display() of a table on the page: `data` is a DataFrame, a list of
+    row dicts or a dict of column dicts. Integer-valued columns print as integers, booleans as
+    yes/no, other floats with 3 significant digits, missing values as n/a; snake_case headers
+    become words and `names` (e.g. method key -> display name) renames headers and string cells.
+    A meaningful index (a pivot table's, say) becomes ordinary columns; no index column shows."""
+    import pandas as pd
+
+    df = data.copy() if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    if not isinstance(df.index, pd.RangeIndex) or any(n is not None for n in df.index.names):
+        df.index = df.index.set_names([n if n is not None else "" for n in df.index.names])
+        df = df.reset_index()
+    df.columns = [_table_header(c, names) for c in df.columns]
+    formats = {}
+    for col in df.columns:
+        values = df[col]
+        present = values.dropna()
+        if len(present) and all(isinstance(v, (bool, np.bool_)) for v in present):
+            formats[col] = lambda v: "n/a" if v is None or v != v else ("yes" if v else "no")
+        elif len(present) and all(isinstance(v, numbers.Real) for v in present):
+            integral = all(float(v).is_integer() for v in present)
+            formats[col] = (lambda v, integral=integral: "n/a" if v is None or v != v
+                            else (f"{int(v):d}" if integral else _table_number(float(v))))
+        elif names:
+            formats[col] = lambda v: str(names.get(v, v)) if isinstance(v, str) else (
+                "n/a" if v is None or v != v else str(v))
+        else:
+            formats[col] = lambda v: "n/a" if v is None or (isinstance(v, float) and v != v) else str(v)
+    styler = df.style.format(formats).hide(axis="index")
+    return styler.set_table_styles([{"selector": "td, th", "props": [("white-space", "nowrap")]}])

@@ -408,3 +408,35 @@ def test_verdict_counts_the_evidence_that_holds():
         nbtools.verdict("c", [("a", 0.1, "~", 0.2)])
     with pytest.raises(ValueError, match="evidence"):
         nbtools.verdict("c", [])
+
+
+# ---------------------------------------------------------------------------------- tables
+
+def _cells(styler):
+    import re
+    html = styler.to_html()
+    return re.findall(r"<td[^>]*>([^<]*)</td>", html), re.findall(r"<th[^>]*>([^<]*)</th>", html)
+
+
+def test_table_formats_counts_booleans_floats_and_headers():
+    import pandas as pd
+    rows = [{"noise_std": 0.03, "n_atoms": 1.0, "supported": True, "mean_abs_error": 0.123456, "method": "sigma_dps"},
+            {"noise_std": 0.1, "n_atoms": 9.0, "supported": False, "mean_abs_error": 12345.6, "method": "fsr"}]
+    cells, heads = _cells(nbtools.table(rows, names={"sigma_dps": "σ-DPS", "fsr": "FSR"}))
+    assert cells == ["0.03", "1", "yes", "0.123", "σ-DPS", "0.1", "9", "no", "12,346", "FSR"]
+    assert [h for h in heads if h.strip()] == ["noise std", "n atoms", "supported", "mean abs error", "method"]
+    # same from a DataFrame, with NaN as n/a and no index column
+    df = pd.DataFrame({"x": [np.nan, 2.5e-3], "k": [3, 4]}, index=[7, 8])
+    cells, _ = _cells(nbtools.table(df.reset_index(drop=True)))
+    assert cells == ["n/a", "3", "0.0025", "4"]
+
+
+def test_table_turns_a_pivot_index_into_columns_and_maps_method_headers():
+    import pandas as pd
+    long = pd.DataFrame({"noise_std": [0.03, 0.03, 0.1, 0.1], "method": ["fsr", "sigma_dps"] * 2,
+                         "off_support": [0.5, 0.25, 0.0, 1.0]})
+    wide = long.pivot_table(index="noise_std", columns="method", values="off_support")
+    styler = nbtools.table(wide, names={"sigma_dps": "σ-DPS", "fsr": "FSR"})
+    assert list(styler.data.columns) == ["noise std", "FSR", "σ-DPS"]
+    cells, _ = _cells(styler)
+    assert cells == ["0.03", "0.5", "0.25", "0.1", "0", "1"]
