@@ -167,3 +167,33 @@ def test_plots_do_not_need_torch_tensors():
            "y": 0.0, "samples": {"s": np.zeros((2, 2))}}
     plt.close(modes.manifold_samples_figure([row]))
     assert seen["dtype"] == torch.float64
+
+
+def overlapping_tick_labels(fig):
+    """Pairs of visible, non-empty tick labels on one axis whose drawn boxes overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    clashes = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t for t in axis.get_ticklabels(minor=False) + axis.get_ticklabels(minor=True)
+                      if t.get_visible() and t.get_text().strip()]
+            boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
+            clashes += [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:] if ba.overlaps(bb)]
+    return clashes
+
+
+@pytest.mark.parametrize("levels", [(0.01,), (0.03,), (0.03, 0.04), (0.03, 0.3), (0.3, 0.1, 0.03), (0.3, 0.1, 0.03, 0.01),
+                                    (1e-3, 0.5, 2.0)])
+def test_noise_axes_have_no_overlapping_tick_labels(levels):
+    # Chapter 6: a log noise axis over one or a few close levels drew minor labels "3×10⁻²4×10⁻²".
+    rows = [{"method": m, "noise_std": s, "off_support": 0.1, "likelihood_mode": 0.05, "wasserstein": 0.2,
+             "prior_mode": 0.1, "prior_mode_ci": [0.05, 0.2]} for m in ("fsr", "dps") for s in levels]
+    for fig in (modes.noise_stressor_figure(rows, atoms=np.zeros((5, 2)), samples={"dps": np.zeros((3, 2))}),
+                modes.prior_mode_vs_noise_figure(rows)):
+        assert overlapping_tick_labels(fig) == []
+        ax = fig.axes[0]
+        shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert shown == [f"{v:g}" for v in sorted(levels)]      # ticks at the swept levels, plain numbers
+        assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]
+        plt.close(fig)

@@ -52,6 +52,23 @@ def _colors(names, colors=None):
     return {n: colors.get(n, cycle[k % len(cycle)]) for k, n in enumerate(names)}
 
 
+def _log_noise_axis(ax, values) -> None:
+    """A log x axis with major ticks only at the swept noise levels, in plain numbers (0.03, not
+    3×10⁻²), and no minor tick labels, so labels of close levels cannot run into each other."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+    levels = sorted({float(v) for v in values if np.isfinite(v) and v > 0})
+    ax.set_xscale("log")
+    if not levels:
+        return
+    ax.xaxis.set_major_locator(FixedLocator(levels))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = levels[0], levels[-1]
+    pad = 1.25 if hi / lo < 1.5 else (hi / lo) ** 0.08
+    ax.set_xlim(lo / pad, hi * pad)
+
+
 def mode_masses_figure(reports: dict, *, closed=None, density=None, samples=None, mode_names=None,
                        title: str = ""):
     """Mass per mode of each report (bars with Wilson intervals, exact mass as black ticks, the
@@ -210,7 +227,7 @@ def prior_mode_vs_noise_figure(rows, *, names=None, colors=None):
         lo, hi = (np.array([r["prior_mode_ci"][k] for r in sub], dtype=float) for k in (0, 1))
         ax.errorbar(s, v, yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)], marker="o", capsize=3, color=cols[m],
                     label=names[m])
-    ax.set_xscale("log")
+    _log_noise_axis(ax, [r["noise_std"] for r in rows])
     ax.set_xlabel("measurement noise σ")
     ax.set_ylabel("mass on excluded prior modes")
     ax.legend(fontsize=FONT, frameon=False)
@@ -270,7 +287,7 @@ def noise_stressor_figure(rows, *, atoms=None, samples=None, names=None, colors=
         for m in methods:
             sub = sorted((r for r in rows if r["method"] == m), key=lambda r: r["noise_std"])
             ax.plot([r["noise_std"] for r in sub], [r[key] for r in sub], marker="o", color=cols[m], label=names[m])
-        ax.set_xscale("log")
+        _log_noise_axis(ax, [r["noise_std"] for r in rows])
         ax.set_xlabel("measurement noise σ")
         ax.set_title(label)
     axes[0].legend(fontsize=FONT, frameon=False)
