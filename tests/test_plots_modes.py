@@ -197,3 +197,21 @@ def test_noise_axes_have_no_overlapping_tick_labels(levels):
         assert shown == [f"{v:g}" for v in sorted(levels)]      # ticks at the swept levels, plain numbers
         assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]
         plt.close(fig)
+
+
+def test_class_weights_grid_legend_covers_all_panels():
+    # Chapter 9: the legend telling deepinv's defaults from the paper's settings was in one panel
+    # only; it is now one figure-level legend, above the panels, naming exact and every setting.
+    rep = report([0.5, 0.5], [0.5, 0.5], labels=[3, 7])
+    reps = {n: {"defaults": rep, "paper": rep} for n in ("DPS", "DDRM", "ULA", "SKRock")}
+    fig = modes.class_weights_grid_figure(reps, np.full(10, 0.1), faded=["defaults"])
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert len(fig.legends) == 1
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["exact", "defaults", "paper"]
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    panels = [ax.get_tightbbox() for ax in fig.axes]       # titles included
+    assert all(box.y0 >= p.y1 - 1 for p in panels)          # above every panel, overlapping none
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+    assert overlapping_tick_labels(fig) == []

@@ -374,5 +374,11 @@ def class_weights_grid_figure(reports: dict, exact, *, colors=None, ncols: int =
         ax.set_xticks(range(k))
         ax.set_xlabel("digit class")
         ax.set_ylabel("posterior mass")
-    axes[0].legend(fontsize=FONT, frameon=False)
+    # One legend for the whole figure (above the panels): bar colour is the panel's sampler, so
+    # the settings are told apart by shade, drawn here in neutral grey.
+    from matplotlib.patches import Patch
+    settings = list(dict.fromkeys(w for name in names for w in reports[name]))
+    handles = [Patch(color="k", label="exact")] + [
+        Patch(color="0.35", alpha=0.45 if which in faded else 1.0, label=which) for which in settings]
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=FONT, frameon=False)
     return fig
