@@ -125,3 +125,84 @@ def test_growth_figure_plots_each_failure_against_n():
     plt.close(fig)
     with pytest.raises(ValueError, match="sweep"):
         images.growth_figure({"sizes": [], "ess": [], "methods": {}})
+
+
+# ------------------------------------------------------------------ chapter 13's page rules
+
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _labels(axis, minor=False):
+    """The tick labels drawn: visible, not empty, within the axis's view."""
+    lo, hi = sorted(axis.get_view_interval())
+    ticks = axis.get_minor_ticks() if minor else axis.get_major_ticks()
+    eps = 1e-9 * (hi - lo)
+    return [t.label1 for t in ticks if t.label1.get_visible() and t.label1.get_text().strip()
+            and lo - eps <= t.get_loc() <= hi + eps]
+
+
+def page_rules(fig):
+    """Text >= 8 pt once the figure is shown at the page's width (8.4 in); no two tick labels on
+    one axis overlap; no panel title touches that panel's tick labels."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    scale = min(1.0, 8.4 / fig.get_size_inches()[0])
+    for text in fig.findobj(matplotlib.text.Text):
+        if text.get_visible() and text.get_text().strip():
+            assert text.get_fontsize() * scale >= 8, text.get_text()
+    for ax in fig.axes:
+        ticks = []
+        for axis in (ax.xaxis, ax.yaxis):
+            boxes = [t.get_window_extent(renderer) for t in _labels(axis) + _labels(axis, minor=True)]
+            assert not [1 for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)], ax.get_title()
+            ticks += boxes
+        if ax.get_title():
+            title = ax.title.get_window_extent(renderer)
+            assert not [b for b in ticks if b.overlaps(title)], ax.get_title()
+
+
+def test_class_weights_labels_are_horizontal_and_readable_for_long_class_names():
+    k = len(CIFAR)
+    m = {"classes": np.full(k, 0.1), "lower": np.full(k, 0.05), "upper": np.full(k, 0.2)}
+    probs = [{"title": t, "exact": np.full(k, 0.1), "methods": {"exact sampler": m, "σ-DPS": m, "ΠGDM": m}}
+             for t in ("random-pixel inpainting", "Fourier magnitude", "box inpainting")]
+    fig = images.operator_class_weights_figure(probs, class_names=CIFAR)
+    page_rules(fig)
+    for ax in panels(fig):
+        labels = ax.get_xticklabels()
+        assert all(t.get_rotation() == 0 for t in labels)
+        # each label is its class name, or a prefix of it ending in '.'
+        for t, name in zip(labels, CIFAR):
+            text = t.get_text().strip()
+            assert text == name or (text.endswith(".") and name.startswith(text[:-1]))
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("ess", [[24.97, 2.08, 21.84], [3.0, 20.0, 150.0], [1.5, 400.0, 2e5]])
+def test_growth_figure_log_axes_have_few_plain_ticks(ess):
+    sweep = {"sizes": [1000, 10000, 100000], "ess": ess,
+             "methods": {"σ-DPS": {"tv_above_floor": [0.5, 0.6, 0.7], "excluded": [0.2, 0.3, 0.4]}}}
+    fig = images.growth_figure(sweep, title="textures, random-pixel inpainting")
+    page_rules(fig)
+    a, _, c = panels(fig)
+    shown = [t.get_text() for t in _labels(c.yaxis)]
+    assert 2 <= len(shown) <= 7 and not _labels(c.yaxis, minor=True)
+    assert not any("times" in s or "^" in s for s in shown)              # plain numbers, no 2×10⁰
+    assert [t.get_text() for t in _labels(a.xaxis)] == ["1,000", "10,000", "100,000"]
+    plt.close(fig)
+
+
+def test_maps_and_tweedie_figures_keep_page_rules():
+    maps = {n: {"mean": img(), "std": img()} for n in ("exact posterior", "exact sampler", "σ-DPS", "ΠGDM", "DAPS")}
+    fig = images.posterior_maps_figure([{"title": "random-pixel inpainting", "truth": img(), "observed": img(),
+                                         "maps": maps}] * 2, title="digits")
+    page_rules(fig)
+    plt.close(fig)
+    times = [1.0, 0.3, 0.1, 0.03, 0.01]
+    rows = {"exact sampler": [img() for _ in times], "σ-DPS": [img() for _ in times]}
+    strips = [{"title": t, "times": times, "rows": rows} for t in ("digits", "textures")]
+    curves = [{"title": t, "times": times, "blur": {"exact sampler": [0.9, 0.5, 0.3, 0.1, 0.0]}}
+              for t in ("digits", "textures")]
+    fig = images.tweedie_blur_figure(strips, curves)
+    page_rules(fig)
+    plt.close(fig)

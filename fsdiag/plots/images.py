@@ -8,6 +8,11 @@ import numpy as np
 
 __all__ = ["posterior_maps_figure", "operator_class_weights_figure", "tweedie_blur_figure", "growth_figure"]
 
+PAGE = 8.4          # width of the book's page, inches: figures are drawn at it so text keeps its size
+FONT = 9            # smallest text, points, at that width
+TITLE = 10          # panel titles
+PAD = 8             # points between a panel's title and what is under it
+
 
 def _colors(names):
     import seaborn as sns
@@ -39,7 +44,59 @@ def _mosaic(images, *, gray: bool, gap: int = 1) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def _show_mosaic(ax, images, labels, *, vmin, vmax, cmap, gray=False):
+def _text_width(text: str) -> float:
+    """Width in points of `text` at FONT points."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+    return TextToPath().get_text_width_height_descent(text, FontProperties(size=FONT), ismath=False)[0]
+
+
+def _horizontal_labels(ax, positions, names, *, width: float) -> None:
+    """Horizontal x tick labels for a panel about `width` inches wide, at FONT points: the full
+    names where they fit side by side; else every other label dropped a line (twice the room);
+    else names shortened to fit that room, ending in '.'."""
+    names = [str(n) for n in names]
+    room = width * 72 / max(len(names), 1)                  # points between neighbouring labels
+    ax.set_xticks(positions, names, fontsize=FONT, rotation=0)
+    if max((_text_width(n) for n in names), default=0.0) <= 0.85 * room:
+        return
+    fit = []
+    for n in names:
+        while len(n) > 2 and _text_width(n) > 1.7 * room:
+            n = n[:-2].rstrip() + "."
+        fit.append(n)
+    ax.set_xticks(positions, fit, fontsize=FONT, rotation=0)
+    for tick in ax.xaxis.get_major_ticks()[1::2]:
+        tick.set_pad(tick.get_pad() + 1.25 * FONT)
+
+
+def _plain(v, _pos=None) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:g}"
+
+
+def _few_log_ticks(ax, which: str, values, *, at_values: bool = False) -> None:
+    """A log axis with a few plainly written major ticks and no minor labels: at the values
+    themselves (at_values, when there are at most 5 of them), else at 1, 2, 5 x 10^k over a
+    range up to 20, 1, 3 x 10^k up to 200, some powers of 10 beyond."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    if v.size == 0:
+        return
+    if at_values and len(set(v.tolist())) <= 5:
+        axis.set_major_locator(FixedLocator(sorted(set(v.tolist()))))
+    else:
+        ratio = v.max() / v.min()
+        subs = (1.0, 2.0, 5.0) if ratio <= 20 else (1.0, 3.0) if ratio <= 200 else (1.0,)
+        axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=6))
+    axis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _show_mosaic(ax, images, labels, *, vmin, vmax, cmap, gray=False, width: float = PAGE / 2):
     import matplotlib.pyplot as plt
     m = _mosaic(images, gray=gray)
     cm = plt.get_cmap(cmap).with_extremes(bad="white")
@@ -47,8 +104,7 @@ def _show_mosaic(ax, images, labels, *, vmin, vmax, cmap, gray=False):
         m = np.where(np.isnan(m), 1.0, np.clip(m, vmin, vmax))
     im = ax.imshow(m, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
     w = np.asarray(_image(images[0], gray=True)).shape[1]
-    ax.set_xticks([k * (w + 1) + (w - 1) / 2 for k in range(len(images))], labels, fontsize=9,
-                  rotation=30, ha="right")
+    _horizontal_labels(ax, [k * (w + 1) + (w - 1) / 2 for k in range(len(images))], labels, width=width)
     ax.set_yticks([])
     ax.grid(False)
     return im
@@ -64,7 +120,7 @@ def posterior_maps_figure(problems, *, title: str = ""):
     if not problems:
         raise ValueError("problems: expected at least one problem")
     n = len(problems)
-    fig, axes = plt.subplots(n, 2, figsize=(11.5, 1.25 + 1.75 * n), squeeze=False, layout="constrained",
+    fig, axes = plt.subplots(n, 2, figsize=(PAGE, 0.8 + 1.35 * n), squeeze=False, layout="constrained",
                              gridspec_kw={"width_ratios": [1.3, 1.0]})
     for row, p in zip(axes, problems):
         names = list(p["maps"])
@@ -73,15 +129,16 @@ def posterior_maps_figure(problems, *, title: str = ""):
         labels = ["truth"] + (["observed"] if obs is not None else [])
         vmax = max(1.0, float(np.nanmax(np.asarray(p["truth"], dtype=float))))
         im = _show_mosaic(row[0], first + [p["maps"][k]["mean"] for k in names], labels + names,
-                          vmin=0.0, vmax=vmax, cmap="gray_r")
-        row[0].set_title(f"{p['title']}: per-pixel mean", fontsize=10)
+                          vmin=0.0, vmax=vmax, cmap="gray_r", width=PAGE * 1.3 / 2.3 - 0.2)
+        row[0].set_title(f"{p['title']}: per-pixel mean", fontsize=TITLE, pad=PAD)
         stds = [p["maps"][k]["std"] for k in names]
         top = max(float(np.nanmax(np.asarray(s, dtype=float))) for s in stds) or 1.0
-        im = _show_mosaic(row[1], stds, names, vmin=0.0, vmax=top, cmap="magma", gray=True)
-        row[1].set_title(f"{p['title']}: per-pixel standard deviation", fontsize=10)
-        fig.colorbar(im, ax=row[1], shrink=0.8, pad=0.01)
+        im = _show_mosaic(row[1], stds, names, vmin=0.0, vmax=top, cmap="magma", gray=True,
+                          width=PAGE * 1.0 / 2.3 - 0.6)
+        row[1].set_title(f"{p['title']}: per-pixel std", fontsize=TITLE, pad=PAD)
+        fig.colorbar(im, ax=row[1], shrink=0.8, pad=0.01).ax.tick_params(labelsize=FONT)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=TITLE + 1)
     return fig
 
 
@@ -97,8 +154,8 @@ def operator_class_weights_figure(problems, *, class_names, ncols: int = 2):
     k = len(class_names)
     ncols = max(1, min(ncols, 3, len(problems)))
     nrows = -(-len(problems) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(min(11.5, 5.75 * ncols), 2.9 * nrows), squeeze=False,
-                             layout="constrained", sharey=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE if ncols > 1 else PAGE / 2 + 0.5, 3.0 * nrows),
+                             squeeze=False, layout="constrained", sharey=True)
     pos = np.arange(k)
     for ax, p in zip(axes.flat, problems):
         names = list(p["methods"])
@@ -114,14 +171,16 @@ def operator_class_weights_figure(problems, *, class_names, ncols: int = 2):
             ax.bar(x, s, width, color=colors[name], label=name)
             ax.errorbar(x, s, yerr=[np.maximum(s - lo, 0), np.maximum(hi - s, 0)], fmt="none", ecolor="k", lw=0.7)
         ax.scatter(pos, exact, marker="_", s=300, color="k", zorder=5, label="exact posterior")
-        ax.set_xticks(pos, [str(c) for c in class_names], fontsize=9, rotation=30 if k > 6 else 0)
+        _horizontal_labels(ax, pos, class_names, width=fig.get_size_inches()[0] / ncols - 0.7)
+        ax.tick_params(axis="y", labelsize=FONT)
         ax.set_ylim(0, 1.02)
-        ax.set_title(p["title"], fontsize=10)
+        ax.set_title(p["title"], fontsize=TITLE, pad=PAD)
     for ax in axes.flat[len(problems):]:
         ax.set_axis_off()
     for ax in axes[:, 0]:
         ax.set_ylabel("posterior mass")
-    axes.flat[0].legend(fontsize=9, frameon=False, ncol=2)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), fontsize=FONT, frameon=False)
     return fig
 
 
@@ -140,7 +199,7 @@ def tweedie_blur_figure(strips, curves):
         raise ValueError(f"strips: expected at most 3 strips and curves (one per data set), got {ncols}")
     nrows = int(bool(strips)) + int(bool(curves))
     heights = ([1.4] if strips else []) + ([1.0] if curves else [])
-    fig, axes = plt.subplots(nrows, ncols, figsize=(11.5, 3.0 * nrows + 0.6), squeeze=False, layout="constrained",
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE, 2.4 * nrows + 0.6), squeeze=False, layout="constrained",
                              gridspec_kw={"height_ratios": heights})
     r = 0
     if strips:
@@ -152,12 +211,12 @@ def tweedie_blur_figure(strips, curves):
             cm = plt.get_cmap("gray_r").with_extremes(bad="white")
             ax.imshow(m, cmap=cm, vmin=0, vmax=max(1.0, float(np.nanmax(m))), interpolation="nearest")
             h = np.asarray(_image(s["rows"][names[0]][0], gray=True)).shape
-            ax.set_yticks([i * (h[0] + 1) + (h[0] - 1) / 2 for i in range(len(names))], names, fontsize=9)
+            ax.set_yticks([i * (h[0] + 1) + (h[0] - 1) / 2 for i in range(len(names))], names, fontsize=FONT)
             ax.set_xticks([i * (h[1] + 1) + (h[1] - 1) / 2 for i in range(len(s["times"]))],
-                          [f"{t:.2g}" for t in s["times"]], fontsize=9)
-            ax.set_xlabel("stopping time t", fontsize=9)
+                          [f"{t:.2g}" for t in s["times"]], fontsize=FONT)
+            ax.set_xlabel("stopping time t", fontsize=FONT)
             ax.grid(False)
-            ax.set_title(f"{s['title']}: Tweedie mean of one particle", fontsize=10)
+            ax.set_title(f"{s['title']}: Tweedie mean of one particle", fontsize=TITLE, pad=PAD)
         for ax in axes[0][len(strips):]:
             ax.set_axis_off()
         r = 1
@@ -169,10 +228,11 @@ def tweedie_blur_figure(strips, curves):
                 ax.plot(c["times"], c["blur"][n], "o-", ms=3, color=colors[n], label=n)
             ax.set_xscale("log")
             ax.set_xlim(1.15, min(c["times"]) / 1.15)
-            ax.set_xlabel("stopping time t (log scale, time runs left to right)")
-            ax.set_ylabel("blur of the Tweedie means")
-            ax.set_title(c["title"], fontsize=10)
-        axes[r][0].legend(fontsize=9, frameon=False)
+            ax.set_xlabel("stopping time t (log scale, runs left to right)", fontsize=FONT)
+            ax.set_ylabel("blur of the Tweedie means", fontsize=FONT)
+            ax.tick_params(labelsize=FONT)
+            ax.set_title(c["title"], fontsize=TITLE, pad=PAD)
+        axes[r][0].legend(fontsize=FONT, frameon=False)
         for ax in axes[r][len(curves):]:
             ax.set_axis_off()
     return fig
@@ -190,7 +250,7 @@ def growth_figure(sweep, *, title: str = ""):
         raise ValueError("sweep: expected at least one size")
     names = list(sweep["methods"])
     colors = _colors(names)
-    fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.4), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE, 3.2), layout="constrained")
     for n in names:
         m = sweep["methods"][n]
         axes[0].plot(sizes, m["tv_above_floor"], "o-", color=colors[n], label=n)
@@ -201,12 +261,14 @@ def growth_figure(sweep, *, title: str = ""):
     axes[1].set_ylim(-0.02, 1.02)
     axes[2].plot(sizes, sweep["ess"], "o-", color="k")
     axes[2].set_ylabel("exact posterior ESS over atoms")
-    axes[2].set_yscale("log")
-    for ax, t in zip(axes, ("distance to the exact class weights", "ruled-out classes", "exact posterior")):
-        ax.set_xscale("log")
-        ax.set_xlabel("atoms N")
-        ax.set_title(t, fontsize=10)
-    axes[0].legend(fontsize=9, frameon=False)
+    _few_log_ticks(axes[2], "y", sweep["ess"])
+    for ax, t in zip(axes, ("distance to the exact\nclass weights", "ruled-out classes", "exact posterior")):
+        _few_log_ticks(ax, "x", sizes, at_values=True)
+        ax.set_xlabel("atoms N", fontsize=FONT)
+        ax.yaxis.label.set_fontsize(FONT)
+        ax.tick_params(labelsize=FONT)
+        ax.set_title(t, fontsize=TITLE, pad=PAD)
+    axes[0].legend(fontsize=FONT, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=TITLE + 1)
     return fig
