@@ -632,8 +632,8 @@ def _table_header(key, names) -> str:
 def table(data, *, names: dict | None = None):
     """A pandas Styler for display() of a table on the page: `data` is a DataFrame, a list of
     row dicts or a dict of column dicts. Integer-valued columns print as integers, booleans as
-    yes/no, other floats with 3 significant digits, missing values as n/a; snake_case headers
-    become words and `names` (e.g. method key -> display name) renames headers and string cells.
+    yes/no, other floats with 3 significant digits, missing values as n/a (numbers do not wrap,
+    right-aligned); snake_case headers become words and `names` (e.g. method key -> display name) renames headers and string cells.
     A meaningful index (a pivot table's, say) becomes ordinary columns; no index column shows."""
     import pandas as pd
 
@@ -642,7 +642,7 @@ def table(data, *, names: dict | None = None):
         df.index = df.index.set_names([n if n is not None else "" for n in df.index.names])
         df = df.reset_index()
     df.columns = [_table_header(c, names) for c in df.columns]
-    formats = {}
+    formats, numeric = {}, []
     for col in df.columns:
         values = df[col]
         present = values.dropna()
@@ -650,6 +650,7 @@ def table(data, *, names: dict | None = None):
             formats[col] = lambda v: "n/a" if v is None or v != v else ("yes" if v else "no")
         elif len(present) and all(isinstance(v, numbers.Real) for v in present):
             integral = all(float(v).is_integer() for v in present)
+            numeric.append(col)
             formats[col] = (lambda v, integral=integral: "n/a" if v is None or v != v
                             else (f"{int(v):d}" if integral else _table_number(float(v))))
         elif names:
@@ -658,4 +659,7 @@ def table(data, *, names: dict | None = None):
         else:
             formats[col] = lambda v: "n/a" if v is None or (isinstance(v, float) and v != v) else str(v)
     styler = df.style.format(formats).hide(axis="index")
-    return styler.set_table_styles([{"selector": "td, th", "props": [("white-space", "nowrap")]}])
+    styler = styler.set_table_styles([{"selector": "th", "props": [("white-space", "nowrap")]}])
+    if numeric:                                 # numbers never wrap; long text may
+        styler = styler.set_properties(subset=numeric, **{"white-space": "nowrap", "text-align": "right"})
+    return styler

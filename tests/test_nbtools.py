@@ -440,3 +440,10 @@ def test_table_turns_a_pivot_index_into_columns_and_maps_method_headers():
     assert list(styler.data.columns) == ["noise std", "FSR", "σ-DPS"]
     cells, _ = _cells(styler)
     assert cells == ["0.03", "0.5", "0.25", "0.1", "0", "1"]
+
+
+def test_table_numbers_do_not_wrap_but_text_may():
+    html = nbtools.table([{"sampler": "DPS", "note": "a long sentence " * 5, "TV": 0.5}]).to_html()
+    import re
+    nowrap = re.findall(r"#(T_\w+_row0_col\d+)[^{]*\{[^}]*white-space: nowrap", html)
+    assert [n.rsplit("_", 1)[1] for n in nowrap] == ["col2"]
