@@ -159,6 +159,15 @@ def page_rules(fig):
         if ax.get_title():
             title = ax.title.get_window_extent(renderer)
             assert not [b for b in ticks if b.overlaps(title)], ax.get_title()
+    # no two panel titles run into each other; every axis label lies inside the figure
+    titles = [(ax.get_title(), ax.title.get_window_extent(renderer)) for ax in fig.axes if ax.get_title()]
+    assert not [(a, b) for i, (a, ba) in enumerate(titles) for b, bb in titles[i + 1:] if ba.overlaps(bb)]
+    for ax in fig.axes:
+        for label in (ax.xaxis.label, ax.yaxis.label):
+            if label.get_text():
+                box = label.get_window_extent(renderer)
+                assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= fig.bbox.width + 1 and \
+                    box.y1 <= fig.bbox.height + 1, label.get_text()
 
 
 def test_class_weights_labels_are_horizontal_and_readable_for_long_class_names():
@@ -200,9 +209,9 @@ def test_maps_and_tweedie_figures_keep_page_rules():
     plt.close(fig)
     times = [1.0, 0.3, 0.1, 0.03, 0.01]
     rows = {"exact sampler": [img() for _ in times], "σ-DPS": [img() for _ in times]}
-    strips = [{"title": t, "times": times, "rows": rows} for t in ("digits", "textures")]
-    curves = [{"title": t, "times": times, "blur": {"exact sampler": [0.9, 0.5, 0.3, 0.1, 0.0]}}
-              for t in ("digits", "textures")]
+    titles = ("digits, random-pixel inpainting", "textures, random-pixel inpainting")    # the chapter's
+    strips = [{"title": t, "times": times, "rows": rows} for t in titles]
+    curves = [{"title": t, "times": times, "blur": {"exact sampler": [0.9, 0.5, 0.3, 0.1, 0.0]}} for t in titles]
     fig = images.tweedie_blur_figure(strips, curves)
     page_rules(fig)
     plt.close(fig)

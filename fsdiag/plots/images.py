@@ -199,7 +199,7 @@ def tweedie_blur_figure(strips, curves):
         raise ValueError(f"strips: expected at most 3 strips and curves (one per data set), got {ncols}")
     nrows = int(bool(strips)) + int(bool(curves))
     heights = ([1.4] if strips else []) + ([1.0] if curves else [])
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE, 2.4 * nrows + 0.6), squeeze=False, layout="constrained",
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE, 2.9 * nrows + 0.6), squeeze=False, layout="constrained",
                              gridspec_kw={"height_ratios": heights})
     r = 0
     if strips:
@@ -216,7 +216,7 @@ def tweedie_blur_figure(strips, curves):
                           [f"{t:.2g}" for t in s["times"]], fontsize=FONT)
             ax.set_xlabel("stopping time t", fontsize=FONT)
             ax.grid(False)
-            ax.set_title(f"{s['title']}: Tweedie mean of one particle", fontsize=TITLE, pad=PAD)
+            ax.set_title(f"{s['title']}:\nTweedie mean of one particle", fontsize=TITLE, pad=PAD)
         for ax in axes[0][len(strips):]:
             ax.set_axis_off()
         r = 1
@@ -229,7 +229,7 @@ def tweedie_blur_figure(strips, curves):
             ax.set_xscale("log")
             ax.set_xlim(1.15, min(c["times"]) / 1.15)
             ax.set_xlabel("stopping time t (log scale, runs left to right)", fontsize=FONT)
-            ax.set_ylabel("blur of the Tweedie means", fontsize=FONT)
+            ax.set_ylabel("blur of Tweedie means", fontsize=FONT)
             ax.tick_params(labelsize=FONT)
             ax.set_title(c["title"], fontsize=TITLE, pad=PAD)
         axes[r][0].legend(fontsize=FONT, frameon=False)
