@@ -215,9 +215,11 @@ function fsdiagProbe() {
     [i.getAttribute('src'), i.naturalWidth, i.getBoundingClientRect().width]);
   const eqs = [...document.querySelectorAll('mjx-container[display="true"]')].map(m =>
     [m.scrollWidth, m.parentElement.getBoundingClientRect().width, (m.textContent || '').slice(0, 60)]);
+  const code = [...document.querySelectorAll('article .cell_input pre')].map(c =>
+    [c.scrollWidth, c.clientWidth, (c.textContent || '').split('\\n').reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 60)]);
   const p = document.createElement('pre');
   p.id = 'fsdiag-layout';
-  p.textContent = JSON.stringify({figs: figs, eqs: eqs});
+  p.textContent = JSON.stringify({figs: figs, eqs: eqs, code: code});
   document.body.appendChild(p);
 }
 window.addEventListener('load', () => {
@@ -280,6 +282,10 @@ def test_figures_legible_and_equations_fit(page, chromium, built, tmp_path):
     wide = [f"{text!r}: {scroll} px in a {column:.0f} px column" for scroll, column, text in layout["eqs"]
             if scroll > column + 1]
     assert not wide, f"{page}: display equations wider than the column: {wide}"
+    # Visible code is read, not scrolled: a long line wraps inside its box (book/_static/fsdiag.css).
+    cut = [f"{text!r}...: {scroll} px in a {width} px box" for scroll, width, text in layout.get("code", [])
+           if scroll > width + 1]
+    assert not cut, f"{page}: code lines wider than their box (clipped or scrolled): {cut[:3]}"
 
 
 def _labels(obj, out: set) -> set:
