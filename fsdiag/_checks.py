@@ -6,6 +6,7 @@ numbers), `check_generator`, `resolve_device`.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -13,7 +14,13 @@ import numpy as np
 import torch
 
 __all__ = ["as_tensor", "check_finite", "check_has_values", "check_positive", "check_real", "check_int",
-           "check_generator", "resolve_device", "make_generator"]
+           "check_generator", "resolve_device", "make_generator", "did_you_mean"]
+
+def did_you_mean(name, options) -> str:
+    """' (did you mean 'x'?)' for the option closest to an unknown name, or '' when none is close."""
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 # torch.Generator.manual_seed takes a signed 64-bit seed.
 _SEED_LIMIT = 2 ** 63

@@ -171,7 +171,8 @@ def _image_shape(text):
 
 def build_problem(args):
     """The InverseProblem that the options describe (built-in, function, or files)."""
-    from .problems import PROBLEMS, custom, did_you_mean, held_out, load_array, load_atoms, make_problem
+    from ._checks import did_you_mean
+    from .problems import PROBLEMS, custom, held_out, load_array, load_atoms, make_problem
 
     files = [o for o in ("atoms", "labels", "operator", "y", "noise", "truth_index", "image_shape")
              if getattr(args, o, None) is not None]

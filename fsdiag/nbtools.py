@@ -19,7 +19,6 @@ moves into place::
 from __future__ import annotations
 
 import ast
-import difflib
 import glob
 import json
 import math
@@ -250,8 +249,8 @@ def check_params(namespace: dict, spec: dict) -> None:
     whose message starts with the parameter's name."""
     unknown = [n for n in injected_parameters(namespace.get("In")) if n not in spec]
     if unknown:
-        hints = [f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, spec, 1)) else repr(n)
-                 for n in unknown]
+        from ._checks import did_you_mean
+        hints = [f"{n!r}{did_you_mean(n, spec)}" for n in unknown]
         raise ValueError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
                          f"this notebook's parameters are: {', '.join(spec)}")
     for name, kind in spec.items():
@@ -320,7 +319,7 @@ def _adopt_chapter_folder(final: Path) -> None:
 
 
 def _target(final: Path):
-    from .outputs import OutputError, Target
+    from .outputs import Target
     return Target(final, owner=OWNER, option="out_dir", override=None)
 
 

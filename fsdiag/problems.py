@@ -6,7 +6,6 @@ the noise level, the image shape and the schedule helpers. Its prior is an FSR p
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_int
+from ._checks import as_tensor, check_int, did_you_mean
 from .forward import AbsoluteValue, Affine, ForwardModel, Identity, Mask, PolarAngle, Radial
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior
@@ -23,7 +22,7 @@ from .testbeds import GaussianMixture, three_atoms
 
 __all__ = ["InverseProblem", "PROBLEMS", "make_problem", "blur_matrix", "custom", "held_out", "OPERATORS",
            "operator", "load_atoms",
-           "load_array", "did_you_mean"]
+           "load_array"]
 
 
 @dataclass
@@ -187,11 +186,6 @@ def as_samples(samples, problem: InverseProblem) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ your own problem
-def did_you_mean(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def load_array(path, what: str) -> np.ndarray:
     """A .npy array (or the only / first array of a .npz) without pickles; ValueError naming `what`."""
     p = Path(path)
