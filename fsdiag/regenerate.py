@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import bookfiles
+from ._checks import did_you_mean
 from .outputs import MARKER, OutputError, Target, atomic_write, owner_of
 
 __all__ = ["RunSpec", "load_profiles", "expand", "execute_run", "regenerate", "build_book_from",
@@ -117,7 +118,7 @@ def expand(profile: str, *, profiles: dict | None = None, notebooks_dir: str | o
     """The runs of a profile (optionally only some notebooks), in a stable order."""
     profiles = load_profiles() if profiles is None else profiles
     if profile not in profiles:
-        raise ValueError(f"--profile: unknown profile {profile!r}{_did_you_mean(profile, profiles)}; "
+        raise ValueError(f"--profile: unknown profile {profile!r}{did_you_mean(profile, profiles)}; "
                          f"profiles: {', '.join(sorted(profiles))}")
     spec = profiles[profile]
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else REPO / "notebooks"
@@ -128,7 +129,7 @@ def expand(profile: str, *, profiles: dict | None = None, notebooks_dir: str | o
             hits = [n for n in names if n == want or n == Path(want).stem or n.startswith(f"{want}_")]
             if not hits:
                 raise ValueError(f"--only: {want!r} matches no notebook of profile {profile!r}"
-                                 f"{_did_you_mean(want, names)} ({', '.join(names)})")
+                                 f"{did_you_mean(want, names)} ({', '.join(names)})")
             picked += [h for h in hits if h not in picked]
         names = picked
     runs = []
@@ -146,19 +147,20 @@ def expand(profile: str, *, profiles: dict | None = None, notebooks_dir: str | o
 
 
 # ------------------------------------------------------------------ one run
-def _headline(metrics: dict) -> dict:
-    """A run's headline numbers: the evidence rows of its chapter's verdict (`nbtools.verdict`,
-    declared once in each chapter), by label; else the chapter's own `headline` dict. Never its
-    parameters."""
+def _headline(metrics: dict) -> tuple[dict, str | None]:
+    """A run's headline numbers and verdict: the evidence rows of its chapter's verdict
+    (`nbtools.verdict`, declared once in each chapter), by label, and its status; else the
+    chapter's own `headline` dict and no status. Never its parameters."""
     verdict = metrics.get("verdict")
     if isinstance(verdict, dict) and isinstance(verdict.get("evidence"), list):
-        out = {str(r["label"]): r["value"] for r in verdict["evidence"]
-               if isinstance(r, dict) and isinstance(r.get("value"), (int, float)) and not isinstance(r["value"], bool)
-               and math.isfinite(r["value"])}
-        return out
+        numbers = {str(r["label"]): r["value"] for r in verdict["evidence"]
+                   if isinstance(r, dict) and isinstance(r.get("value"), (int, float))
+                   and not isinstance(r["value"], bool) and math.isfinite(r["value"])}
+        return numbers, verdict.get("status")
     head = metrics.get("headline")
-    return {k: v for k, v in head.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
+    numbers = {k: v for k, v in head.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
         if isinstance(head, dict) else {}
+    return numbers, None
 
 
 def notebook_parameters(path) -> list[str]:
@@ -197,11 +199,6 @@ def _run_target(folder: Path) -> Target:
     if folder.is_dir() and owner_of(folder) is None and _is_run_folder(folder):
         atomic_write(folder / MARKER, OWNER + "\n")         # adopt an unmarked run folder of an older fsdiag
     return Target(folder, owner=OWNER, option="--out")
-
-
-def _did_you_mean(name: str, options) -> str:
-    from .problems import did_you_mean
-    return did_you_mean(str(name), [str(o) for o in options])
 
 
 @contextlib.contextmanager
@@ -260,9 +257,8 @@ def execute_run(spec: RunSpec) -> dict:
             if not metrics_file.is_file():
                 raise RuntimeError(f"the notebook finished without writing {metrics_file.relative_to(stage)} "
                                    "(its out_dir): no outputs")
-            metrics = json.loads(metrics_file.read_text())
-            row.update(status="done", headline=_headline(metrics),
-                       verdict=metrics["verdict"].get("status") if isinstance(metrics.get("verdict"), dict) else None)
+            headline, verdict = _headline(json.loads(metrics_file.read_text()))
+            row.update(status="done", headline=headline, verdict=verdict)
         except Exception as err:  # noqa: BLE001 - a failing run is reported, never raised
             row["error"] = _cell_error(err)
         row["time_s"] = time.perf_counter() - start
@@ -317,12 +313,17 @@ def _summary_of(folder: Path) -> dict | None:
     return summary if isinstance(summary, dict) else None
 
 
+def _out_path(out) -> str:
+    """--out as an absolute path, resolved against the caller's folder (not the kernel's)."""
+    if not isinstance(out, (str, os.PathLike)) or not str(os.fspath(out)).strip():
+        raise OutputError(f"--out: expected a folder path, got {out!r}")
+    return os.path.abspath(os.path.expanduser(os.fspath(out)))
+
+
 def _open_out(out, profile: str, overwrite: bool) -> Target:
     """OUT/<profile>, checked before any work: refused (OutputError, a usage error) when it is not a
     folder this command may write; created, marked as this command's, when it is missing."""
-    if not isinstance(out, (str, os.PathLike)) or not str(os.fspath(out)).strip():
-        raise OutputError(f"--out: expected a folder path, got {out!r}")
-    base = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
+    base = Path(_out_path(out))
     if base.exists() and not base.is_dir():
         raise OutputError(f"--out: {base} exists and is a file; give a folder")
     path = base / profile
@@ -361,12 +362,7 @@ def regenerate(profile: str, *, only=None, jobs: int = 1, scheduler: str | None 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs: expected a positive integer, got {jobs!r}")
     profiles = load_profiles(profiles_file)
-    if profile not in profiles:
-        raise ValueError(f"--profile: unknown profile {profile!r}{_did_you_mean(profile, profiles)}; "
-                         f"profiles: {', '.join(sorted(profiles))}")
-    if not isinstance(out, (str, os.PathLike)) or not str(os.fspath(out)).strip():
-        raise OutputError(f"--out: expected a folder path, got {out!r}")
-    out = os.path.abspath(os.path.expanduser(os.fspath(out)))    # the caller's folder, not the kernel's
+    out = _out_path(out)
     runs = expand(profile, profiles=profiles, notebooks_dir=notebooks_dir, only=only, out=out)
     root = _open_out(out, profile, overwrite).path
     _clean_leftovers(root, [spec.notebook for spec in runs])
