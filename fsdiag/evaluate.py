@@ -23,7 +23,7 @@ from .nearest import group_shares
 from .prior import EmpiricalPrior
 from .schedules import VPSchedule
 
-__all__ = ["Report", "evaluate", "diagnose", "monte_carlo_floor", "support_set", "copies_of", "atom_spacing", "sample_rows",
+__all__ = ["Report", "evaluate", "diagnose", "monte_carlo_floor", "support_set", "copies_of", "atom_masses", "atom_spacing", "sample_rows",
            "SUPPORT_FRACTION"]
 
 
@@ -76,6 +76,19 @@ def support_set(mass, level: float = 0.99) -> np.ndarray:
 def copies_of(prior: EmpiricalPrior) -> torch.Tensor:
     """One id per atom, equal for exact copies of one atom (N,): no sample can tell them apart."""
     return torch.unique(prior.atoms, dim=0, return_inverse=True)[1].reshape(-1).cpu()
+
+
+def atom_masses(prior: EmpiricalPrior, x: torch.Tensor, abar: float = 1.0,
+                copies: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampler's mass per atom (N,) float64 on the CPU, and each sample's distance to its atom:
+    every sample x (n, d) goes to its nearest atom (the most responsible one at alpha_bar < 1), exactly
+    (`prior.nearest`), and is split among exact copies of that atom in proportion to pi (no sample
+    can tell copies apart, and the exact posterior splits them so too: they share one likelihood)."""
+    copies = copies_of(prior) if copies is None else copies
+    nn = prior.nearest(x, abar)
+    share = group_shares(prior.log_weights.detach().cpu(), copies)
+    hits = torch.bincount(copies[nn.index.cpu()], minlength=int(copies.max()) + 1).to(torch.float64)
+    return hits[copies] * share / x.shape[0], nn.distance
 
 
 def atom_spacing(prior: EmpiricalPrior, copies: torch.Tensor | None = None, n_probe: int = 512) -> float:
@@ -257,8 +270,7 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
 
     # Assign every sample to an atom (exactly, in float64), and find its distance to the support.
     abar = 1.0 if t_final is None else schedule.alpha_bar(_time(t_final))
-    nn = prior.nearest(x, abar)
-    idx, dist = nn.index, nn.distance
+    mass, dist = atom_masses(prior, x, abar, copies)
     if abar < 1.0:
         a, b = math.sqrt(abar), math.sqrt(1.0 - abar)
         default_radius = b * (math.sqrt(prior.dim) + 3.0)
@@ -276,11 +288,6 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
     else:
         radius = check_positive(radius, "radius")
         rule = "given by the caller"
-    # A sample cannot tell exact copies of an atom apart: split it among them in proportion to pi
-    # (the exact posterior does the same: copies share one likelihood).
-    share = group_shares(prior.log_weights.detach().cpu(), copies)
-    hits = torch.bincount(copies[idx.cpu()], minlength=int(copies.max()) + 1).to(torch.float64)
-    mass = hits[copies] * share / n
 
     w = psi.detach().cpu().double()
     modes = mode_weights(mass, w, groups, n)

@@ -187,7 +187,7 @@ def _coefficients(abar, sigma_data: float, device) -> dict:
     root = D.sqrt()
     return {"skip_a": a / D, "one_minus_skip": e / D, "out": (b2 / D).sqrt(),
             "in": a / (s * root), "in_a": 1.0 / (s * root),
-            "noise": 0.125 * (torch.log(b2) - torch.log(abar)), "out2": b2 / D}
+            "noise": 0.125 * (torch.log(b2) - torch.log(abar))}
 
 
 # ------------------------------------------------------------------ training
@@ -523,28 +523,24 @@ def prior_report(samples, prior: EmpiricalPrior, *, t_final: float | None = None
     modes and over atoms with their Monte Carlo floors (as many exact prior draws), and the median
     distance from a clean sample to its nearest atom relative to the median spacing of the atoms."""
     from .diagnostics import mode_weights, total_variation
-    from .evaluate import atom_spacing, monte_carlo_floor, sample_rows
+    from .evaluate import atom_masses, atom_spacing, copies_of, monte_carlo_floor, sample_rows
 
     if not isinstance(prior, EmpiricalPrior):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
     x = sample_rows(samples, prior, "samples")
     seed = check_int(seed, "seed", minimum=0)
     n = x.shape[0]
-    if t_final is None:
-        idx, dist = prior.nearest(x)[:2]
-        x0 = x
-    else:
-        abar = VPSchedule().alpha_bar(check_positive(t_final, "t_final"))
-        idx = prior.nearest_atoms(x, abar)
-        x0 = x / math.sqrt(abar)
-        dist = (x0 - prior.atoms[idx]).norm(dim=1)
-    mass = torch.bincount(idx, minlength=prior.n_atoms).to(torch.float64).cpu() / n
+    abar = 1.0 if t_final is None else VPSchedule().alpha_bar(check_positive(t_final, "t_final"))
+    copies = copies_of(prior)
+    mass, dist = atom_masses(prior, x, abar, copies)
+    a = math.sqrt(abar)
+    x0, dist = x / a, dist / a                     # ||x / a - x^(i)||: the distance of a clean sample
     w = prior.weights.detach().cpu().double()
     labels = prior.labels.cpu() if prior.labels is not None else torch.arange(prior.n_atoms)
     modes = mode_weights(mass, w, labels, n)
     return {"n": n, "modes": modes, "tv_modes": modes["tv"],
-            "tv_floor_modes": monte_carlo_floor(w, n, groups=labels, seed=seed)["mean"],
+            "tv_floor_modes": monte_carlo_floor(w, n, groups=labels, copies=copies, seed=seed)["mean"],
             "tv_atoms": total_variation(mass.numpy(), w.numpy()),
-            "tv_floor_atoms": monte_carlo_floor(w, n, seed=seed)["mean"],
-            "relative_distance": float(dist.median()) / (atom_spacing(prior) or 1.0),
+            "tv_floor_atoms": monte_carlo_floor(w, n, copies=copies, seed=seed)["mean"],
+            "relative_distance": float(dist.median()) / (atom_spacing(prior, copies) or 1.0),
             "mean_abs_x0": float(x0.abs().mean())}
