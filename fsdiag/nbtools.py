@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .outputs import MARKER, Target, atomic_write, owner_of
+
 __all__ = ["Bool", "Choice", "Device", "Int", "ListOf", "Methods", "OutDir", "Real", "Seed",
            "check_params", "injected_parameters", "resolve_out_dir", "setup", "finish",
            "save_figure", "write_metrics", "to_jsonable", "figure_data", "figure_caption", "provenance", "verdict",
@@ -310,7 +312,6 @@ def _adopt_chapter_folder(final: Path) -> None:
     # The book's own notebooks/outputs/<chapter> (git-ignored build output) written before folders
     # were marked: a folder of figures, their data and metrics only is a chapter's, and is marked
     # as such so that the book build may replace it. Only there; anything else stays refused.
-    from .outputs import MARKER, atomic_write, owner_of
     if not final.is_dir() or final.is_symlink() or owner_of(final) is not None:
         return
     entries = list(final.iterdir())
@@ -319,7 +320,6 @@ def _adopt_chapter_folder(final: Path) -> None:
 
 
 def _target(final: Path):
-    from .outputs import Target
     return Target(final, owner=OWNER, option="out_dir", override=None)
 
 
@@ -386,7 +386,6 @@ def finish(out) -> Path:
             shown = final.relative_to(Path.cwd().resolve())
         except ValueError:
             shown = final
-        from .outputs import MARKER
         print(f"wrote {', '.join(sorted(p.name for p in final.iterdir() if p.name != MARKER))} to {shown}")
     _display_markdown(provenance())
     return final
@@ -422,20 +421,6 @@ def _display_markdown(text: str) -> None:
         display(Markdown(text))
 
 
-def _write(path: Path, write) -> Path:
-    # Write through a temporary name and rename, so that no file is ever half-written. open()
-    # creates it, so the umask applies (0644 under umask 022).
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 class SavedFile(type(Path())):
     """The path of a saved output; as a notebook cell's last value it shows nothing (the figure and
     its caption are the output, not a local path that may not exist on the reader's machine)."""
@@ -450,9 +435,9 @@ def save_figure(fig, out_dir, name: str) -> Path:
     command that regenerates it and links to its numbers (the figure is then closed, so a
     following plt.show() does not show it twice)."""
     out_dir = Path(out_dir)
-    png = _write(out_dir / f"{name}.png", lambda tmp: fig.savefig(tmp, bbox_inches="tight", format="png"))
+    png = atomic_write(out_dir / f"{name}.png", lambda tmp: fig.savefig(tmp, bbox_inches="tight", format="png"))
     rows = figure_data(fig)
-    _write(out_dir / f"{name}.csv", lambda tmp: _write_csv(tmp, rows))
+    atomic_write(out_dir / f"{name}.csv", lambda tmp: _write_csv(tmp, rows))
     if _in_notebook():
         import matplotlib.pyplot as plt
         from IPython.display import display
@@ -563,7 +548,7 @@ def to_jsonable(obj):
 def write_metrics(out_dir, metrics: dict) -> Path:
     """Write out_dir/metrics.json (out_dir: the folder from setup)."""
     text = json.dumps(to_jsonable(metrics), indent=2, sort_keys=True, allow_nan=True)
-    return SavedFile(_write(Path(out_dir) / "metrics.json", lambda tmp: Path(tmp).write_text(text)))
+    return SavedFile(atomic_write(Path(out_dir) / "metrics.json", text))
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,12 +48,17 @@ def owner_of(folder: Path) -> str | None:
         return None
 
 
-def atomic_write(path: Path, data: str | bytes) -> Path:
-    """Write `path` through a temporary sibling and a rename: never half-written."""
+def atomic_write(path: Path, data) -> Path:
+    """Write `path` through a temporary sibling and a rename: never half-written. `data` is text,
+    bytes, or a function that writes the file it is given (e.g. `lambda tmp: fig.savefig(tmp)`).
+    The file is created by open(), so the umask applies."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        if callable(data):
+            data(tmp)
+        else:
+            tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
