@@ -271,7 +271,7 @@ def cuda_worker(args) -> dict:
     if not dry and not torch.cuda.is_available():
         return {}
     import fsdiag
-    from fsdiag import _fused as FU
+    from fsdiag import fused as FU
     from fsdiag.testbeds import GaussianMixture
 
     dev = torch.device("cpu" if dry else "cuda")

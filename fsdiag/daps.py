@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ._checks import check_int, check_positive, check_real
-from .smc import RunWithInfo, _check_finite, _setup, register_sampler
+from .smc import RunWithInfo, check_particles, setup_sampler, register_sampler
 
 __all__ = ["daps"]
 
@@ -76,7 +76,7 @@ def daps(prior, lik, *, n_particles: int = 1024, n_steps: int = 200, t_min: floa
     rho = check_real(rho, "rho")
     if rho < 1:
         raise ValueError(f"rho: expected a number >= 1, got {rho!r}")
-    n, n_steps, schedule, grid, problem, gen, rec_steps = _setup(
+    n, n_steps, schedule, grid, problem, gen, rec_steps = setup_sampler(
         prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max, schedule=schedule,
         seed=seed, generator=generator, record=record)
     dev, dt_ = prior.device, prior.dtype
@@ -97,7 +97,7 @@ def daps(prior, lik, *, n_particles: int = 1024, n_steps: int = 200, t_min: floa
         abar_s = schedule.alpha_bar(s)
         z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
         x = math.sqrt(abar_s) * x0 + math.sqrt(1.0 - abar_s) * z
-        _check_finite(x, "daps", s)
+        check_particles(x, "daps", s)
     abar = schedule.alpha_bar(float(grid[-1]))
     times.append(float(grid[-1])), xs.append(x.clone()), ms.append(prior.moments(x, abar).mean)
     info = {"x0": x0, "lr": lrs}

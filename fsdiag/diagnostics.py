@@ -15,7 +15,7 @@ from scipy import stats
 from ._checks import as_tensor, check_generator, check_has_values, check_int, check_positive, check_real, make_generator
 from .likelihood import GaussianLikelihood
 from .methods import Problem, make_method
-from .prior import EmpiricalPrior, _check_abar
+from .prior import EmpiricalPrior, check_abar
 
 __all__ = ["posterior_weights", "total_variation", "wilson_interval",
            "wasserstein_1d", "sliced_wasserstein", "sample_posterior_t", "mode_weights",
@@ -24,7 +24,7 @@ __all__ = ["posterior_weights", "total_variation", "wilson_interval",
 
 def posterior_weights(prior: EmpiricalPrior, lik) -> torch.Tensor:
     """Exact posterior over atoms psi_i = softmax_i(log pi_i + log p(y | x^(i))), shape (N,)."""
-    _check_prior(prior)
+    check_prior(prior)
     problem = Problem.build(prior, lik)
     return prior.log_posterior_weights(_log_lik_differences(prior, problem.lik, problem.log_lik)).exp()
 
@@ -46,7 +46,7 @@ def _log_lik_differences(prior: EmpiricalPrior, lik, log_lik: torch.Tensor) -> t
     if (float(log_lik[finite].abs().max()) < _LOG_LIK_EXACT
             or type(lik).log_prob is not GaussianLikelihood.log_prob
             or type(lik).residual is not GaussianLikelihood.residual
-            or type(prior)._log_posterior_weights64 is not EmpiricalPrior._log_posterior_weights64):
+            or type(prior).log_posterior_weights is not EmpiricalPrior.log_posterior_weights):
         return log_lik
     ref = int(torch.argmax(prior._log_w64 + log_lik))
     std = lik.noise_std.to(device=prior.device)
@@ -63,7 +63,7 @@ def _log_lik_differences(prior: EmpiricalPrior, lik, log_lik: torch.Tensor) -> t
     return torch.where(torch.isfinite(out), out, plain)
 
 
-def _check_prior(prior) -> None:
+def check_prior(prior) -> None:
     if not isinstance(prior, EmpiricalPrior):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
 
@@ -94,7 +94,7 @@ def _check_weights(w, n: int, name: str) -> np.ndarray:
     return w / w.max() / np.sum(w / w.max())      # divide by the max first: no overflow in the sum
 
 
-def _check_run(run, prior: EmpiricalPrior, needs=("trajectory", "tweedie", "times", "samples", "schedule")) -> None:
+def check_run(run, prior: EmpiricalPrior, needs=("trajectory", "tweedie", "times", "samples", "schedule")) -> None:
     """A Run, or any object with the attributes this diagnostic reads (duck typing)."""
     if not all(hasattr(run, k) for k in needs):
         raise TypeError(f"run: expected an fsdiag.Run, got {type(run).__name__}")
@@ -181,9 +181,9 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, y_weights=None, n_pr
 def sample_posterior_t(prior: EmpiricalPrior, psi: torch.Tensor, abar: float, n: int,
                        generator: torch.Generator) -> torch.Tensor:
     """n exact draws from p_t(x_t | y) = sum_i psi_i N(a x^(i), b^2 I)."""
-    _check_prior(prior)
+    check_prior(prior)
     psi = _check_psi(psi, prior)
-    abar, _, _ = _check_abar(abar)
+    abar, _, _ = check_abar(abar)
     n = check_int(n, "n", minimum=0)
     check_generator(generator)
     if n == 0:
@@ -203,7 +203,7 @@ def _posterior_t_moments(prior, psi, abar):
 
 def atom_mass(prior: EmpiricalPrior, x: torch.Tensor, abar: float) -> torch.Tensor:
     """Fraction of particles x (at alpha_bar abar) whose most responsible atom is each atom, (N,)."""
-    _check_prior(prior)
+    check_prior(prior)
     idx = prior.nearest_atoms(x, abar)
     if idx.shape[0] == 0:
         raise ValueError("x: expected at least one particle (the mass of an empty sample is undefined)")
@@ -239,8 +239,8 @@ def hallucination(prior: EmpiricalPrior, lik, x: torch.Tensor, abar: float, psi:
     is below `negligible`; (b) off-support particles, farther than `radius` (default
     b (sqrt(d) + 3)) from every a x^(i), and likelihood-mode hallucination: off-support
     particles whose A(x / a) still fits y (chi-square test at `level`)."""
-    _check_prior(prior)
-    abar, a, b2 = _check_abar(abar)
+    check_prior(prior)
+    abar, a, b2 = check_abar(abar)
     b = math.sqrt(b2)
     psi = _check_psi(psi, prior)
     negligible = check_real(negligible, "negligible")
@@ -272,8 +272,8 @@ def hallucination(prior: EmpiricalPrior, lik, x: torch.Tensor, abar: float, psi:
 def spread(run, prior: EmpiricalPrior, psi: torch.Tensor, *, seed: int = 0) -> dict:
     """Per recorded time: total variance of the particle cloud over that of the exact p_t(x_t|y)
     (>1 over-dispersed, <1 under-dispersed), mean error, and sliced W1 to exact draws."""
-    _check_prior(prior)
-    _check_run(run, prior, ("times", "trajectory", "schedule"))
+    check_prior(prior)
+    check_run(run, prior, ("times", "trajectory", "schedule"))
     psi = _check_psi(psi, prior)
     gen = make_generator(seed, None, prior.device)
     out = {"times": [], "var_ratio": [], "mean_error": [], "wasserstein": []}
@@ -297,7 +297,7 @@ def score_agreement(prior: EmpiricalPrior, lik, method, times, *, schedule=None,
     norm_ratio = median ||approx|| / ||exact|| (>1: likelihood over-weighted, <1: under-weighted);
     cosine = mean cosine similarity."""
     from .schedules import VPSchedule, check_time
-    _check_prior(prior)
+    check_prior(prior)
     schedule = VPSchedule() if schedule is None else schedule
     n_points = check_int(n_points, "n_points")
     if isinstance(times, (str, bytes)) or not hasattr(times, "__iter__"):
@@ -328,8 +328,8 @@ def score_agreement(prior: EmpiricalPrior, lik, method, times, *, schedule=None,
 def early_stopping(run, prior: EmpiricalPrior, psi: torch.Tensor, *, n_projections: int = 64, seed: int = 0) -> dict:
     """Stop at each recorded time and output the particle or its Tweedie mean: sliced W1 to the
     exact posterior over atoms (exact W1 for d = 1)."""
-    _check_prior(prior)
-    _check_run(run, prior, ("times", "trajectory", "tweedie"))
+    check_prior(prior)
+    check_run(run, prior, ("times", "trajectory", "tweedie"))
     psi = _check_psi(psi, prior)
     out = {"times": run.times.tolist(), "particle": [], "tweedie": []}
     atoms, w = prior.atoms, psi.detach().cpu().double().numpy()

@@ -59,7 +59,7 @@ import torch
 import torch.distributed as dist
 
 from ._checks import as_tensor, check_generator, resolve_device
-from .prior import EmpiricalPrior, _check_abar, _check_result
+from .prior import EmpiricalPrior, check_abar, check_result
 
 __all__ = ["ShardedPrior"]
 
@@ -194,7 +194,7 @@ class ShardedPrior(EmpiricalPrior):
         normalised over ALL shards: the ranks' columns concatenated in rank order are one
         process's (batch, N) matrix. Dense: for small N only."""
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         if self._massless:
             if log_lik is not None:
                 self._log_lik64(log_lik)
@@ -211,7 +211,7 @@ class ShardedPrior(EmpiricalPrior):
         L = self._gather(lse)                                    # (world, B), float64
         share = torch.exp(lse - torch.logsumexp(L, 0)).to(self.dtype)
         out = local * share.unsqueeze(1)
-        _check_result("x", out)
+        check_result("x", out)
         return out
 
     def _log_posterior_weights64(self, log_lik) -> torch.Tensor:
@@ -261,7 +261,7 @@ class ShardedPrior(EmpiricalPrior):
         one process's draw. With generator=None, the most responsible atom, as one process
         (ties: the lowest index)."""
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         local_gen = None
         if generator is not None:
             generator = check_generator(generator)

@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 
 from ._checks import as_tensor, check_int, check_positive
-from .diagnostics import (_check_prior, _check_run, early_stopping, mode_weights, posterior_weights, score_agreement,
+from .diagnostics import (check_prior, check_run, early_stopping, mode_weights, posterior_weights, score_agreement,
                           sliced_wasserstein, spread, total_variation)
 from .methods import Approximation
 from .nearest import group_shares
@@ -351,8 +351,8 @@ def diagnose(run, prior: EmpiricalPrior, lik, *, score_times=None, n_score_point
              negligible: float = 1e-3, radius: float | None = None, seed: int = 0) -> Report:
     """`evaluate` for an fsdiag.Run (its final particles at t_final, its trajectory), plus the
     agreement of its approximation's likelihood score with the exact one (DESIGN §4)."""
-    _check_prior(prior)
-    _check_run(run, prior)
+    check_prior(prior)
+    check_run(run, prior)
     n_score_points = check_int(n_score_points, "n_score_points")
     t_final = run.t_final
     if run.schedule.alpha_bar(t_final) >= 1.0:   # a run that ends at t = 0 (DDPM): the last positive-noise time

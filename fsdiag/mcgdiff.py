@@ -60,7 +60,7 @@ from tqdm import tqdm
 from ._checks import check_real
 from .forward import LinearForwardModel
 from .schedules import bridge
-from .smc import (_SCHEMES, RunWithInfo, _check_finite, _setup, effective_sample_size, register_sampler,
+from .smc import (RESAMPLING_SCHEMES, RunWithInfo, check_particles, setup_sampler, effective_sample_size, register_sampler,
                   resample, resample_if_degenerate)
 
 __all__ = ["mcgdiff", "mcgdiff_lite", "release_indices"]
@@ -114,8 +114,8 @@ def _check_smc_args(ess_threshold, resampling) -> float:
     threshold = check_real(ess_threshold, "ess_threshold")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"ess_threshold: expected a fraction in [0, 1], got {ess_threshold!r}")
-    if not isinstance(resampling, str) or resampling not in _SCHEMES:
-        raise ValueError(f"resampling: expected one of {sorted(_SCHEMES)}, got {resampling!r}")
+    if not isinstance(resampling, str) or resampling not in RESAMPLING_SCHEMES:
+        raise ValueError(f"resampling: expected one of {sorted(RESAMPLING_SCHEMES)}, got {resampling!r}")
     return threshold
 
 
@@ -147,7 +147,7 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
     if kernel == "exact" and not (hasattr(prior, "responsibilities") and hasattr(prior, "atoms")):
         raise TypeError(f"prior: kernel='exact' needs the atoms of an fsdiag.EmpiricalPrior, "
                         f"got {type(prior).__name__}")
-    n, n_steps, schedule, grid, problem, gen, rec_steps = _setup(
+    n, n_steps, schedule, grid, problem, gen, rec_steps = setup_sampler(
         prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max, schedule=schedule,
         seed=seed, generator=generator, record=record)
     if not bool((lik.noise_std == lik.noise_std[0]).all()):
@@ -250,7 +250,7 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
             mu = base + c_0 * atoms_bar[pick]
         xbar, _ = optimal(mu, v, k + 1)
         x = (xbar @ V.T).to(dt_)
-        _check_finite(x, name, t_next)
+        check_particles(x, name, t_next)
     # Final correction of the never-released coordinates by the true likelihood at the Tweedie mean.
     abar = float(abars[-1])
     m = prior.moments(x, abar).mean

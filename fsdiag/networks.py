@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from ._checks import as_tensor, check_int, check_positive, check_real, resolve_device
 from .methods import Approximation, Guidance
-from .prior import EmpiricalPrior, Moments, _check_abar, _check_result
+from .prior import EmpiricalPrior, Moments, check_abar, check_result
 from .schedules import VPSchedule
 
 __all__ = ["MLP", "ConvNet", "NetworkDenoiser", "Trained", "train_denoiser", "NetworkPrior",
@@ -427,35 +427,35 @@ class NetworkPrior:
             raise TypeError("log_lik: a NetworkPrior has no atoms; the exact conditional mean needs an "
                             "fsdiag.EmpiricalPrior")
         x = self._query(x)
-        abar, _, _ = _check_abar(abar)
+        abar, _, _ = check_abar(abar)
         mean, vjp_fn = torch.func.vjp(lambda q: self.denoiser(q, abar), x)
         mean = mean.detach()
-        _check_result("x", mean)
+        check_result("x", mean)
         self._last = (mean, x, abar, vjp_fn)
         nan = torch.full((x.shape[0],), math.nan, dtype=self.dtype, device=self.device)
         return Moments(nan, mean)
 
     def denoise(self, x, abar) -> torch.Tensor:
         x = self._query(x)
-        abar, _, _ = _check_abar(abar)
+        abar, _, _ = check_abar(abar)
         with torch.no_grad():
             out = self.denoiser(x, abar)
-        _check_result("x", out)
+        check_result("x", out)
         return out
 
     def score(self, x, abar) -> torch.Tensor:
         """The network's prior score (a m(x_t) - x_t) / b^2."""
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         out = (a * self.denoise(x, abar) - x) / b2
-        _check_result("x", out)
+        check_result("x", out)
         return out
 
     def denoiser_vjp(self, x, abar, v, *, moments: Moments | None = None) -> torch.Tensor:
         """(dm/dx_t)^T v by autograd; v (B, d) or (B, k, d). Reuses the graph of `moments` when
         it came from this prior's latest moments call on the same x and abar."""
         x = self._query(x)
-        abar, _, _ = _check_abar(abar)
+        abar, _, _ = check_abar(abar)
         v3, squeeze = self._vectors(v, x.shape[0])
         last = self._last
         if (moments is not None and last is not None and moments.mean is last[0] and last[2] == abar
@@ -468,14 +468,14 @@ class NetworkPrior:
         else:
             out = torch.func.vmap(lambda u: vjp_fn(u)[0])(v3.transpose(0, 1).contiguous()).transpose(0, 1)
         out = out.detach()
-        _check_result("v", out)
+        check_result("v", out)
         return out[:, 0] if squeeze else out
 
     def cov_matvec(self, x, abar, v, *, moments: Moments | None = None) -> torch.Tensor:
         """Cov(x0 | x_t) v = ((1 - abar) / sqrt(abar)) (dm/dx_t) v (Tweedie), by forward-mode
         autograd; v (B, d) or (B, k, d). `moments` is accepted for the interface and not needed."""
         x = self._query(x)
-        abar, a, b2 = _check_abar(abar)
+        abar, a, b2 = check_abar(abar)
         v3, squeeze = self._vectors(v, x.shape[0])
 
         def jvp(u):
@@ -486,7 +486,7 @@ class NetworkPrior:
         else:
             out = torch.func.vmap(jvp)(v3.transpose(0, 1).contiguous()).transpose(0, 1)
         out = (b2 / a) * out.detach()
-        _check_result("v", out)      # (b^2 / a) J v: a network's J need not vanish like a as abar -> 0
+        check_result("v", out)      # (b^2 / a) J v: a network's J need not vanish like a as abar -> 0
         return out[:, 0] if squeeze else out
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _fused
+from . import fused
 from ._threads import threads_for
 from ._checks import as_tensor, check_generator, check_int, check_real, resolve_device
 from .nearest import Nearest, nearest
@@ -87,7 +87,7 @@ def _functorch_wrapped(t: torch.Tensor) -> bool:
     return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
-def _check_result(name: str, *tensors: torch.Tensor) -> None:
+def check_result(name: str, *tensors: torch.Tensor) -> None:
     """O(batch) check after a kernel: finite inputs can still overflow the dtype (e.g. float32
     queries ~1e19 from the atoms); say so rather than return NaN."""
     for t in tensors:
@@ -97,7 +97,7 @@ def _check_result(name: str, *tensors: torch.Tensor) -> None:
                                      "atoms or rescale the data")
 
 
-def _check_abar(abar) -> tuple[float, float, float]:
+def check_abar(abar) -> tuple[float, float, float]:
     abar = check_real(abar, "abar")
     if not (0.0 < abar < 1.0):
         raise ValueError(f"abar: expected alpha_bar in (0, 1), got {abar}")
@@ -312,17 +312,17 @@ class EmpiricalPrior:
 
     def _use_flash(self, x: torch.Tensor, has_ll: bool = False) -> bool:
         """Route "auto": the fused kernel where one exists for this device and dtype, where it is
-        expected to win (_fused.Kernel.max_width; on the CPU at any width), and where its self-check
+        expected to win (fused.Kernel.max_width; on the CPU at any width), and where its self-check
         passed. Not under autograd or a torch.func transform (its backward is slow and less
         accurate; forward AD has no rule for it), not for an empty
         batch (it crashes the CPU kernel), not below ~128 atoms (its fixed cost per call loses)."""
-        op = _fused.KERNELS.get(self.device.type)
+        op = fused.KERNELS.get(self.device.type)
         if (op is None or x.requires_grad or _functorch_wrapped(x) or x.shape[0] == 0
                 or self.n_atoms < _FLASH_MIN_ATOMS or self.dtype not in op.dtypes):
             return False
-        if op.max_width is not None and _fused.width(self.dim, has_ll, op.align) > op.max_width:
+        if op.max_width is not None and fused.width(self.dim, has_ll, op.align) > op.max_width:
             return False
-        return _fused.usable(self.device, self.dtype, self.dim, has_ll)
+        return fused.usable(self.device, self.dtype, self.dim, has_ll)
 
     def _flash_pass(self, xq: torch.Tensor, a: float, b2: float, ll: torch.Tensor | None,
                     heads: tuple[bool, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,14 +332,14 @@ class EmpiricalPrior:
         columns; h = 1 adds the log-likelihood; zero columns pad the width to the kernel's
         alignment). 16-bit atoms are widened into the float32 keys. Chunks of atoms are merged
         exactly from each call's log-sum-exp. Returns log_norm (H, B) and centred means (H, B, d)."""
-        op = _fused.KERNELS.get(self.device.type)
+        op = fused.KERNELS.get(self.device.type)
         if op is None:
             raise ValueError(f"route: no fused attention kernel for device {self.device} in this torch "
                              f"({torch.__version__}); use route='torch' or 'auto'")
         B, d = xq.shape
         H = len(heads)
         used = d + 1 + (ll is not None)
-        width = _fused.width(d, ll is not None, op.align)
+        width = fused.width(d, ll is not None, op.align)
         lo = -torch.finfo(self.dtype).max / 8    # finite: a chunk of zero-weight atoms must not give -inf - -inf
         q = xq.new_zeros(H * B, width)
         for h, cond in enumerate(heads):
@@ -420,7 +420,7 @@ class EmpiricalPrior:
             route = getattr(self, "route", "auto")      # (a subclass may skip __init__'s attribute)
         if route not in _ROUTES:
             raise ValueError(f"route: expected one of {_ROUTES}, got {route!r}")
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         ll, shift = (None, 0.0) if log_lik is None else self._log_lik(log_lik)
         xq = x - a * self.center
         flash = self._use_flash(x, ll is not None) if route == "auto" else route == "flash"
@@ -430,15 +430,15 @@ class EmpiricalPrior:
                 try:
                     log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
                 except RuntimeError as err:   # a kernel that passed its self-check fails here: fall back for good
-                    _fused.disable(self.device, self.dtype, self.dim, ll is not None,
+                    fused.disable(self.device, self.dtype, self.dim, ll is not None,
                                    f"it raised {type(err).__name__} at batch {x.shape[0]}, {self.n_atoms} "
-                                   f"atoms: {_fused.first_line(err)}")
+                                   f"atoms: {fused.first_line(err)}")
             elif flash:
                 log_norm, mean = self._flash_pass(xq, a, b2, ll, heads)
             if log_norm is None:
                 log_norm, mean = self._torch_pass(xq, a, b2, ll, heads)
         mean = mean + self.center
-        _check_result("x", log_norm, mean)
+        check_result("x", log_norm, mean)
         return log_norm, mean, shift
 
     # --------------------------------------------------------------- pass one
@@ -465,7 +465,7 @@ class EmpiricalPrior:
     def posterior_score(self, x, abar, log_lik) -> torch.Tensor:
         """Exact grad log p_t(x_t | y) = prior score + likelihood score = (a E[x_0|x_t,y] - x_t) / b^2."""
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         return (a * self.posterior_moments(x, abar, log_lik).mean - x) / b2
 
     def denoise(self, x, abar) -> torch.Tensor:
@@ -475,28 +475,28 @@ class EmpiricalPrior:
     def score(self, x, abar) -> torch.Tensor:
         """Prior score grad log p_t(x_t) = (a m(x_t) - x_t) / b^2."""
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         return (a * self.denoise(x, abar) - x) / b2
 
     def log_density(self, x, abar) -> torch.Tensor:
         """log p_t(x_t) = log sum_i pi_i N(x_t; a x^(i), b^2 I)."""
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         log_norm = self.moments(x, abar).log_norm
         xq = x - a * self.center
         out = log_norm - (xq * xq).sum(1) / (2 * b2) - 0.5 * self.dim * math.log(2 * math.pi * b2)
-        _check_result("x", out)
+        check_result("x", out)
         return out
 
     def responsibilities(self, x, abar, log_lik=None) -> torch.Tensor:
         """Dense (batch, N) responsibilities w_i(x_t) (or w~_i given log_lik): for small N only."""
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         logits = self._logits(x - a * self.center, slice(None), a, b2)
         if log_lik is not None:
             logits = logits + self._log_lik(log_lik)[0]
         out = torch.softmax(logits, dim=1)
-        _check_result("x", out)
+        check_result("x", out)
         return out
 
     # --------------------------------------------------------------- exact conditionals
@@ -511,7 +511,7 @@ class EmpiricalPrior:
 
     def likelihood_score(self, x, abar, log_lik) -> torch.Tensor:
         """Exact grad log p(y | x_t) = (a / b^2)(E_w~[x_0] - E_w[x_0])."""
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         mo = self.moments(x, abar, log_lik)
         return (a / b2) * (mo.mean_cond - mo.mean)
 
@@ -523,7 +523,7 @@ class EmpiricalPrior:
         saves one pass. Centred at m per query, so no large terms cancel.
         """
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         v = as_tensor(v, "v", ndim=(2, 3), dtype=self.dtype, device=self.device)
         squeeze = v.ndim == 2
         if squeeze:
@@ -533,7 +533,7 @@ class EmpiricalPrior:
             raise ValueError(f"v: expected shape ({B}, {d}) or ({B}, k, {d}), got {tuple(v.shape)}")
         mo = self.moments(x, abar) if moments is None else moments
         out = self._cov_pass(x, a, b2, v, mo.mean)[1]
-        _check_result("v", out)
+        check_result("v", out)
         return out[:, 0] if squeeze else out
 
     def _cov_pass(self, x: torch.Tensor, a: float, b2: float, v: torch.Tensor,
@@ -581,7 +581,7 @@ class EmpiricalPrior:
 
     def denoiser_vjp(self, x, abar, v, *, moments: Moments | None = None) -> torch.Tensor:
         """(dm/dx_t)^T v = (a / b^2) C(x_t) v (the Jacobian is symmetric; no autograd)."""
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         return (a / b2) * self.cov_matvec(x, abar, v, moments=moments)
 
     # --------------------------------------------------------------- sampling atoms
@@ -589,7 +589,7 @@ class EmpiricalPrior:
         """One atom index per query drawn from w_i(x_t) (w~_i given log_lik): a streamed
         Gumbel-max. With generator=None, the most responsible atom instead (the arg-max)."""
         x = self._query(x)
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         if generator is not None:
             generator = check_generator(generator)
         return self._best_atom(x, a, b2, generator, log_lik)[1]
@@ -617,7 +617,7 @@ class EmpiricalPrior:
                 better = val > best
                 best = torch.where(better, val, best)
                 idx = torch.where(better, arg + sl.start, idx)
-        _check_result("x", best)
+        check_result("x", best)
         return best.to(torch.float64) + shift, idx
 
     def nearest_atoms(self, x, abar=1.0) -> torch.Tensor:

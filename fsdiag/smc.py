@@ -141,14 +141,14 @@ def multinomial_resample(weights: torch.Tensor, n: int, generator: torch.Generat
     return torch.multinomial(weights.to(torch.float64), n, replacement=True, generator=generator)
 
 
-_SCHEMES = {"systematic": systematic_resample, "multinomial": multinomial_resample}
+RESAMPLING_SCHEMES = {"systematic": systematic_resample, "multinomial": multinomial_resample}
 
 
 def resample(log_w: torch.Tensor, generator: torch.Generator, scheme: str = "systematic") -> torch.Tensor:
     """Ancestor indices, as many as particles, from log-weights."""
-    if scheme not in _SCHEMES:
-        raise ValueError(f"resampling: expected one of {sorted(_SCHEMES)}, got {scheme!r}")
-    return _SCHEMES[scheme](normalise(log_w), log_w.shape[0], generator)
+    if scheme not in RESAMPLING_SCHEMES:
+        raise ValueError(f"resampling: expected one of {sorted(RESAMPLING_SCHEMES)}, got {scheme!r}")
+    return RESAMPLING_SCHEMES[scheme](normalise(log_w), log_w.shape[0], generator)
 
 
 def resample_if_degenerate(log_w: torch.Tensor, threshold: float, generator: torch.Generator,
@@ -174,7 +174,7 @@ def _record_steps(record, n_steps: int) -> set[int]:
     return {round(i) for i in torch.linspace(0, n_steps, min(record, n_steps + 1)).tolist()} | {n_steps}
 
 
-def _setup(prior, lik, *, n_particles, n_steps, t_min, t_max, schedule, seed, generator, record):
+def setup_sampler(prior, lik, *, n_particles, n_steps, t_min, t_max, schedule, seed, generator, record):
     """Validated arguments of a VP-schedule sampler: (n, n_steps, schedule, grid, problem, gen, steps)."""
     if not (hasattr(prior, "moments") and hasattr(prior, "denoiser_vjp")):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior or a testbed prior, got {type(prior).__name__}")
@@ -191,7 +191,7 @@ def _setup(prior, lik, *, n_particles, n_steps, t_min, t_max, schedule, seed, ge
     return n_particles, n_steps, schedule, grid, problem, gen, _record_steps(record, n_steps)
 
 
-def _check_finite(x: torch.Tensor, who: str, t: float) -> None:
+def check_particles(x: torch.Tensor, who: str, t: float) -> None:
     if not bool(torch.isfinite(x).all()):
         raise FloatingPointError(f"{who}: non-finite particles at t = {t:g}; try more n_steps, a larger "
                                  "t_min or float64")
@@ -265,9 +265,9 @@ def tds(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: float
     threshold = check_real(ess_threshold, "ess_threshold")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"ess_threshold: expected a fraction in [0, 1], got {ess_threshold!r}")
-    if not isinstance(resampling, str) or resampling not in _SCHEMES:
-        raise ValueError(f"resampling: expected one of {sorted(_SCHEMES)}, got {resampling!r}")
-    n, n_steps, schedule, grid, problem, gen, rec_steps = _setup(
+    if not isinstance(resampling, str) or resampling not in RESAMPLING_SCHEMES:
+        raise ValueError(f"resampling: expected one of {sorted(RESAMPLING_SCHEMES)}, got {resampling!r}")
+    n, n_steps, schedule, grid, problem, gen, rec_steps = setup_sampler(
         prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max, schedule=schedule,
         seed=seed, generator=generator, record=record)
     twist = _Twist(problem, r2)
@@ -311,7 +311,7 @@ def tds(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: float
         # log p(x_s | x_t) - log q(x_s | x_t, y) for x_s = mu + v g + sqrt(v) z.
         log_incr = (-(math.sqrt(v) * (z * g).sum(1)) - 0.5 * v * (g * g).sum(1)).to(torch.float64)
         log_twist_prev = log_twist
-        _check_finite(x, "tds", s)
+        check_particles(x, "tds", s)
     # Final correction with the true likelihood at the denoised particles.
     log_true = lik.log_prob(m).to(torch.float64)
     log_evidence += float(torch.logsumexp(log_w + log_true - log_twist, 0) - torch.logsumexp(log_w, 0))

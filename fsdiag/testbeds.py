@@ -15,7 +15,7 @@ import torch
 from ._checks import as_tensor, check_generator, check_int, check_positive, check_real, resolve_device
 from .forward import Identity, LinearForwardModel
 from .likelihood import GaussianLikelihood
-from .prior import EmpiricalPrior, Moments, _check_abar, _check_result
+from .prior import EmpiricalPrior, Moments, check_abar, check_result
 
 __all__ = ["GaussianMixture", "DiscretePrior", "GaussianPrior", "grid_posterior",
            "swiss_roll", "torus", "sphere", "three_atoms", "PAPER_METHOD_PARAMS"]
@@ -90,7 +90,7 @@ class GaussianMixture:
 
     def diffuse(self, abar) -> "GaussianMixture":
         """The marginal p_t = sum_k pi_k N(a mu_k, a^2 Sigma_k + b^2 I)."""
-        abar, a, b2 = _check_abar(abar)
+        abar, a, b2 = check_abar(abar)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         return GaussianMixture._from_parts(self.weights, a * self.means, abar * self.covs + b2 * eye)
 
@@ -135,7 +135,7 @@ class GaussianMixture:
         return x
 
     def _denoiser_parts(self, x, abar):
-        abar, a, b2 = _check_abar(abar)
+        abar, a, b2 = check_abar(abar)
         x = self._query(x)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         S = abar * self.covs + b2 * eye                                         # Cov(x_t | k)
@@ -146,7 +146,7 @@ class GaussianMixture:
         resp = self.diffuse(abar).component_posteriors(x)                       # (B, K)
         # x so far from every component that each squared distance overflows: every log-density is
         # -inf and the softmax 0 / 0 (the EmpiricalPrior kernels raise the same way)
-        _check_result("x", resp, means)
+        check_result("x", resp, means)
         return x, resp, means, 0.5 * (covs + covs.transpose(1, 2))
 
     def moments(self, x, abar, log_lik=None) -> Moments:
@@ -154,7 +154,7 @@ class GaussianMixture:
             raise TypeError("log_lik: closed-form testbeds condition with .condition(lik) instead")
         x, resp, means, _ = self._denoiser_parts(x, abar)
         mean = torch.einsum("bk,kbd->bd", resp, means)
-        _check_result("x", mean)
+        check_result("x", mean)
         return Moments(self.diffuse(abar).log_prob(x), mean)
 
     def denoise(self, x, abar) -> torch.Tensor:
@@ -166,7 +166,7 @@ class GaussianMixture:
         m = torch.einsum("bk,kbd->bd", resp, means)
         second = torch.einsum("bk,kij->bij", resp, covs) + torch.einsum("bk,kbi,kbj->bij", resp, means, means)
         out = second - m[:, :, None] * m[:, None, :]
-        _check_result("x", out)
+        check_result("x", out)
         return out
 
     def cov_matvec(self, x, abar, v, *, moments=None) -> torch.Tensor:
@@ -176,18 +176,18 @@ class GaussianMixture:
             raise ValueError(f"v: expected shape ({C.shape[0]}, {self.dim}) or ({C.shape[0]}, k, {self.dim}), "
                              f"got {tuple(v.shape)}")
         out = torch.einsum("bij,bj->bi", C, v) if v.ndim == 2 else torch.einsum("bij,bkj->bki", C, v)
-        _check_result("v", out)
+        check_result("v", out)
         return out
 
     def denoiser_vjp(self, x, abar, v, *, moments=None) -> torch.Tensor:
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         return (a / b2) * self.cov_matvec(x, abar, v)
 
     def score(self, x, abar) -> torch.Tensor:
-        _, a, b2 = _check_abar(abar)
+        _, a, b2 = check_abar(abar)
         x = self._query(x)
         out = (a * self.denoise(x, abar) - x) / b2
-        _check_result("x", out)
+        check_result("x", out)
         return out
 
     # --------------------------------------------------------------- posteriors

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag import _fused as FU
+from fsdiag import fused as FU
 from fsdiag import prior as P
 
 needs_flash = pytest.mark.skipif(FU.FLASH_CPU is None, reason="this torch has no CPU flash-attention kernel")

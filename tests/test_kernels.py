@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag import _fused as FU
+from fsdiag import fused as FU
 from fsdiag import prior as P
 from fsdiag import reference as R
 
