@@ -271,7 +271,7 @@ def cuda_worker(args) -> dict:
     if not dry and not torch.cuda.is_available():
         return {}
     import fsdiag
-    from fsdiag import fused as FU
+    from fsdiag.kernels import fused as FU
     from fsdiag.testbeds import GaussianMixture
 
     dev = torch.device("cpu" if dry else "cuda")
@@ -330,7 +330,7 @@ def cuda_worker(args) -> dict:
                 print(f"{name:9s} {storage:8s} {route:5s} {ms:9.3f} ms/step  {share:6.1%} of the matmul peak "
                       f"({peak / 1e12:.1f} TFLOP/s)", flush=True)
             prior.route = "auto"
-            rows[f"{name}_{storage}_auto_picks_fused"] = float(prior._use_flash(xa, True))
+            rows[f"{name}_{storage}_auto_picks_fused"] = float(prior.engine.use_flash(xa, True))
             del prior
             if (storage, "torch") in step and (storage, "flash") in step:
                 rows[f"{name}_{storage}_fused_speedup"] = step[storage, "torch"] / step[storage, "flash"]

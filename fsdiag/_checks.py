@@ -116,6 +116,14 @@ def check_real(value: Any, name: str, *, finite: bool = True) -> float:
     return v
 
 
+def check_abar(abar) -> tuple[float, float, float]:
+    """(abar, a, b^2) = (abar, sqrt(abar), 1 - abar) for alpha_bar in (0, 1), naming the argument."""
+    abar = check_real(abar, "abar")
+    if not (0.0 < abar < 1.0):
+        raise ValueError(f"abar: expected alpha_bar in (0, 1), got {abar}")
+    return abar, math.sqrt(abar), 1.0 - abar
+
+
 def check_positive(value: Any, name: str) -> float:
     """A positive finite real scalar."""
     v = check_real(value, name)

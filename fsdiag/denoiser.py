@@ -16,14 +16,10 @@ import numpy as np
 import torch
 
 from ._checks import check_has_values
-from .nearest import group_shares
+from .kernels import group_shares
 from .prior import EmpiricalPrior
 
 __all__ = ["ExactDenoiser"]
-
-# Atoms kept per query by the streamed sigma = 0 search before the exact re-ranking; the
-# ||x||^2 expansion only has to put the true nearest atom among these.
-_BLOCK = 1 << 20
 
 _SOFT, _ROWS, _NEAREST, _MEAN = "soft", "rows", "nearest", "mean"
 # Above this many distinct noise levels in one batch, one per-row pass beats a pass per level.
@@ -84,68 +80,38 @@ def _put(out: torch.Tensor, rows, value: torch.Tensor) -> None:
 
 def _limit_nearest(prior: EmpiricalPrior, x: torch.Tensor) -> torch.Tensor:
     """lim_{sigma -> 0} E[x0 | x]: the nearest atom of positive weight; at an exact tie, the
-    pi-weighted mean of the tied atoms (the exact search of `fsdiag.nearest`)."""
-    nn = prior.nearest(x)
-    share = group_shares(prior.log_weights[nn.tie_index], nn.tie_rows)     # the tied atoms' pi, normalised per row
-    atoms = prior.atoms[nn.tie_index].to(torch.float64) * share[:, None]
+    pi-weighted mean of the tied atoms (the engine's exact search, `fsdiag.kernels.nearest`)."""
+    engine = prior.engine
+    nn = engine.nearest(x, 1.0)
+    share = group_shares(engine.log_weights_at(nn.tie_index), nn.tie_rows)   # the tied atoms' pi, per row
+    atoms = engine.atoms_at(nn.tie_index).to(torch.float64) * share[:, None]
     out = torch.zeros(x.shape, dtype=torch.float64, device=x.device).index_add_(0, nn.tie_rows, atoms)
     return out.to(x.dtype)
 
 
-def _coefs(abar, x: torch.Tensor):
-    """(a, a / b^2, a^2 / 2b^2) from abar (a float) or (a, b^2) as (B, 1) tensors."""
+def _pair(abar, x: torch.Tensor):
+    """(a, b^2) from abar (a float) or from (a, b^2) given as (B, 1) float64 tensors."""
     if isinstance(abar, tuple):
-        a, b2 = (t.to(dtype=x.dtype, device=x.device) for t in abar)
-        return a, a / b2, a * a / (2 * b2)
-    a, b2 = math.sqrt(abar), 1.0 - abar
-    return a, a / b2, a * a / (2 * b2)
+        return tuple(t.to(dtype=x.dtype, device=x.device) for t in abar)
+    return math.sqrt(abar), 1.0 - abar
 
 
 def _mean_rows(prior: EmpiricalPrior, x: torch.Tensor, abar) -> torch.Tensor:
-    """Tweedie mean with a noise level per row (abar = (a, b2) as (B, 1) tensors): the prior's
-    streamed softmax (`moments`) with per-row coefficients, one pass for any number of levels."""
-    B, d = x.shape
-    a, alpha, beta = _coefs(abar, x)
-    c = prior.center
-    xq = (x - a * c) * alpha
-    floor = -80.0 if x.dtype == torch.float32 else -700.0             # exp's fast path (DESIGN §7)
-    cut = 2.0 * math.exp(floor)
-    run_max = torch.full((B,), torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device)
-    run_sum = x.new_zeros(B)
-    acc = x.new_zeros(B, d)
-    n = prior.n_atoms
-    size = min(prior.chunk_size, max(64, _BLOCK // max(B, 1)))
-    for s in range(0, n, size):
-        sl = slice(s, min(s + size, n))
-        xc = prior.atoms[sl] - c
-        logits = (xq @ xc.T).add_(prior.log_weights[sl]).sub_(beta * (xc * xc).sum(1))
-        new_max = torch.maximum(run_max, logits.amax(1))
-        rescale = torch.exp((run_max - new_max).clamp_min(floor))
-        p = torch.nn.functional.threshold_(logits.sub_(new_max[:, None]).clamp_(min=floor).exp_(), cut, 0.0)
-        run_sum = run_sum * rescale + p.sum(1)
-        acc = acc * rescale[:, None] + p @ xc        # rescale-and-add (DESIGN §7)
-        run_max = new_max
-    return acc / run_sum[:, None] + c
+    """Tweedie mean with a noise level per row (abar = (a, b2) as (B, 1) tensors): the engine's
+    one softmax pass with per-row coefficients, one pass for any number of levels."""
+    a, b2 = _pair(abar, x)
+    return prior.engine.reduce(x, a, b2, route="torch")[1][0]
 
 
 def _cov_matvec(prior: EmpiricalPrior, x: torch.Tensor, abar, mean: torch.Tensor,
                 v: torch.Tensor) -> torch.Tensor:
     """Cov(x0 | x_t) v for v (B, k, d), centred at the saved mean m; abar a float or per row
-    (a, b2) as (B, 1) tensors. The prior's own streamed pass (`EmpiricalPrior._cov_pass`, which
-    broadcasts per-row coefficients): its weights are normalised within the pass, not by the
-    earlier moments pass's log_norm, which at small b in float32 rounds the logits differently
-    (seen: 1e20x at sigma = 3e-4, d = 64). Centring at the saved m costs nothing: a slightly
-    different m changes C v only at second order."""
-    if isinstance(abar, tuple):
-        a, b2 = (t.to(dtype=x.dtype, device=x.device) for t in abar)
-    else:
-        a, b2 = math.sqrt(abar), 1.0 - abar
-    return prior._cov_pass(x, a, b2, v, mean)[1]
-
-
-def _prior_mean(prior: EmpiricalPrior) -> torch.Tensor:
-    """lim_{abar -> 0} E[x0 | x_t] = sum_i pi_i x_i (centred: no cancellation)."""
-    return prior.center + torch.exp(prior.log_weights) @ (prior.atoms - prior.center)
+    (a, b2) as (B, 1) tensors. The engine's covariance pass normalises its weights within the
+    pass, not by the earlier moments pass's log_norm, which at small b in float32 rounds the
+    logits differently (seen: 1e20x at sigma = 3e-4, d = 64). Centring at the saved m costs
+    nothing: a slightly different m changes C v only at second order."""
+    a, b2 = _pair(abar, x)
+    return prior.engine.cov(x, a, b2, v, mean)[1]
 
 
 def _check_x_finite(x: torch.Tensor, name: str) -> None:
@@ -171,7 +137,7 @@ class _Tweedie(torch.autograd.Function):
             elif g.kind == _NEAREST:
                 _put(out, g.rows, _limit_nearest(prior, xs))
             else:
-                _put(out, g.rows, _prior_mean(prior).to(x.dtype).expand_as(xs))
+                _put(out, g.rows, prior.engine.prior_mean().to(x.dtype).expand_as(xs))
         return out
 
     @staticmethod

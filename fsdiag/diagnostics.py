@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ._checks import as_tensor, check_generator, check_has_values, check_int, check_positive, check_real, make_generator
+from ._checks import as_tensor, check_abar, check_generator, check_has_values, check_int, check_positive, check_real, make_generator
 from .likelihood import GaussianLikelihood
 from .methods import Problem, make_method
-from .prior import EmpiricalPrior, check_abar
+from .kernels import Engine
+from .prior import EmpiricalPrior
 
 __all__ = ["posterior_weights", "total_variation", "wilson_interval",
            "wasserstein_1d", "sliced_wasserstein", "sample_posterior_t", "mode_weights",
@@ -42,18 +43,18 @@ def _log_lik_differences(prior: EmpiricalPrior, lik, log_lik: torch.Tensor) -> t
     _LOG_LIK_EXACT (the plain l_i then lose nothing, and their numbers stay as they were), for a
     likelihood that overrides the Gaussian log_prob, and for a prior whose softmax over atoms is
     not local (a ShardedPrior combines l_i of every shard, which must share one constant)."""
-    finite = torch.isfinite(prior._log_w64)
+    finite = torch.isfinite(prior.engine.log_weights64)
     if (float(log_lik[finite].abs().max()) < _LOG_LIK_EXACT
             or type(lik).log_prob is not GaussianLikelihood.log_prob
             or type(lik).residual is not GaussianLikelihood.residual
-            or type(prior).log_posterior_weights is not EmpiricalPrior.log_posterior_weights):
+            or type(prior.engine).log_posterior_weights is not Engine.log_posterior_weights):
         return log_lik
-    ref = int(torch.argmax(prior._log_w64 + log_lik))
+    ref = int(torch.argmax(prior.engine.log_weights64 + log_lik))
     std = lik.noise_std.to(device=prior.device)
     y = lik.y.to(device=prior.device)
     a_ref = lik.forward(prior.atoms[ref:ref + 1].to(torch.float64))[0]
     out = torch.empty_like(log_lik)
-    for sl in prior._blocks(8):
+    for sl in prior.engine.blocks(8):
         a_i = lik.forward(prior.atoms[sl].to(torch.float64))
         diff = (a_ref - a_i) / std
         both = ((y - a_i) + (y - a_ref)) / std
@@ -251,7 +252,7 @@ def hallucination(prior: EmpiricalPrior, lik, x: torch.Tensor, abar: float, psi:
         raise ValueError(f"level: expected a probability in (0, 1), got {level}")
     if radius is not None:
         radius = check_positive(radius, "radius")
-    x = prior._query(x)
+    x = prior.query(x)
     mass = atom_mass(prior, x, abar)
     groups = prior.labels if prior.labels is not None else torch.arange(prior.n_atoms, device=prior.device)
     mw = mode_weights(mass, psi, groups, x.shape[0])

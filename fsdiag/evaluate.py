@@ -19,7 +19,7 @@ from ._checks import as_tensor, check_int, check_positive
 from .diagnostics import (check_prior, check_run, early_stopping, mode_weights, posterior_weights, score_agreement,
                           sliced_wasserstein, spread, total_variation)
 from .methods import Approximation
-from .nearest import group_shares
+from .kernels import group_shares
 from .prior import EmpiricalPrior
 from .schedules import VPSchedule
 

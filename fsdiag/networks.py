@@ -39,9 +39,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ._checks import as_tensor, check_int, check_positive, check_real, resolve_device
+from ._checks import as_tensor, check_abar, check_int, check_positive, check_real, resolve_device
 from .methods import Approximation, Guidance
-from .prior import EmpiricalPrior, Moments, check_abar, check_result
+from .kernels import check_result
+from .prior import EmpiricalPrior, Moments
 from .schedules import VPSchedule
 
 __all__ = ["MLP", "ConvNet", "NetworkDenoiser", "Trained", "train_denoiser", "NetworkPrior",

@@ -216,7 +216,7 @@ def sample_exact(prior: EmpiricalPrior, lik, *, n_particles: int = 4096, n_steps
         schedule=schedule, seed=seed, generator=generator)
     rec = _Recorder(_record_steps(record, grid), grid)
     dev, dt_ = prior.device, prior.dtype
-    psi = prior._log_posterior_weights64(problem.log_lik).exp()   # exact, float64
+    psi = prior.engine.log_posterior_weights(problem.log_lik).exp()   # exact, float64
     idx = torch.multinomial(psi, n_particles, replacement=True, generator=gen)
     ab = schedule.alpha_bar(float(grid[0]))
     z = torch.randn(n_particles, prior.dim, generator=gen, dtype=dt_, device=dev)

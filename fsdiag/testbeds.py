@@ -12,10 +12,11 @@ import math
 
 import torch
 
-from ._checks import as_tensor, check_generator, check_int, check_positive, check_real, resolve_device
+from ._checks import as_tensor, check_abar, check_generator, check_int, check_positive, check_real, resolve_device
 from .forward import Identity, LinearForwardModel
 from .likelihood import GaussianLikelihood
-from .prior import EmpiricalPrior, Moments, check_abar, check_result
+from .kernels import check_result
+from .prior import EmpiricalPrior, Moments
 
 __all__ = ["GaussianMixture", "DiscretePrior", "GaussianPrior", "grid_posterior",
            "swiss_roll", "torus", "sphere", "three_atoms", "PAPER_METHOD_PARAMS"]

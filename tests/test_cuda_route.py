@@ -1,5 +1,5 @@
 """The fused route's dispatch, self-check and fallback (issue 11), tested on the CPU by injecting
-kernels into fsdiag.prior._FUSED: the CPU flash kernel stands in for the CUDA one (with the CUDA
+kernels into fsdiag.kernels.fused.KERNELS: the CPU flash kernel stands in for the CUDA one (with the CUDA
 kernel's padding: key width to a multiple of 8, LSE padded to 32 queries), and broken kernels
 (wrong numbers, raising) must make "auto" fall back to torch ops with one warning. The tests
 marked cuda run every route and storage dtype on a GPU against float64 torch ops."""
@@ -10,8 +10,14 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag import fused as FU
-from fsdiag import prior as P
+from fsdiag.kernels import engine as E
+from fsdiag.kernels import fused as FU
+
+
+def reduce(prior, x, abar, log_lik, heads, *, route):
+    """The engine's reduce at alpha_bar `abar` (the seam takes a = sqrt(abar), b^2 = 1 - abar)."""
+    return prior.engine.reduce(x, math.sqrt(abar), 1.0 - abar, log_lik, heads, route=route)
+
 
 needs_flash = pytest.mark.skipif(FU.FLASH_CPU is None, reason="this torch has no CPU flash-attention kernel")
 
@@ -61,8 +67,8 @@ def problem(gen, n=500, d=3, dtype=torch.float32, batch=40):
 def routes_agree(prior, x, ll, tol):
     for heads, lik in (((False,), None), ((True,), ll), ((False, True), ll)):
         for abar in (0.8, 0.1):
-            lf, mf, _ = prior._reduce(x, abar, lik, heads, route="auto")
-            lt, mt, _ = prior._reduce(x, abar, lik, heads, route="torch")
+            lf, mf, _ = reduce(prior, x, abar, lik, heads, route="auto")
+            lt, mt, _ = reduce(prior, x, abar, lik, heads, route="torch")
             torch.testing.assert_close(lf, lt, rtol=tol, atol=tol * (1 + lt.abs().max().item()))
             torch.testing.assert_close(mf, mt, rtol=tol, atol=tol * (1 + mt.abs().max().item()))
 
@@ -106,13 +112,13 @@ def test_a_broken_kernel_fails_its_self_check_and_auto_falls_back_with_one_warni
         warnings.simplefilter("error")                # the outcome is cached: no second warning
         again = prior.moments(x, 0.5, ll)
     assert kernel.calls == checks                     # never called outside its self-check
-    ref = prior._reduce(x, 0.5, ll, (False, True), route="torch")
+    ref = reduce(prior, x, 0.5, ll, (False, True), route="torch")
     torch.testing.assert_close(first.mean, ref[1][0])
     torch.testing.assert_close(again.mean_cond, ref[1][1])
     # route="flash" still forces the kernel (tests compare routes with it)
     if how == "raises":
         with pytest.raises(RuntimeError, match="no kernel image"):
-            prior._reduce(x, 0.5, None, (False,), route="flash")
+            reduce(prior, x, 0.5, None, (False,), route="flash")
 
 
 @needs_flash
@@ -128,7 +134,7 @@ def test_a_kernel_that_fails_after_its_self_check_falls_back_for_good(gen, monke
     prior, x, ll = problem(gen, batch=40)
     with pytest.warns(RuntimeWarning, match="raised RuntimeError at batch 40"):
         mean = prior.denoise(x, 0.5)
-    torch.testing.assert_close(mean, prior._reduce(x, 0.5, None, (False,), route="torch")[1][0])
+    torch.testing.assert_close(mean, reduce(prior, x, 0.5, None, (False,), route="torch")[1][0])
     calls = kernel.calls
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -142,16 +148,16 @@ def test_auto_skips_the_kernel_where_it_is_not_expected_to_win(gen, monkeypatch)
     fewer than _FLASH_MIN_ATOMS atoms; the CUDA entry's rule is width <= 128."""
     kernel = install(monkeypatch, flash, max_width=8, dtypes=(torch.float32,))
     prior, x, ll = problem(gen, d=7)                   # width 7 + 1 = 8: used
-    assert prior._use_flash(x, False) and kernel.calls > 0
-    assert not prior._use_flash(x, True)               # 7 + 2 -> 16 > 8
+    assert prior.engine.use_flash(x, False) and kernel.calls > 0
+    assert not prior.engine.use_flash(x, True)               # 7 + 2 -> 16 > 8
     calls = kernel.calls
     wide, xw, _ = problem(gen, d=16)
-    assert not wide._use_flash(xw, False)
+    assert not wide.engine.use_flash(xw, False)
     p64, x64, _ = problem(gen, d=2, dtype=torch.float64)
-    assert not p64._use_flash(x64, False)
-    assert not prior._use_flash(x.clone().requires_grad_(True), False)
-    few, xf, _ = problem(gen, n=P._FLASH_MIN_ATOMS - 1, d=7)
-    assert not few._use_flash(xf, False)
+    assert not p64.engine.use_flash(x64, False)
+    assert not prior.engine.use_flash(x.clone().requires_grad_(True), False)
+    few, xf, _ = problem(gen, n=E.FLASH_MIN_ATOMS - 1, d=7)
+    assert not few.engine.use_flash(xf, False)
     assert kernel.calls == calls
     if hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention"):
         assert FU.CUDA_MAX_WIDTH == 128
@@ -176,11 +182,11 @@ def test_torch_func_transforms_take_torch_ops_and_leave_the_kernel_enabled(gen, 
 def test_routes_are_validated_and_flash_needs_a_kernel(gen, monkeypatch):
     prior, x, _ = problem(gen)
     with pytest.raises(ValueError, match="route"):
-        prior._reduce(x, 0.5, None, (False,), route="fused")
+        reduce(prior, x, 0.5, None, (False,), route="fused")
     monkeypatch.setattr(FU, "KERNELS", {})
     with pytest.raises(ValueError, match="route: no fused attention kernel"):
-        prior._reduce(x, 0.5, None, (False,), route="flash")
-    assert not prior._use_flash(x, False)              # "auto" then uses torch ops
+        reduce(prior, x, 0.5, None, (False,), route="flash")
+    assert not prior.engine.use_flash(x, False)              # "auto" then uses torch ops
     assert bool(torch.isfinite(prior.denoise(x, 0.5)).all())
 
 
@@ -232,8 +238,8 @@ def test_cuda_routes_and_storage_match_float64(storage, route, d, gen):
     x, ll = x.cuda(), ll.cuda()
     for abar in (0.9, 0.3, 0.02):
         for heads, lik in (((False,), None), ((False, True), ll), ((True,), ll)):
-            lf, mf, _ = prior._reduce(x.float(), abar, lik, heads, route=route)
-            lt, mt, _ = exact._reduce(x, abar, lik, heads, route="torch")
+            lf, mf, _ = reduce(prior, x.float(), abar, lik, heads, route=route)
+            lt, mt, _ = reduce(exact, x, abar, lik, heads, route="torch")
             scale = 1 + lt.abs().max().item()
             torch.testing.assert_close(lf.double(), lt, rtol=1e-4, atol=1e-4 * scale)
             torch.testing.assert_close(mf.double(), mt, rtol=1e-4, atol=1e-4 * (1 + mt.abs().max().item()))

@@ -73,7 +73,8 @@ def _index(n):
 def _kernels(prior, lik, x, ll):
     """Every kernel's output on this prior (a ShardedPrior or one EmpiricalPrior)."""
     v2, v3 = _vectors(x)
-    res = {"log_post": prior.log_posterior_weights(ll), "atoms_at": prior.atoms_at(_index(sum_n(prior)))}
+    res = {"log_post": prior.log_posterior_weights(ll), "atoms_at": prior.atoms_at(_index(sum_n(prior))),
+           "denoiser": _denoiser(prior, x)}
     for abar in ABARS:
         mo = prior.moments(x, abar, ll)
         res[abar] = {
@@ -91,6 +92,23 @@ def _kernels(prior, lik, x, ll):
             "argmax_cond": prior.sample_atoms(x, abar, None, ll),
         }
     return res
+
+
+def _denoiser(prior, x):
+    """ExactDenoiser on this prior: a noise level per row (the per-row pass), sigma = 0 (the
+    exact nearest atom; rows 0-1 sit on an atom, tied across shards in "uneven"), sigma = inf,
+    a mixed batch, its VJP; and the exact search's ties at abar = 1."""
+    den = fsdiag.ExactDenoiser(prior)
+    x = x.clone()
+    x[:2] = prior.atoms_at(torch.tensor([1, 1]))
+    per_row = torch.linspace(0.05, 3.0, x.shape[0], dtype=torch.float64)
+    mixed = torch.tensor([0.0, math.inf, 0.3, 0.3] * (x.shape[0] // 4), dtype=torch.float64)
+    v2, _ = _vectors(x)
+    _, vjp = torch.func.vjp(lambda z: den(z, per_row), x)
+    nn = prior.nearest(x, 1.0)
+    return {"rows": den(x, per_row), "zero": den(x, 0.0), "inf": den(x, math.inf),
+            "mixed": den(x, mixed), "one": den(x, 0.7), "vjp_rows": vjp(v2)[0],
+            "nearest": (nn.index, nn.distance, nn.tie_rows, nn.tie_index, nn.score)}
 
 
 def sum_n(prior):
@@ -212,6 +230,24 @@ def test_every_kernel_matches_one_process(sharded, name):
     for abar in ABARS:
         full = torch.cat([res[name]["kernels"][abar]["resp_cond"] for res in sharded], 1)
         _close(full.sum(1), torch.ones(x.shape[0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_exact_denoiser_on_a_sharded_prior_is_one_process(sharded, name):
+    """ExactDenoiser calls only the engine's seam, so on a ShardedPrior it gives one process's
+    answer at every noise level: per-row levels, sigma = 0 (exact ties across shards kept),
+    sigma = inf, mixed batches and the closed-form VJP."""
+    whole, _, x, _, _ = _whole(name)
+    want = _denoiser(whole, x)
+    if name == "uneven":     # rows 0-1 sit on atom 1 = atom 6 (on the other shard): a tie
+        assert want["nearest"][2][:4].tolist() == [0, 0, 1, 1]
+        assert want["nearest"][3][:4].tolist() == [1, 6, 1, 6]
+    for res in sharded:
+        got = res[name]["kernels"]["denoiser"]
+        for key in ("rows", "zero", "inf", "mixed", "one", "vjp_rows"):
+            _close(got[key], want[key])
+        for g, w in zip(got["nearest"], want["nearest"]):
+            assert torch.equal(g, w), (name, "nearest")
 
 
 def test_zero_mass_shard_contributes_nothing(sharded):

@@ -281,7 +281,7 @@ def test_posterior_weights_of_ordinary_problems_are_unchanged():
     prior, lik = testbeds.three_atoms()
     psi = fsdiag.posterior_weights(prior, lik)
     ll = lik.log_prob(prior.atoms.double())
-    assert torch.equal(psi, torch.log_softmax(prior._log_w64 + ll, 0).to(prior.dtype).exp())
+    assert torch.equal(psi, torch.log_softmax(prior.engine.log_weights64 + ll, 0).to(prior.dtype).exp())
 
 
 # ------------------------------------------------------------------ 9. complex v

@@ -6,9 +6,15 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag import fused as FU
-from fsdiag import prior as P
+from fsdiag.kernels import fused as FU
+from fsdiag.kernels import store as S
 from fsdiag import reference as R
+
+
+def reduce(prior, x, abar, log_lik, heads, *, route):
+    """The engine's reduce at alpha_bar `abar` (the seam takes a = sqrt(abar), b^2 = 1 - abar)."""
+    return prior.engine.reduce(x, math.sqrt(abar), 1.0 - abar, log_lik, heads, route=route)
+
 
 needs_flash = pytest.mark.skipif(FU.FLASH_CPU is None, reason="this torch has no CPU flash-attention kernel")
 
@@ -34,8 +40,8 @@ def test_flash_route_matches_torch_route(abar, dtype, heads, gen):
     x = queries(prior, abar, gen)
     ll = -0.5 * ((prior.atoms.double()[:, :2] - 0.3) ** 2).sum(1) / 0.5
     ll = None if heads == (False,) else ll
-    lf, mf, _ = prior._reduce(x, abar, ll, heads, route="flash")
-    lt, mt, _ = prior._reduce(x, abar, ll, heads, route="torch")
+    lf, mf, _ = reduce(prior, x, abar, ll, heads, route="flash")
+    lt, mt, _ = reduce(prior, x, abar, ll, heads, route="torch")
     tol = 1e-10 if dtype == torch.float64 else 2e-4
     torch.testing.assert_close(lf, lt, rtol=tol, atol=tol * (1 + lt.abs().max().item()))
     torch.testing.assert_close(mf, mt, rtol=tol, atol=tol * 10)
@@ -51,8 +57,8 @@ def test_flash_route_merges_chunks_and_skips_zero_weight_chunks(gen):
     whole = fsdiag.EmpiricalPrior(atoms[256:], chunk_size=4096, device="cpu")
     x = torch.randn(50, 2, generator=gen, dtype=torch.float64)
     for abar in (0.9, 0.1):
-        a = small._reduce(x, abar, None, (False,), route="flash")
-        b = whole._reduce(x, abar, None, (False,), route="flash")
+        a = reduce(small, x, abar, None, (False,), route="flash")
+        b = reduce(whole, x, abar, None, (False,), route="flash")
         torch.testing.assert_close(a[1], b[1], rtol=1e-10, atol=1e-12)
         # log_norm drops ||x - a c||^2 / 2b^2, c the mean of all atoms (zero-weight ones included)
         drop = [((x - math.sqrt(abar) * p.center) ** 2).sum(1) / (2 * (1 - abar)) for p in (small, whole)]
@@ -67,7 +73,7 @@ def test_posterior_score_is_the_gradient_of_the_exact_log_posterior(abar, gen):
     lik = fsdiag.GaussianLikelihood(fsdiag.forward.Affine.example(3, seed=1), torch.tensor([0.4]), 0.7)
     ll = lik.log_prob(prior.atoms)
     x = queries(prior, abar, gen).requires_grad_(True)
-    log_psi = prior._log_posterior_weights64(ll)
+    log_psi = prior.engine.log_posterior_weights(ll)
     lp = R.log_marginal(x, prior.atoms, log_psi, abar)
     (ref,) = torch.autograd.grad(lp.sum(), x)
     x = x.detach()
@@ -172,13 +178,13 @@ def test_cuda_kernels_match_the_cpu(storage, gen):
 def test_one_off_passes_in_small_blocks_match_the_whole_array(storage, gen, monkeypatch):
     """The constructor's squared norms and log_likelihoods walk ~1 MiB blocks (many blocks here):
     the same numbers as one pass over all atoms."""
-    monkeypatch.setattr(P, "_ONE_OFF_BYTES", 8)                  # the floor: 16 atoms per block
+    monkeypatch.setattr(S, "ONE_OFF_BYTES", 8)                  # the floor: 16 atoms per block
     atoms = torch.randn(100, 5, generator=gen, dtype=torch.float64) + 2.0
     kw = {} if storage is None else {"storage_dtype": storage}
     prior = fsdiag.EmpiricalPrior(atoms, device="cpu", **kw)
-    assert len(list(prior._blocks(8))) == 7
+    assert len(list(prior.engine.blocks(8))) == 7
     xc = prior.atoms.to(prior.dtype) - prior.center
-    torch.testing.assert_close(prior._sq, (xc * xc).sum(1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(prior.engine.sq_norms, (xc * xc).sum(1), rtol=1e-6, atol=1e-6)
     lik = fsdiag.GaussianLikelihood(fsdiag.forward.Affine.example(5, seed=2), torch.tensor([0.3, -0.2]), 0.4)
     ll = prior.log_likelihoods(lik)
     assert ll.dtype == torch.float64 and ll.shape == (100,)

@@ -31,12 +31,14 @@ _PAIR_VALUES = 1 << 21          # at most this many float64 values in one batch 
 class Nearest(NamedTuple):
     """index (B,): the best atom per query (the lowest index among exact ties);
     distance (B,) float64: ||x - a x^(index)||; tie_rows, tie_index (P,): every (query, atom)
-    pair at exactly the best score, sorted by query then atom."""
+    pair at exactly the best score, sorted by query then atom; score (B,) float64: the best
+    score s (below), exact (shards compare theirs to find the global best)."""
 
     index: torch.Tensor
     distance: torch.Tensor
     tie_rows: torch.Tensor
     tie_index: torch.Tensor
+    score: torch.Tensor
 
 
 def group_shares(log_weights: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -62,31 +64,33 @@ def _exact_scores(x64, atoms, rows, cols, a, penalty) -> torch.Tensor:
     return out
 
 
-def nearest(prior, x: torch.Tensor, abar: float = 1.0) -> Nearest:
-    """The atoms of `prior` (an EmpiricalPrior) minimising s_i(x) for each row of x (B, d), a
-    checked tensor in the prior's device. abar in (0, 1]; see the module's docstring."""
+def nearest(store, x: torch.Tensor, abar: float = 1.0) -> Nearest:
+    """The atoms of `store` (an `AtomStore`: atoms, centre, log-weights) minimising s_i(x) for
+    each row of x (B, d), a checked tensor on the store's device. abar in (0, 1]; see the
+    module's docstring."""
     a, b2 = math.sqrt(abar), 1.0 - abar
     dev = x.device
     B, d = x.shape
     if B == 0:
         none = torch.zeros(0, dtype=torch.long, device=dev)
-        return Nearest(none, torch.zeros(0, dtype=torch.float64, device=dev), none, none)
+        empty = torch.zeros(0, dtype=torch.float64, device=dev)
+        return Nearest(none, empty, none, none, empty)
     x64 = x.to(torch.float64)
-    c = prior.center.to(torch.float64)
+    c = store.center.to(torch.float64)
     xq = x64 - a * c
     xsq = (xq * xq).sum(1)
     xnorm = xsq.sqrt()
-    logw = prior.log_weights.to(torch.float64)
+    logw = store.log_weights.to(torch.float64)
     # The weight term of the score; +inf for zero-weight atoms (never chosen, also at b = 0).
     penalty = torch.where(torch.isneginf(logw), torch.full_like(logw, math.inf), -2.0 * b2 * logw)
     gamma = 4.0 * (d + 4) * torch.finfo(torch.float64).eps
     best = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
     tie_r, tie_c, tie_s = [], [], []
-    n = prior.n_atoms
+    n = store.n_atoms
     size = max(16, _BLOCK_BYTES // (8 * max(B, 1)))
     for s in range(0, n, size):
         sl = slice(s, min(s + size, n))
-        ac = a * (prior.atoms[sl].to(torch.float64) - c)
+        ac = a * (store.atoms[sl].to(torch.float64) - c)
         asq = (ac * ac).sum(1)
         pen = penalty[sl]
         approx = torch.addmm(asq + pen, xq, ac.T, alpha=-2.0).add_(xsq[:, None])
@@ -97,7 +101,7 @@ def nearest(prior, x: torch.Tensor, abar: float = 1.0) -> Nearest:
         rows, cols = cand.nonzero(as_tuple=True)
         if rows.numel() == 0:
             continue
-        exact = _exact_scores(x64, prior.atoms, rows, cols + s, a, penalty)
+        exact = _exact_scores(x64, store.atoms, rows, cols + s, a, penalty)
         block_best = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
         block_best.scatter_reduce_(0, rows, exact, "amin")
         best = torch.minimum(best, block_best)
@@ -115,5 +119,5 @@ def nearest(prior, x: torch.Tensor, abar: float = 1.0) -> Nearest:
     first = torch.full((B,), n, dtype=torch.long, device=dev).scatter_reduce_(0, rows, cols, "amin")
     if bool((first == n).any()):
         raise ValueError("x: no atom of positive weight is at a finite distance")
-    diff = x64 - a * prior.atoms[first].to(torch.float64)
-    return Nearest(first, diff.norm(dim=1), rows, cols)
+    diff = x64 - a * store.atoms[first].to(torch.float64)
+    return Nearest(first, diff.norm(dim=1), rows, cols, best)

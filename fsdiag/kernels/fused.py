@@ -1,5 +1,6 @@
-"""Fused attention kernels for the FSR's Tweedie-mean reduction, one per device type, and the
-one-time self-check that decides whether "auto" may use one (EmpiricalPrior._flash_pass runs them).
+"""Fused attention kernels for the FSR's Tweedie-mean reduction, one per device type, the fused
+pass that runs them (`flash_pass`) and the one-time self-check that decides whether the route
+"auto" may use one.
 """
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import NamedTuple
 
 import torch
 
-from ._threads import threads_for
+from .._threads import threads_for
+from .store import MIN_CHUNK, AtomStore
+from .streamed import softmax_pass
 
 # Atoms per fused call: the scratch keys (chunk x (d + 2)) stay ~13 MB at d = 784 (float32).
 ATOMS_PER_CALL = 4096
 
-# The fused route (EmpiricalPrior._flash_pass) runs an attention kernel that returns its
+# The fused route (flash_pass) runs an attention kernel that returns its
 # per-query log-sum-exp, so chunks (and shards) merge exactly. One kernel per device type:
 #
 # cpu:  aten::_scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p=0.,
@@ -30,7 +33,7 @@ ATOMS_PER_CALL = 4096
 #       - aten/src/ATen/native/transformers/cuda/attention.cu, _efficient_attention_forward:
 #         logsumexp = at::empty({B, num_heads, ceil_div(max_seqlen_q, kAlignLSE) * kAlignLSE},
 #         float32): the LSE is float32 and padded along the queries to a multiple of 32
-#         (kAlignLSE), hence EmpiricalPrior._flash_pass's slice [..., :M]; natural log, the scale included
+#         (kAlignLSE), hence flash_pass's slice [..., :M]; natural log, the scale included
 #         (mem_eff_attention/kernel_forward.h stores mi / log2(e) + log(s_prime)).
 #       - _scaled_dot_product_efficient_attention_cuda takes (B, H, M, K), transposes to
 #         (B, M, H, K) for the kernel and the output back to (B, H, M, Kv).
@@ -132,17 +135,17 @@ def _compare(device: torch.device, dtype: torch.dtype, d: int, has_ll: bool) -> 
     heads = (False, True) if has_ll else (False,)
     x = 0.8 * atoms[:16] + (0.6 / math.sqrt(d)) * torch.randn(16, d, generator=g, dtype=dtype)
     atoms, x = atoms.to(device), x.to(device)
-    from .prior import EmpiricalPrior        # (prior imports this module)
-    tiny = EmpiricalPrior(atoms, device=device, chunk_size=512)
+    log_w = torch.full((atoms.shape[0],), -math.log(atoms.shape[0]), dtype=dtype, device=device)
+    tiny = AtomStore(atoms, log_w, log_w.to(torch.float64), dtype=dtype, chunk_size=512)
     # float32: the two routes agree to ~1e-6 here (the CPU kernel); a kernel 0.5% off in its
     # weighted sums, or one that applies its default scale 1/sqrt(W), fails.
     tol = 1e-4 if dtype != torch.float64 else 1e-10
     for abar in (0.64, 0.05):
         a, b2 = math.sqrt(abar), 1.0 - abar
-        lli = None if ll is None else tiny._log_lik(ll.to(device))[0]
+        lli = None if ll is None else tiny.shifted_log_lik(ll.to(device))[0]
         xq = x - a * tiny.center
-        lf, mf = tiny._flash_pass(xq, a, b2, lli, heads)
-        lt, mt = tiny._torch_pass(xq, a, b2, lli, heads)
+        lf, mf = flash_pass(tiny, xq, a, b2, lli, heads)
+        lt, mt = softmax_pass(tiny, xq, a, b2, lli, heads)
         if lf.shape != lt.shape or mf.shape != mt.shape:
             return (f"it returned shapes {tuple(lf.shape)}, {tuple(mf.shape)}; expected "
                     f"{tuple(lt.shape)}, {tuple(mt.shape)}")
@@ -186,3 +189,68 @@ def warn(key: tuple, why: str) -> None:
     warnings.warn(f"fsdiag: the fused attention route on {key[0]} ({key[1]}, key width {key[2]}) "
                   f"is not used: {why}; the kernels use torch ops there (same results, slower)",
                   RuntimeWarning, stacklevel=4)
+
+
+def flash_pass(store, xq: torch.Tensor, a: float, b2: float, ll: torch.Tensor | None,
+               heads: tuple[bool, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused route: an attention kernel (one pass over each block: logits, running max,
+    exp, sum and the weighted sum of values, on chip) on queries Q = [xq a/b^2, 1, h, 0...]
+    and keys = values = [x^(i) - c, bias_i, l_i, 0...] (the bias folded into extra key
+    columns; h = 1 adds the log-likelihood; zero columns pad the width to the kernel's
+    alignment). 16-bit atoms are widened into the float32 keys. Chunks of atoms are merged
+    exactly from each call's log-sum-exp. Returns log_norm (H, B) and centred means (H, B, d)."""
+    op = KERNELS.get(store.device.type)
+    if op is None:
+        raise ValueError(f"route: no fused attention kernel for device {store.device} in this torch "
+                         f"({torch.__version__}); use route='torch' or 'auto'")
+    B, d = xq.shape
+    H = len(heads)
+    used = d + 1 + (ll is not None)
+    w = width(d, ll is not None, op.align)
+    lo = -torch.finfo(store.dtype).max / 8    # finite: a chunk of zero-weight atoms must not give -inf - -inf
+    q = xq.new_zeros(H * B, w)
+    for h, cond in enumerate(heads):
+        rows = q[h * B:(h + 1) * B]
+        torch.mul(xq, a / b2, out=rows[:, :d])
+        rows[:, d] = 1.0
+        if ll is not None:
+            rows[:, d + 1] = float(cond)
+    n_atoms = store.n_atoms
+    size = max(MIN_CHUNK, min(store.chunk_size, op.atoms_per_call))
+    n0 = min(size, n_atoms)
+    S = 1 if op.splits is None else max(1, min(n0, int(op.splits(H * B, n0, store.device))))
+    keys = store.scratch(S * -(-n0 // S) * w).view(-1, w)
+    if w > used:
+        keys[:, used:] = 0.0                 # the buffer is shared with other widths
+    q4 = q[None, None] if S == 1 else q[None, None].expand(S, 1, H * B, w).contiguous()
+    run_lse = acc = None
+    for s in range(0, n_atoms, size):
+        sl = slice(s, min(s + size, n_atoms))
+        n = sl.stop - s
+        per = -(-n // S)                     # keys per split; S * per - n dead keys pad the last
+        k = keys[:S * per]
+        store.centred(sl, out=k[:n, :d])
+        torch.clamp(store.bias(sl, a, b2), min=lo, out=k[:n, d])
+        if ll is not None:
+            torch.clamp(ll[sl], min=lo, out=k[:n, d + 1])
+        if S * per > n:                      # dead keys: logit ~ lo, weight exactly 0
+            k[n:, :used] = 0.0
+            k[n:, d] = lo
+        out, lse = op.call(q4, k.view(S, 1, per, w))
+        # (the CUDA kernel pads its LSE along the queries to a multiple of 32)
+        out, lse = out[:, 0, :, :d], lse[:, 0, :H * B].to(store.dtype)
+        if S == 1:
+            out, lse = out[0], lse[0]
+        else:                                # merge the splits by their log-sum-exps
+            top = lse.amax(0)
+            ew = torch.exp(lse - top)
+            total = ew.sum(0)
+            out = (ew.unsqueeze(-1) * out).sum(0) / total.unsqueeze(-1)
+            lse = top + torch.log(total)
+        if run_lse is None:
+            run_lse, acc = lse, out.clone()
+        else:
+            new = torch.logaddexp(run_lse, lse)
+            acc.mul_(torch.exp(run_lse - new).unsqueeze(1)).add_(out * torch.exp(lse - new).unsqueeze(1))
+            run_lse = new
+    return run_lse.reshape(H, B), acc.reshape(H, B, d)
