@@ -8,6 +8,10 @@ textures (cut into patches), and procedurally generated shapes. A user's own dat
 The ground truth of an experiment must not be an atom (then the exact posterior is a Dirac
 on it for any noise level): `hold_out` / `ImageData.split` take the truths out of the prior,
 duplicates of them included.
+
+The modules: `images` (ImageData, hold_out, and how images and labels become an ImageData),
+`datasets` (the bundled data), `arrays` (`from_array`: arrays, .npy, .npz), `loaders` (PNG
+folders, idx files and MNIST, CIFAR-10), `checks` (the argument checks they share).
 """
 from __future__ import annotations
 
