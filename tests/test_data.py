@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fsdiag import data as D
+from fsdiag.data import datasets, images, loaders
 
 
 def check(data, n, shape, n_classes, lo=0.0, hi=1.0):
@@ -41,12 +42,12 @@ def test_lfw_subset_faces_then_non_faces():
 def test_patches_are_windows_of_their_sources():
     data = D.patches(60, 8, seed=0)
     check(data, 60, (1, 8, 8), 6)
-    assert data.class_names == D._DEFAULT_SOURCES and torch.bincount(data.labels).tolist() == [10] * 6
+    assert data.class_names == datasets._DEFAULT_SOURCES and torch.bincount(data.labels).tolist() == [10] * 6
     for i in (0, 17):           # each patch is a window of its source image
-        assert is_window(data.atoms[i], D._source_image(data.class_names[data.labels[i]], False), 8)
+        assert is_window(data.atoms[i], datasets._source_image(data.class_names[data.labels[i]], False), 8)
     color = D.patches(9, 5, sources=("astronaut", "coffee", "chelsea"), color=True, seed=1)
     check(color, 9, (3, 5, 5), 3)
-    assert is_window(color.atoms[0], D._source_image(color.class_names[color.labels[0]], True), 5)
+    assert is_window(color.atoms[0], datasets._source_image(color.class_names[color.labels[0]], True), 5)
 
 
 def is_window(row, src, size):
@@ -67,7 +68,7 @@ def test_patches_copy_blocks_do_not_change_them(monkeypatch):
     # the windows are copied a bounded block at a time (~64 MB): a block of a few patches gives
     # the same atoms as one block for all
     ref = D.patches(50, 8, seed=5)
-    monkeypatch.setattr(D, "_PATCH_BLOCK", 3 * 64)
+    monkeypatch.setattr(datasets, "_PATCH_BLOCK", 3 * 64)
     small = D.patches(50, 8, seed=5)
     assert torch.equal(ref.atoms, small.atoms) and torch.equal(ref.labels, small.labels)
 
@@ -179,9 +180,9 @@ def test_hold_out_projects_atoms_in_bounded_blocks():
     # _equals_any projects a block of atoms at a time: blocks of one row or of all rows agree
     data = D.patches(300, 8, sources=("brick",), seed=2)          # ~ 1% repeated positions
     truths = data.atoms[:7]
-    ref = D._equals_any(data.atoms, truths)
-    assert torch.equal(ref, D._equals_any(data.atoms, truths, max_values=64))
-    assert torch.equal(ref, D._equals_any(data.atoms, truths, max_values=1))
+    ref = images._equals_any(data.atoms, truths)
+    assert torch.equal(ref, images._equals_any(data.atoms, truths, max_values=64))
+    assert torch.equal(ref, images._equals_any(data.atoms, truths, max_values=1))
     assert bool(ref[:7].all())
     assert torch.equal(ref, (data.atoms[:, None] == truths[None]).all(-1).any(1))
 
@@ -627,5 +628,5 @@ def test_loader_messages_stay_one_line_and_name_unreadable_files(tmp_path, monke
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(D, "open", refuse, raising=False)      # the module's own name, not builtins'
+    monkeypatch.setattr(loaders, "open", refuse, raising=False)      # the module's own name, not builtins'
     assert_named(lambda: D.read_idx(tmp_path / "x-idx1-ubyte"), "path")
