@@ -12,9 +12,9 @@ from .likelihood import GaussianLikelihood
 from .methods import METHODS, Approximation, Guidance, Problem, register
 from .original_dps import OriginalDPS
 from .prior import EmpiricalPrior
-from .samplers import Run, sample, sample_exact
+from .sampling import SAMPLERS, CountingPrior, Run, sample, sample_exact
 from .schedules import DDPMSchedule, VPSchedule
-from . import daps, mcgdiff, smc   # beyond the paper: fsdiag.smc.SAMPLERS (tds, mcgdiff, mcgdiff_lite, daps)
+from . import sampling
 
 __version__ = "0.1.0"
 
@@ -22,4 +22,4 @@ __all__ = ["EmpiricalPrior", "ExactDenoiser", "GaussianLikelihood", "VPSchedule"
            "sample",
            "sample_exact", "Run", "posterior_weights", "diagnose", "evaluate", "Report", "METHODS",
            "Approximation", "Guidance", "Problem", "register", "forward", "methods", "testbeds",
-           "OriginalDPS", "smc", "daps", "mcgdiff"]
+           "OriginalDPS", "sampling", "SAMPLERS", "CountingPrior"]

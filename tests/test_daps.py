@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag.daps import daps, langevin_x0, ode_to_x0
-from fsdiag.smc import RunWithInfo
+from fsdiag.sampling import Run
+from fsdiag.sampling.daps import daps, langevin_x0, ode_to_x0
 from fsdiag.testbeds import three_atoms
 
 
@@ -70,7 +70,7 @@ def test_one_annealing_step_by_hand():
     torch.testing.assert_close(run.info["x0"], x0)
     torch.testing.assert_close(run.samples, x1)
     torch.testing.assert_close(run.tweedie[0], prior.denoise(run.trajectory[0], ab))
-    assert isinstance(run, RunWithInfo) and run.method == "daps" and run.info["lr"] == [0.02]
+    assert isinstance(run, Run) and run.method == "daps" and run.info["lr"] == [0.02]
 
 
 def test_learning_rate_decays_linearly_to_its_minimum_ratio():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag import diagnostics, forward, networks, smc, testbeds
+from fsdiag import diagnostics, forward, networks, sampling, testbeds
 from fsdiag._checks import check_int, check_real
 
 F64 = torch.float64
@@ -145,7 +145,7 @@ def test_exact_denoiser_sigma_beyond_float_range_is_infinite():
 # ------------------------------------------------------------------ 5. CountingPrior inputs
 def test_counting_prior_accepts_what_the_prior_accepts():
     prior = fsdiag.EmpiricalPrior(_atoms(d=1), device="cpu")
-    counting = smc.CountingPrior(prior)
+    counting = sampling.CountingPrior(prior)
     assert torch.equal(counting.denoise([[0.5]], 0.5), prior.denoise([[0.5]], 0.5))
     assert torch.equal(counting.moments(np.array([[0.5], [1.0]]), 0.5).mean, prior.moments([[0.5], [1.0]], 0.5).mean)
     v = [[[1.0], [2.0], [3.0]], [[1.0], [0.0], [0.0]]]                 # (2, k = 3, 1) as a list

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag.mcgdiff import mcgdiff, mcgdiff_lite, release_indices
-from fsdiag.smc import RunWithInfo, resample
+from fsdiag.sampling import Run, mcgdiff, mcgdiff_lite, release_indices, resample
 from fsdiag.problems import make_problem
 from fsdiag.testbeds import three_atoms
 
@@ -145,7 +144,7 @@ def test_mcgdiff_tv_falls_toward_the_monte_carlo_floor(three_atom_runs):
     assert large["tv"] < 1.5 * large["floor"]
     assert large["excluded"] == 0.0                                     # the atom at 2.2 is never visited
     run = large["runs"][0]
-    assert isinstance(run, RunWithInfo) and run.method == "mcgdiff" and run.params["release"] is True
+    assert isinstance(run, Run) and run.method == "mcgdiff" and run.params["release"] is True
     vp = fsdiag.VPSchedule()
     grid = vp.time_grid(60, 1e-2)
     k = run.info["release_index"][0]

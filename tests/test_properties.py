@@ -355,7 +355,7 @@ def test_network_prior_kernels(kind, kernel, abar, data):
 def test_counting_prior(prior, kernel, data):
     """CountingPrior(prior) accepts exactly what the prior accepts, returns the same answer, and
     counts the rows of a pass that happened (times k for cov_matvec with k vectors per row)."""
-    from fsdiag.smc import CountingPrior
+    from fsdiag.sampling import CountingPrior
     which = data.draw(st.sampled_from(["empirical", "gauss64", "mixture"]))
     if which == "gauss64":
         prior = _network("gauss64")

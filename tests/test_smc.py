@@ -1,5 +1,5 @@
 """SMC (TDS): weights, ESS and resampling by hand; convergence to the exact FSR posterior as particles grow;
-every registered sampler (fsdiag.smc.SAMPLERS) and the denoiser-pass counter."""
+every registered sampler (fsdiag.SAMPLERS) and the denoiser-pass counter."""
 import math
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag.smc import (CountingPrior, RunWithInfo, effective_sample_size, multinomial_resample, normalise, resample,
-                        resample_if_degenerate, systematic_resample, tds)
+from fsdiag.sampling import (CountingPrior, Run, effective_sample_size, multinomial_resample, normalise, resample,
+                             resample_if_degenerate, systematic_resample, tds)
 from fsdiag._threads import threads_for
 from fsdiag.testbeds import three_atoms
 
@@ -91,7 +91,7 @@ def test_tds_estimates_the_evidence(convergence):
 
 def test_tds_bookkeeping_and_run_compatibility(convergence):
     run = convergence[1024]["runs"][0]
-    assert isinstance(run, RunWithInfo) and isinstance(run, fsdiag.Run) and run.method == "tds"
+    assert isinstance(run, Run) and isinstance(run, fsdiag.Run) and run.method == "tds"
     info = run.info
     assert len(info["ess"]) == run.n_steps + 1 and all(0 < e <= 1024 * (1 + 1e-9) for e in info["ess"])
     # resampled exactly where the ESS fell below half the particles
@@ -149,13 +149,13 @@ def test_tds_bad_arguments_name_the_argument(kw, exc, name):
 
 
 # ------------------------------------------------------------------ every registered sampler; counting passes
-@pytest.mark.parametrize("name", sorted(fsdiag.smc.SAMPLERS))
+@pytest.mark.parametrize("name", sorted(fsdiag.SAMPLERS))
 def test_every_registered_sampler_runs_is_seeded_and_names_bad_arguments(name):
-    fn = fsdiag.smc.SAMPLERS[name]
+    fn = fsdiag.SAMPLERS[name]
     prior, lik = split_three_atoms()
     kw = {"n_particles": 16, "n_steps": 4, "progress": False}
     a, b = fn(prior, lik, seed=5, **kw), fn(prior, lik, seed=5, **kw)
-    assert isinstance(a, RunWithInfo) and a.method == name and a.samples.shape == (16, 1)
+    assert isinstance(a, Run) and a.method == {"sample": "fsr"}.get(name, name) and a.samples.shape == (16, 1)
     assert bool(torch.isfinite(a.samples).all()) and torch.equal(a.samples, b.samples)
     assert not torch.equal(a.samples, fn(prior, lik, seed=6, **kw).samples)
     for bad, exc in (({"n_particles": 0}, ValueError), ({"n_steps": 1.5}, TypeError), ({"seed": -1}, ValueError)):
@@ -175,7 +175,7 @@ def test_counting_prior_counts_every_denoiser_pass():
     tds(c, lik, n_particles=n, n_steps=k, progress=False)
     assert c.counts["moments"] == n * (k + 1) and c.counts["denoiser_vjp"] == n * (k + 1)
     c.reset()
-    fsdiag.mcgdiff.mcgdiff(c, lik, n_particles=n, n_steps=k, progress=False)
+    fsdiag.sampling.mcgdiff(c, lik, n_particles=n, n_steps=k, progress=False)
     assert c.tweedie_evaluations == n * (k + 1) and c.evaluations == n * (k + 1)
     c.reset()
     fsdiag.sample(c, lik, method="tmpd", n_particles=n, n_steps=k, progress=False)   # C A^T: one product per row of A

@@ -57,11 +57,12 @@ import math
 import torch
 from tqdm import tqdm
 
-from ._checks import check_real
-from .forward import LinearForwardModel
-from .schedules import bridge
-from .smc import (RESAMPLING_SCHEMES, RunWithInfo, check_particles, setup_sampler, effective_sample_size, register_sampler,
-                  resample, resample_if_degenerate)
+from ..forward import LinearForwardModel
+from .common import Recorder, check_particles, setup
+from .registry import register_sampler
+from .resampling import check_smc_args, effective_sample_size, resample, resample_if_degenerate
+from .run import Run
+from .steps import bridge, score_from_mean, vp_euler_maruyama
 
 __all__ = ["mcgdiff", "mcgdiff_lite", "release_indices"]
 
@@ -93,8 +94,7 @@ def _prior_kernel(kernel, schedule, x, m, t, s, abar_t, abar_s):
     "ddpm": the forward bridge q(x_s | x_t, x_0) at x_0 = m(x_t) (DDPM ancestral / DDIM eta = 1, MCGdiff's
     kernel; exact marginals for a single atom at any step size). "euler": the paper's Euler-Maruyama step."""
     if kernel == "euler":
-        beta, dt = schedule.beta(t), t - s
-        return x + (0.5 * beta * x + beta * (math.sqrt(abar_t) * m - x) / (1 - abar_t)) * dt, beta * dt
+        return vp_euler_maruyama(schedule, x, score_from_mean(x, m, abar_t), t, s)
     c_x, c_0, v = bridge(abar_t, abar_s)
     return c_x * x + c_0 * m, v
 
@@ -110,20 +110,11 @@ def _lineages(ancestry: list, final: torch.Tensor) -> list[int]:
     return out[::-1]
 
 
-def _check_smc_args(ess_threshold, resampling) -> float:
-    threshold = check_real(ess_threshold, "ess_threshold")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"ess_threshold: expected a fraction in [0, 1], got {ess_threshold!r}")
-    if not isinstance(resampling, str) or resampling not in RESAMPLING_SCHEMES:
-        raise ValueError(f"resampling: expected one of {sorted(RESAMPLING_SCHEMES)}, got {resampling!r}")
-    return threshold
-
-
 @register_sampler
 def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: float = 1e-2, t_max: float = 1.0,
             schedule=None, seed: int | None = 0, generator: torch.Generator | None = None, record=25,
             progress: bool = True, release: bool = True, kernel: str = "ddpm", ess_threshold: float = 0.5,
-            resampling: str = "systematic") -> RunWithInfo:
+            resampling: str = "systematic") -> Run:
     """MCGdiff (Cardoso et al. 2023) on the paper's VP grid linspace(t_max, t_min, n_steps + 1): per-coordinate
     release times, optimal Gaussian proposals, resampling when ESS < ess_threshold * n (the paper resamples
     at every step: ess_threshold=1). Linear forward models with isotropic noise only. kernel: "ddpm" (the
@@ -131,13 +122,13 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
     exact reverse kernel, a mixture over atoms: the chain's marginals are exact, so the only error left is
     Monte Carlo; needs an fsdiag.EmpiricalPrior, dense responsibilities, small N).
 
-    Same signature and info as `fsdiag.smc.tds`, plus info["release_index"] (grid index of each observed
+    Same signature and info as `fsdiag.sampling.tds`, plus info["release_index"] (grid index of each observed
     coordinate's release, n_steps + 1 = never), info["release_time"] (its grid time, nan = never),
     info["observed_rank"] r, info["lineages"] (per grid index, how many distinct particles there the returned
     samples descend from: a small number means the answer rests on that many draws). release=False: no
     coordinate is released (`mcgdiff_lite`).
     """
-    threshold = _check_smc_args(ess_threshold, resampling)
+    threshold = check_smc_args(ess_threshold, resampling)
     if not isinstance(release, bool):
         raise TypeError(f"release: expected True or False, got {release!r}")
     if not isinstance(kernel, str) or kernel not in _KERNELS:
@@ -147,9 +138,10 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
     if kernel == "exact" and not (hasattr(prior, "responsibilities") and hasattr(prior, "atoms")):
         raise TypeError(f"prior: kernel='exact' needs the atoms of an fsdiag.EmpiricalPrior, "
                         f"got {type(prior).__name__}")
-    n, n_steps, schedule, grid, problem, gen, rec_steps = setup_sampler(
+    n, n_steps, schedule, grid, problem, gen = setup(
         prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max, schedule=schedule,
-        seed=seed, generator=generator, record=record)
+        seed=seed, generator=generator, vp_only=True, needs_vjp=True)
+    rec = Recorder(record, grid)
     if not bool((lik.noise_std == lik.noise_std[0]).all()):
         raise ValueError("noise_std: mcgdiff needs isotropic measurement noise (one noise_std)")
     name = "mcgdiff" if release else "mcgdiff_lite"
@@ -202,14 +194,14 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
     log_evidence = float(torch.logsumexp(log_w, 0) - math.log(n)) + const
     if kernel == "exact":                                            # the atoms in SVD coordinates
         atoms_bar = prior.atoms_at(torch.arange(prior.n_atoms, device=dev)).to(f64) @ V
-    ess, resampled, times, xs, ms, ancestry = [], [], [], [], [], []
+    ess, resampled, ancestry = [], [], []
     for k in tqdm(range(n_steps), desc=name, disable=not progress, leave=False):
         t, t_next = float(grid[k]), float(grid[k + 1])
         abar = float(abars[k])
-        m = prior.moments(x, abar).mean if kernel != "exact" or k in rec_steps else None
-        if k in rec_steps:
+        m = prior.moments(x, abar).mean if kernel != "exact" or rec.wants(k) else None
+        if rec.wants(k):
             view = resample(log_w, view_gen, resampling)
-            times.append(t), xs.append(x[view].clone()), ms.append(m[view].clone())
+            rec.add(t, x[view], m[view])
         # Draw x_{k+1} from N(mu, v) x g_{k+1}; its weight int N(x; mu, v) g_{k+1}(x) dx / g_k(x_k) is
         # known before the move (fully adapted), so resampling comes first. Coordinates released at k
         # keep their factor N(c_i; xbar_k,i, delta_i) (they are not divided out: the conditioning).
@@ -250,7 +242,7 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
             mu = base + c_0 * atoms_bar[pick]
         xbar, _ = optimal(mu, v, k + 1)
         x = (xbar @ V.T).to(dt_)
-        check_particles(x, name, t_next)
+        check_particles(x, name, t_next, k, n_steps)
     # Final correction of the never-released coordinates by the true likelihood at the Tweedie mean.
     abar = float(abars[-1])
     m = prior.moments(x, abar).mean
@@ -263,23 +255,22 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
     ess.append(effective_sample_size(log_w))
     idx = resample(log_w, gen, resampling)
     x_out, m_out = x[idx], m[idx]
-    times.append(float(grid[-1])), xs.append(x_out.clone()), ms.append(m_out.clone())
+    rec.add(float(grid[-1]), x_out, m_out)
     rel_time = [float(grid[k]) if k <= n_steps else math.nan for k in k_rel.tolist()]
     info = {"ess": ess, "resampled": resampled, "log_weights": log_w.cpu(), "log_evidence": log_evidence,
             "ess_threshold": threshold, "resampling": resampling, "observed_rank": r,
             "release_index": k_rel.cpu().tolist(), "release_time": rel_time,
             "lineages": _lineages(ancestry, idx)}
-    return RunWithInfo(x_out, torch.tensor(times, dtype=torch.float64), torch.stack(xs), torch.stack(ms),
-                       name, None, schedule, n_steps, seed if generator is None else None,
-                       {"release": release, "kernel": kernel, "ess_threshold": threshold,
-                        "resampling": resampling}, info)
+    return rec.run(x_out, name, None, schedule, n_steps, seed, generator,
+                   {"release": release, "kernel": kernel, "ess_threshold": threshold, "resampling": resampling},
+                   info)
 
 
 @register_sampler
 def mcgdiff_lite(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: float = 1e-2,
                  t_max: float = 1.0, schedule=None, seed: int | None = 0, generator: torch.Generator | None = None,
                  record=25, progress: bool = True, kernel: str = "ddpm", ess_threshold: float = 0.5,
-                 resampling: str = "systematic") -> RunWithInfo:
+                 resampling: str = "systematic") -> Run:
     """MCGdiff without release times (`mcgdiff(..., release=False)`): every observed coordinate keeps the
     potential N(sqrt(abar_t) ytilde_i; xbar_t,i, 1 - abar_t + abar_t sigma_i^2) down to t_min, then the true
     likelihood at the Tweedie mean corrects the weights. Asymptotically exact too, but far slower to converge."""

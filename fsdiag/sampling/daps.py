@@ -1,6 +1,6 @@
 """DAPS: decoupled annealing posterior sampling (Zhang et al. 2025, Algorithm 1).
 
-At each noise level of the annealing, with sigma_t = b / a the VE noise of the VP time t (DESIGN §8):
+At each noise level of the annealing, with sigma_t = b / a the VE noise of the VP time t (docs/design.md §3.1):
   1. x0_hat = probability-flow ODE from x_t down to sigma = 0, n_ode_steps Euler steps on
      dx/dsigma = (x - D(x, sigma)) / sigma over sigma_i = sigma_t (1 - i / n_ode_steps)^rho;
   2. n_langevin_steps of Langevin dynamics on x0 targeting N(x0; x0_hat, r_t^2 I) p(y | x0), r_t = sigma_t:
@@ -19,14 +19,16 @@ import math
 import torch
 from tqdm import tqdm
 
-from ._checks import check_int, check_positive, check_real
-from .smc import RunWithInfo, check_particles, setup_sampler, register_sampler
+from .._checks import check_int, check_positive, check_real
+from .common import Recorder, check_particles, setup
+from .registry import register_sampler
+from .run import Run
 
 __all__ = ["daps"]
 
 
 def _denoise_ve(prior, x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """D(x, sigma) = m(a x, abar) with abar = 1 / (1 + sigma^2), a = sqrt(abar) (DESIGN §8)."""
+    """D(x, sigma) = m(a x, abar) with abar = 1 / (1 + sigma^2), a = sqrt(abar) (docs/design.md §3.1)."""
     abar = 1.0 / (1.0 + sigma * sigma)
     return prior.moments(math.sqrt(abar) * x, abar).mean
 
@@ -58,7 +60,7 @@ def langevin_x0(lik, x0_hat: torch.Tensor, r2: float, lr: float, n_steps: int,
 def daps(prior, lik, *, n_particles: int = 1024, n_steps: int = 200, t_min: float = 1e-2, t_max: float = 1.0,
          schedule=None, seed: int | None = 0, generator: torch.Generator | None = None, record=25,
          progress: bool = True, n_ode_steps: int = 5, n_langevin_steps: int = 100, lr: float = 1e-4,
-         lr_min_ratio: float = 0.01, r_scale: float = 1.0, rho: float = 7.0) -> RunWithInfo:
+         lr_min_ratio: float = 0.01, r_scale: float = 1.0, rho: float = 7.0) -> Run:
     """DAPS (Zhang et al. 2025) over the paper's VP grid; n_steps annealing levels (the last at t_min).
 
     r_t = r_scale sigma_t. Returns an fsdiag.Run whose samples are the particles x_{t_min} = a x0 + b z
@@ -76,20 +78,21 @@ def daps(prior, lik, *, n_particles: int = 1024, n_steps: int = 200, t_min: floa
     rho = check_real(rho, "rho")
     if rho < 1:
         raise ValueError(f"rho: expected a number >= 1, got {rho!r}")
-    n, n_steps, schedule, grid, problem, gen, rec_steps = setup_sampler(
+    n, n_steps, schedule, grid, problem, gen = setup(
         prior, lik, n_particles=n_particles, n_steps=n_steps, t_min=t_min, t_max=t_max, schedule=schedule,
-        seed=seed, generator=generator, record=record)
+        seed=seed, generator=generator, vp_only=True, needs_vjp=True)
+    rec = Recorder(record, grid)
     dev, dt_ = prior.device, prior.dtype
     x = torch.randn(n, prior.dim, generator=gen, dtype=dt_, device=dev)
-    times, xs, ms, lrs = [], [], [], []
+    lrs = []
     x0 = x
     for k in tqdm(range(n_steps), desc="daps", disable=not progress, leave=False):
         t, s = float(grid[k]), float(grid[k + 1])
         abar = schedule.alpha_bar(t)
         a, sigma = math.sqrt(abar), math.sqrt((1.0 - abar) / abar)
         x_ve = x / a
-        if k in rec_steps:                                   # D(x_t / a, sigma_t) = m(x_t): the Tweedie mean
-            times.append(t), xs.append(x.clone()), ms.append(_denoise_ve(prior, x_ve, sigma))
+        if rec.wants(k):                                     # D(x_t / a, sigma_t) = m(x_t): the Tweedie mean
+            rec.add(t, x, _denoise_ve(prior, x_ve, sigma))
         x0_hat = ode_to_x0(prior, x_ve, sigma, n_ode_steps, rho)
         eta = lr * (1.0 + (k / n_steps) * (lr_min_ratio - 1.0))
         lrs.append(eta)
@@ -97,11 +100,10 @@ def daps(prior, lik, *, n_particles: int = 1024, n_steps: int = 200, t_min: floa
         abar_s = schedule.alpha_bar(s)
         z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
         x = math.sqrt(abar_s) * x0 + math.sqrt(1.0 - abar_s) * z
-        check_particles(x, "daps", s)
+        check_particles(x, "daps", s, k, n_steps)
     abar = schedule.alpha_bar(float(grid[-1]))
-    times.append(float(grid[-1])), xs.append(x.clone()), ms.append(prior.moments(x, abar).mean)
+    rec.add(float(grid[-1]), x, prior.moments(x, abar).mean)
     info = {"x0": x0, "lr": lrs}
     params = {"n_ode_steps": n_ode_steps, "n_langevin_steps": n_langevin_steps, "lr": lr,
               "lr_min_ratio": lr_min_ratio, "r_scale": r_scale, "rho": rho}
-    return RunWithInfo(x, torch.tensor(times, dtype=torch.float64), torch.stack(xs), torch.stack(ms),
-                       "daps", None, schedule, n_steps, seed if generator is None else None, params, info)
+    return rec.run(x, "daps", None, schedule, n_steps, seed, generator, params, info)
