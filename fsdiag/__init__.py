@@ -6,7 +6,7 @@ posterior samplers fail? A finite-sample lens".
 from . import forward, methods, testbeds
 from . import data, imaging
 from .denoiser import ExactDenoiser
-from .diagnostics import posterior_weights
+from .posterior import posterior_weights
 from .evaluate import Report, diagnose, evaluate
 from .likelihood import GaussianLikelihood
 from .methods import METHODS, Approximation, Guidance, Problem, register

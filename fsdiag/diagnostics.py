@@ -10,58 +10,15 @@ import math
 
 import numpy as np
 import torch
-from scipy import stats
 
 from ._checks import as_tensor, check_abar, check_generator, check_has_values, check_int, check_positive, check_real, make_generator
-from .likelihood import GaussianLikelihood
+from .assign import atom_masses
 from .methods import Problem, make_method
-from .kernels import Engine
 from .prior import EmpiricalPrior
 
-__all__ = ["posterior_weights", "total_variation", "wilson_interval",
+__all__ = ["total_variation", "wilson_interval",
            "wasserstein_1d", "sliced_wasserstein", "sample_posterior_t", "mode_weights",
-           "atom_mass", "spread", "score_agreement", "early_stopping", "hallucination"]
-
-
-def posterior_weights(prior: EmpiricalPrior, lik) -> torch.Tensor:
-    """Exact posterior over atoms psi_i = softmax_i(log pi_i + log p(y | x^(i))), shape (N,)."""
-    check_prior(prior)
-    problem = Problem.build(prior, lik)
-    return prior.log_posterior_weights(_log_lik_differences(prior, problem.lik, problem.log_lik)).exp()
-
-
-# Below this |l_i| the float64 l_i are exact to ~1e-12 in their differences (all the softmax sees).
-_LOG_LIK_EXACT = 1e3
-
-
-def _log_lik_differences(prior: EmpiricalPrior, lik, log_lik: torch.Tensor) -> torch.Tensor:
-    """l_i - l_r for a reference atom r, without the cancellation of l_i = -|y - A(x_i)|^2 / 2s^2
-    (+ const): with y = 1e30 and s = 1e-8, l_i ~ -5e75 and its rounding (~1e60) swamps the
-    differences between atoms (~1e46) that decide the posterior. Instead
-        l_i - l_r = -(1/2) sum_j ((A(x_r) - A(x_i))_j / s_j) ((r_i + r_r)_j / s_j),
-    r_i = y - A(x_i), in which y cancels exactly. Returned as is where every |l_i| is below
-    _LOG_LIK_EXACT (the plain l_i then lose nothing, and their numbers stay as they were), for a
-    likelihood that overrides the Gaussian log_prob, and for a prior whose softmax over atoms is
-    not local (a ShardedPrior combines l_i of every shard, which must share one constant)."""
-    finite = torch.isfinite(prior.engine.log_weights64)
-    if (float(log_lik[finite].abs().max()) < _LOG_LIK_EXACT
-            or type(lik).log_prob is not GaussianLikelihood.log_prob
-            or type(lik).residual is not GaussianLikelihood.residual
-            or type(prior.engine).log_posterior_weights is not Engine.log_posterior_weights):
-        return log_lik
-    ref = int(torch.argmax(prior.engine.log_weights64 + log_lik))
-    std = lik.noise_std.to(device=prior.device)
-    y = lik.y.to(device=prior.device)
-    a_ref = lik.forward(prior.atoms[ref:ref + 1].to(torch.float64))[0]
-    out = torch.empty_like(log_lik)
-    for sl in prior.engine.blocks(8):
-        a_i = lik.forward(prior.atoms[sl].to(torch.float64))
-        diff = (a_ref - a_i) / std
-        both = ((y - a_i) + (y - a_ref)) / std
-        out[sl] = -0.5 * (diff * both).sum(1)
-    # Where the product overflows (|l_i| near float64's limit), the plain difference is as good.
-    plain = log_lik - log_lik[ref]
-    return torch.where(torch.isfinite(out), out, plain)
+           "atom_mass", "spread", "score_agreement", "early_stopping", "monte_carlo_floor", "support_set"]
 
 
 def check_prior(prior) -> None:
@@ -107,6 +64,51 @@ def check_run(run, prior: EmpiricalPrior, needs=("trajectory", "tweedie", "times
 
 
 # ------------------------------------------------------------------ statistics
+def _collapse(freq: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Sum the columns of freq (R, N) that share an id in ids (N,): (R, k), no (N, k) one-hot."""
+    flat = (ids[None, :] + k * np.arange(freq.shape[0])[:, None]).ravel()
+    return np.bincount(flat, weights=freq.ravel(), minlength=k * freq.shape[0]).reshape(freq.shape[0], k)
+
+
+def _compact(ids) -> tuple[np.ndarray, int]:
+    inverse = np.unique(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids), return_inverse=True)[1]
+    inverse = inverse.ravel()
+    return inverse, int(inverse.max()) + 1 if inverse.size else 0
+
+
+def monte_carlo_floor(psi, n: int, *, groups=None, copies=None, repeats: int = 64, seed: int = 0) -> dict:
+    """TV between the exact posterior psi and the empirical distribution of n exact draws
+    (simulated `repeats` times): what a perfect sampler with n samples scores. With `groups`
+    (one integer label per atom) the same over the labels. With `copies` (one id per atom, equal
+    for exact copies of one atom) each draw is judged as `evaluate` judges a sample: it cannot
+    tell copies apart, so its mass is split among them in proportion to psi. Returns mean and
+    95% quantile."""
+    check_int(n, "n")
+    check_int(repeats, "repeats")
+    p = np.asarray(psi.detach().cpu() if isinstance(psi, torch.Tensor) else psi, dtype=np.float64)
+    p = p / p.sum()
+    rng = np.random.default_rng(seed)
+    freq = rng.multinomial(n, p, size=repeats) / n                      # (repeats, N)
+    if copies is not None:
+        inv, k = _compact(copies)
+        pg = np.bincount(inv, weights=p, minlength=k)
+        share = np.divide(p, pg[inv], out=np.zeros_like(p), where=pg[inv] > 0)
+        freq = _collapse(freq, inv, k)[:, inv] * share
+    if groups is not None:
+        inv, k = _compact(groups)
+        p, freq = _collapse(p[None], inv, k)[0], _collapse(freq, inv, k)
+    tv = 0.5 * np.abs(freq - p).sum(1)
+    return {"mean": float(tv.mean()), "q95": float(np.quantile(tv, 0.95)), "repeats": repeats}
+
+
+def support_set(mass, level: float = 0.99) -> np.ndarray:
+    """Indices of the smallest set of entries whose exact mass reaches `level` (largest first)."""
+    m = np.asarray(mass, dtype=np.float64)
+    order = np.argsort(-m, kind="stable")
+    k = int(np.searchsorted(np.cumsum(m[order]), level * m.sum())) + 1
+    return np.sort(order[:min(k, m.size)])
+
+
 def total_variation(p, q) -> float:
     """TV(p, q) = sum |p - q| / 2 for two probability vectors."""
     p = _numpy(p, "p")
@@ -203,12 +205,16 @@ def _posterior_t_moments(prior, psi, abar):
 
 
 def atom_mass(prior: EmpiricalPrior, x: torch.Tensor, abar: float) -> torch.Tensor:
-    """Fraction of particles x (at alpha_bar abar) whose most responsible atom is each atom, (N,)."""
+    """Fraction of particles x (at alpha_bar abar) whose most responsible atom is each atom, (N,),
+    float64 on the CPU: `fsdiag.assign.atom_masses` (exact copies of an atom share their mass)."""
     check_prior(prior)
-    idx = prior.nearest_atoms(x, abar)
-    if idx.shape[0] == 0:
+    abar = check_real(abar, "abar")
+    if not 0.0 < abar <= 1.0:
+        raise ValueError(f"abar: expected alpha_bar in (0, 1], got {abar}")
+    x = prior.query(x)
+    if x.shape[0] == 0:
         raise ValueError("x: expected at least one particle (the mass of an empty sample is undefined)")
-    return torch.bincount(idx, minlength=prior.n_atoms).to(torch.float64) / idx.shape[0]
+    return atom_masses(prior, x, abar)[0]
 
 
 def mode_weights(mass: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor, n: int, z: float = 1.96) -> dict:
@@ -232,41 +238,6 @@ def mode_weights(mass: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor, n:
     lo, hi = np.minimum(lo, sampler), np.maximum(hi, sampler)   # the interval holds the reported mass
     return {"labels": modes.tolist(), "sampler": sampler.tolist(), "lower": lo.tolist(),
             "upper": hi.tolist(), "exact": exact.tolist(), "tv": total_variation(sampler, exact)}
-
-
-def hallucination(prior: EmpiricalPrior, lik, x: torch.Tensor, abar: float, psi: torch.Tensor, *,
-                  negligible: float = 1e-3, radius: float | None = None, level: float = 0.99) -> dict:
-    """(a) prior-mode hallucination: mass on modes (labels, else atoms) whose exact posterior mass
-    is below `negligible`; (b) off-support particles, farther than `radius` (default
-    b (sqrt(d) + 3)) from every a x^(i), and likelihood-mode hallucination: off-support
-    particles whose A(x / a) still fits y (chi-square test at `level`)."""
-    check_prior(prior)
-    abar, a, b2 = check_abar(abar)
-    b = math.sqrt(b2)
-    psi = _check_psi(psi, prior)
-    negligible = check_real(negligible, "negligible")
-    if not 0 <= negligible <= 1:
-        raise ValueError(f"negligible: expected a mass in [0, 1], got {negligible}")
-    level = check_real(level, "level")
-    if not 0 < level < 1:
-        raise ValueError(f"level: expected a probability in (0, 1), got {level}")
-    if radius is not None:
-        radius = check_positive(radius, "radius")
-    x = prior.query(x)
-    mass = atom_mass(prior, x, abar)
-    groups = prior.labels if prior.labels is not None else torch.arange(prior.n_atoms, device=prior.device)
-    mw = mode_weights(mass, psi, groups, x.shape[0])
-    absent = np.asarray(mw["exact"]) < negligible
-    radius = b * (math.sqrt(prior.dim) + 3.0) if radius is None else float(radius)
-    nearest = prior.atoms[prior.nearest_atoms(x, abar)]
-    off = (x - a * nearest).norm(dim=1) > radius
-    r = lik.residual(x / a) / lik.noise_std.to(x)
-    fits = (r * r).sum(1) <= stats.chi2.ppf(level, lik.obs_dim)
-    return {"prior_mode": float(np.asarray(mw["sampler"])[absent].sum()),
-            "absent_modes": [lab for lab, ab in zip(mw["labels"], absent) if ab],
-            "off_support": float(off.double().mean()),
-            "likelihood_mode": float((off & fits).double().mean()),
-            "radius": radius}
 
 
 # ------------------------------------------------------------------ along the trajectory

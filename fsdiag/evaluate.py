@@ -1,4 +1,4 @@
-"""The judge: samples from any code against the exact finite-sample posterior (DESIGN §4, §8).
+"""The judge: samples from any code against the exact finite-sample posterior (docs/design.md §5).
 
 `evaluate` looks only at samples (and, when given, a trajectory), so it judges a sampler
 written anywhere — deepinv, k-diffusion, a user's script — as long as it ran on the FSR
@@ -16,113 +16,15 @@ import torch
 from scipy import stats
 
 from ._checks import as_tensor, check_int, check_positive
-from .diagnostics import (check_prior, check_run, early_stopping, mode_weights, posterior_weights, score_agreement,
-                          sliced_wasserstein, spread, total_variation)
+from .assign import SUPPORT_FRACTION, atom_masses, atom_spacing, copies_of, sample_rows
+from .diagnostics import (check_prior, check_run, early_stopping, mode_weights, monte_carlo_floor, score_agreement,
+                          sliced_wasserstein, spread, support_set, total_variation)
 from .methods import Approximation
-from .kernels import group_shares
+from .posterior import posterior_weights
 from .prior import EmpiricalPrior
 from .schedules import VPSchedule
 
-__all__ = ["Report", "evaluate", "diagnose", "monte_carlo_floor", "support_set", "copies_of", "atom_masses", "atom_spacing", "sample_rows",
-           "SUPPORT_FRACTION"]
-
-
-# ------------------------------------------------------------------ pieces
-def _collapse(freq: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Sum the columns of freq (R, N) that share an id in ids (N,): (R, k), no (N, k) one-hot."""
-    flat = (ids[None, :] + k * np.arange(freq.shape[0])[:, None]).ravel()
-    return np.bincount(flat, weights=freq.ravel(), minlength=k * freq.shape[0]).reshape(freq.shape[0], k)
-
-
-def _compact(ids) -> tuple[np.ndarray, int]:
-    inverse = np.unique(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids), return_inverse=True)[1]
-    inverse = inverse.ravel()
-    return inverse, int(inverse.max()) + 1 if inverse.size else 0
-
-
-def monte_carlo_floor(psi, n: int, *, groups=None, copies=None, repeats: int = 64, seed: int = 0) -> dict:
-    """TV between the exact posterior psi and the empirical distribution of n exact draws
-    (simulated `repeats` times): what a perfect sampler with n samples scores. With `groups`
-    (one integer label per atom) the same over the labels. With `copies` (one id per atom, equal
-    for exact copies of one atom) each draw is judged as `evaluate` judges a sample: it cannot
-    tell copies apart, so its mass is split among them in proportion to psi. Returns mean and
-    95% quantile."""
-    check_int(n, "n")
-    check_int(repeats, "repeats")
-    p = np.asarray(psi.detach().cpu() if isinstance(psi, torch.Tensor) else psi, dtype=np.float64)
-    p = p / p.sum()
-    rng = np.random.default_rng(seed)
-    freq = rng.multinomial(n, p, size=repeats) / n                      # (repeats, N)
-    if copies is not None:
-        inv, k = _compact(copies)
-        pg = np.bincount(inv, weights=p, minlength=k)
-        share = np.divide(p, pg[inv], out=np.zeros_like(p), where=pg[inv] > 0)
-        freq = _collapse(freq, inv, k)[:, inv] * share
-    if groups is not None:
-        inv, k = _compact(groups)
-        p, freq = _collapse(p[None], inv, k)[0], _collapse(freq, inv, k)
-    tv = 0.5 * np.abs(freq - p).sum(1)
-    return {"mean": float(tv.mean()), "q95": float(np.quantile(tv, 0.95)), "repeats": repeats}
-
-
-def support_set(mass, level: float = 0.99) -> np.ndarray:
-    """Indices of the smallest set of entries whose exact mass reaches `level` (largest first)."""
-    m = np.asarray(mass, dtype=np.float64)
-    order = np.argsort(-m, kind="stable")
-    k = int(np.searchsorted(np.cumsum(m[order]), level * m.sum())) + 1
-    return np.sort(order[:min(k, m.size)])
-
-
-def copies_of(prior: EmpiricalPrior) -> torch.Tensor:
-    """One id per atom, equal for exact copies of one atom (N,): no sample can tell them apart."""
-    return torch.unique(prior.atoms, dim=0, return_inverse=True)[1].reshape(-1).cpu()
-
-
-def atom_masses(prior: EmpiricalPrior, x: torch.Tensor, abar: float = 1.0,
-                copies: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sampler's mass per atom (N,) float64 on the CPU, and each sample's distance to its atom:
-    every sample x (n, d) goes to its nearest atom (the most responsible one at alpha_bar < 1), exactly
-    (`prior.nearest`), and is split among exact copies of that atom in proportion to pi (no sample
-    can tell copies apart, and the exact posterior splits them so too: they share one likelihood)."""
-    copies = copies_of(prior) if copies is None else copies
-    nn = prior.nearest(x, abar)
-    share = group_shares(prior.log_weights.detach().cpu(), copies)
-    hits = torch.bincount(copies[nn.index.cpu()], minlength=int(copies.max()) + 1).to(torch.float64)
-    return hits[copies] * share / x.shape[0], nn.distance
-
-
-def atom_spacing(prior: EmpiricalPrior, copies: torch.Tensor | None = None, n_probe: int = 512) -> float:
-    """Median distance from an atom to its nearest distinct atom (exact copies skipped), on up
-    to n_probe atoms (fixed, evenly spread); 0 when all atoms are copies of one."""
-    copies = copies_of(prior) if copies is None else copies
-    if int(copies.max()) == 0:
-        return 0.0
-    probe = torch.linspace(0, prior.n_atoms - 1, min(n_probe, prior.n_atoms)).round().long()
-    c = prior.center.to(torch.float64)
-    xc = prior.atoms[probe.to(prior.device)].to(torch.float64) - c
-    best = torch.full((probe.shape[0],), math.inf, dtype=torch.float64)
-    step = max(16, (1 << 21) // max(1, probe.shape[0]))
-    for s in range(0, prior.n_atoms, step):
-        ac = prior.atoms[s:s + step].to(torch.float64) - c
-        d2 = ((xc * xc).sum(1)[:, None] - 2 * xc @ ac.T + (ac * ac).sum(1)[None]).clamp_min(0).cpu()
-        d2[copies[probe][:, None] == copies[s:s + step][None]] = math.inf     # itself and its copies
-        best = torch.minimum(best, d2.min(1).values)
-    best = best[torch.isfinite(best)]
-    return float(best.median().sqrt()) if best.numel() else 0.0
-
-
-# A clean sample is off the prior's support when it is farther from every atom than this fraction
-# of the typical distance between neighbouring atoms: near enough to be unmistakably that atom.
-SUPPORT_FRACTION = 0.1
-
-
-def sample_rows(samples, prior: EmpiricalPrior, name: str) -> torch.Tensor:
-    """(n, d) or (n, C, H, W) with C*H*W = d, as (n, d) rows in the prior's dtype/device."""
-    x = as_tensor(samples, name, dtype=prior.dtype, device=prior.device)
-    if x.ndim < 2 or x.shape[0] < 1 or math.prod(x.shape[1:]) != prior.dim:
-        raise ValueError(f"{name}: expected shape (n, {prior.dim}) or (n, ...) with {prior.dim} values per "
-                         f"sample and n >= 1, got {tuple(x.shape)}")
-    return x.reshape(x.shape[0], prior.dim)
+__all__ = ["Report", "evaluate", "diagnose", "hallucination"]
 
 
 def _trajectory(trajectory, prior: EmpiricalPrior, schedule):
@@ -222,6 +124,34 @@ class Report:
         return self.summary()
 
 
+def hallucination(modes: dict, mass: torch.Tensor, psi: torch.Tensor, dist: torch.Tensor, x0: torch.Tensor, lik, *,
+                  negligible: float, level: float, fit_level: float, radius: float, radius_rule: str) -> dict:
+    """The one hallucination measure (docs/design.md §5.4), from an assignment (`fsdiag.assign`):
+    mass on modes whose exact mass is below `negligible` (`prior_mode`); mass outside the smallest
+    sets of atoms / modes holding `level` of the exact mass; samples farther than `radius` from
+    their atom (`off_support`), and those of them whose clean estimate x0 still fits y (a
+    chi-square test at `fit_level`: `likelihood_mode`). modes: `mode_weights`' dict with the
+    modes' names; mass, psi (N,) float64: the sampler's and the exact mass per atom; dist (n,):
+    each sample's distance to its atom."""
+    exact_modes, sampler_modes = np.asarray(modes["exact"]), np.asarray(modes["sampler"])
+    absent = exact_modes < negligible
+    in_atoms, in_modes = support_set(psi.numpy(), level), support_set(exact_modes, level)
+    off = dist > radius
+    r = lik.residual(x0) / lik.noise_std.to(x0)
+    fits = (r * r).sum(1) <= stats.chi2.ppf(fit_level, lik.obs_dim)
+    return {"prior_mode": float(sampler_modes[absent].sum()),
+            "absent_modes": [lab for lab, ab in zip(modes["labels"], absent) if ab],
+            "level": level,
+            "outside_support_atoms": float(1.0 - mass.numpy()[in_atoms].sum()),
+            "outside_support_modes": float(1.0 - sampler_modes[in_modes].sum()),
+            "support_atoms": int(in_atoms.size),
+            "support_modes": [modes["labels"][i] for i in in_modes],
+            "off_support": float(off.double().mean()),
+            "likelihood_mode": float((off & fits.to(off.device)).double().mean()),
+            "radius": float(radius),
+            "radius_rule": radius_rule}
+
+
 def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=None, t_final: float | None = None,
              schedule=None, negligible: float = 1e-3, level: float = 0.99, radius: float | None = None,
              fit_level: float = 0.99, method: str = "samples", seed: int = 0) -> Report:
@@ -232,7 +162,7 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
     paper's VP schedule) the most responsible one at that time. Modes are `labels` (one integer
     per atom), else the prior's labels, else the atoms themselves.
 
-    Hallucination is measured against the exact posterior's support (DESIGN §8): the mass on
+    Hallucination is measured against the exact posterior's support (`hallucination`): the mass on
     modes whose exact mass is below `negligible`, and outside the smallest sets of atoms / modes
     holding `level` of the exact mass. A sample is off-support when farther than `radius` from
     every atom (default b (sqrt(d) + 3) at t_final, or half the median atom spacing for clean
@@ -292,23 +222,8 @@ def evaluate(samples, prior: EmpiricalPrior, lik, *, trajectory=None, labels=Non
     w = psi.detach().cpu().double()
     modes = mode_weights(mass, w, groups, n)
     modes["labels"] = [names[int(k)] for k in modes["labels"]]
-    exact_modes, sampler_modes = np.asarray(modes["exact"]), np.asarray(modes["sampler"])
-    absent = exact_modes < negligible
-    in_atoms, in_modes = support_set(w.numpy(), level), support_set(exact_modes, level)
-    off = dist > radius
-    r = lik.residual(x0) / lik.noise_std.to(x0)
-    fits = (r * r).sum(1) <= stats.chi2.ppf(fit_level, lik.obs_dim)
-    halluc = {"prior_mode": float(sampler_modes[absent].sum()),
-              "absent_modes": [lab for lab, ab in zip(modes["labels"], absent) if ab],
-              "level": level,
-              "outside_support_atoms": float(1.0 - mass.numpy()[in_atoms].sum()),
-              "outside_support_modes": float(1.0 - sampler_modes[in_modes].sum()),
-              "support_atoms": int(in_atoms.size),
-              "support_modes": [modes["labels"][i] for i in in_modes],
-              "off_support": float(off.double().mean()),
-              "likelihood_mode": float((off & fits.to(off.device)).double().mean()),
-              "radius": float(radius),
-              "radius_rule": rule}
+    halluc = hallucination(modes, mass, w, dist, x0, lik, negligible=negligible, level=level,
+                           fit_level=fit_level, radius=radius, radius_rule=rule)
     floor_atoms = monte_carlo_floor(w, n, copies=copies, seed=seed)
     floor_modes = monte_carlo_floor(w, n, groups=groups, copies=copies, seed=seed)
 

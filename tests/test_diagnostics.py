@@ -88,12 +88,14 @@ def test_hallucination_detects_off_support_particles_that_fit_y():
     a = math.sqrt(abar)
     x = torch.tensor([[-2.0], [4.0], [2.0]], dtype=torch.float64) * a
     # x[1] lies between the atoms 2.1 and 6.0: off the support, and |4| does not fit y = 2
-    psi = fsdiag.posterior_weights(prior, lik)
-    h = D.hallucination(prior, lik, x, abar, psi)
+    def hallucination(x):       # the judge's one measure, on samples still noisy at t = 1e-2
+        return fsdiag.evaluate(x, prior, lik, t_final=1e-2).hallucination
+
+    h = hallucination(x)
     assert h["off_support"] == pytest.approx(1 / 3) and h["likelihood_mode"] == 0.0
     x[1, 0] = a * -2.05     # next to the atom -2.0: on the support
-    h2 = D.hallucination(prior, lik, x, abar, psi)
+    h2 = hallucination(x)
     assert h2["off_support"] == 0.0
     x[1, 0] = a * -2.6      # off the support, but |x| ~ 2.6 fits y = 2 within noise 0.3
-    h3 = D.hallucination(prior, lik, x, abar, psi)
+    h3 = hallucination(x)
     assert h3["off_support"] == pytest.approx(1 / 3) and h3["likelihood_mode"] == pytest.approx(1 / 3)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import fsdiag
 from fsdiag import testbeds as T
-from fsdiag.evaluate import monte_carlo_floor, support_set
+from fsdiag.diagnostics import monte_carlo_floor, support_set
 
 
 def _problem():

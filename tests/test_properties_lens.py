@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import fsdiag
 from fsdiag import problems as P
 from fsdiag.__main__ import main
-from fsdiag.evaluate import monte_carlo_floor
+from fsdiag.diagnostics import monte_carlo_floor
 from fsdiag.outputs import OutputError, Target
 
 CI = settings(derandomize=True, deadline=None, print_blob=True,

@@ -12,9 +12,14 @@ import math
 import torch
 
 from .._checks import as_tensor, check_abar, check_int, check_positive
+from ..assign import atom_masses, atom_spacing, copies_of, sample_rows
+from ..diagnostics import mode_weights, monte_carlo_floor, total_variation
+from ..forward import Identity
+from ..likelihood import GaussianLikelihood
 from ..methods import Approximation, Guidance
 from ..kernels import check_result
 from ..prior import EmpiricalPrior, Moments
+from ..sampling import sample
 from ..schedules import VPSchedule
 from .training import NetworkDenoiser, Trained
 
@@ -146,10 +151,6 @@ def sample_prior(prior, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
                  seed: int = 0, progress: bool = True):
     """Unconditional samples from any prior (an EmpiricalPrior, a NetworkPrior, ...) by the same
     reverse Euler-Maruyama as `fsdiag.sample` (the measurement is a placeholder the sampler ignores)."""
-    from ..forward import Identity
-    from ..likelihood import GaussianLikelihood
-    from ..samplers import sample
-
     if not hasattr(prior, "moments") or not hasattr(prior, "dim"):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior or NetworkPrior, got {type(prior).__name__}")
     lik = GaussianLikelihood(Identity(), torch.zeros(prior.dim, dtype=torch.float64), 1.0)
@@ -162,9 +163,6 @@ def prior_report(samples, prior: EmpiricalPrior, *, t_final: float | None = None
     label; with t_final, the most responsible atom at that time) next to the prior's, the TV over
     modes and over atoms with their Monte Carlo floors (as many exact prior draws), and the median
     distance from a clean sample to its nearest atom relative to the median spacing of the atoms."""
-    from ..diagnostics import mode_weights, total_variation
-    from ..evaluate import atom_masses, atom_spacing, copies_of, monte_carlo_floor, sample_rows
-
     if not isinstance(prior, EmpiricalPrior):
         raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior, got {type(prior).__name__}")
     x = sample_rows(samples, prior, "samples")
