@@ -160,7 +160,7 @@ class Methods(Kind):
     when checked, so methods registered later count)."""
 
     def _kind(self):
-        from . import METHODS
+        from .. import METHODS
         return ListOf(Choice(*sorted(METHODS)), min_len=1, unique=True)
 
     def describe(self):

@@ -106,7 +106,7 @@ def _grid(grid) -> list[dict]:
 
 def run_key(notebook: Path, params: dict) -> str:
     """Hash of the notebook's content, its parameters and the fsdiag version."""
-    from . import __version__
+    from .. import __version__
     h = hashlib.sha256(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(__version__.encode())
