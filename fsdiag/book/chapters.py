@@ -66,9 +66,9 @@ def _specs(chapter: str) -> dict:
         return {"seed": Seed(), "n_candidates": Int(min=1, max=1700), "noise_std": Real(gt=0), "n_samples": Int(min=1),
                 "samplers": ListOf(Choice(*fdi.SAMPLERS), unique=True),
                 "settings": ListOf(Choice(*fdi.SETTINGS), unique=True),
-                "pd_num_steps": Int(min=2), "langevin_max_iter": Int(min=2), "n_show": Int(min=1),
+                "pd_num_steps": Int(min=2), "langevin_max_iter": Int(min=2),
                 "extra_operators": ListOf(Choice("blur", "downsampling"), min_len=0, unique=True),
-                "n_extra_samples": Int(min=1)}
+                "n_extra_samples": Int(min=1), "n_show": Int(min=1)}
     if chapter == "10_exact_in_the_limit":
         return {"seed": Seed(), "particles": ListOf(Int(min=2)), "n_steps": Int(min=2),
                 "smc": ListOf(Choice("tds", "mcgdiff", "mcgdiff_lite")), "guidance": Methods(),
