@@ -14,8 +14,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def _book_files() -> list[str]:
-    # One list, in fsdiag/bookfiles.py (loaded by path: importing fsdiag would import torch).
-    spec = importlib.util.spec_from_file_location("_fsdiag_bookfiles", HERE / "fsdiag" / "bookfiles.py")
+    # One list, in fsdiag/book/bookfiles.py (loaded by path: importing fsdiag would import torch).
+    spec = importlib.util.spec_from_file_location("_fsdiag_bookfiles", HERE / "fsdiag" / "book" / "bookfiles.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return list(module.BOOK_FILES)

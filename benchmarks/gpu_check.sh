@@ -268,7 +268,7 @@ import json, os, resource, time
 import torch
 import fsdiag
 from fsdiag import data
-from fsdiag.regenerate import expand
+from fsdiag.book.regenerate import expand
 
 dry = os.environ["GPU_CHECK_DRY"] == "1"
 dev = "cuda" if torch.cuda.is_available() and not dry else "cpu"
@@ -397,7 +397,7 @@ stage_ch13() {
     "$PY" - "$params" <<'EOF' || return 1
 import json, os, sys
 import yaml
-from fsdiag.regenerate import expand
+from fsdiag.book.regenerate import expand
 
 profile = os.environ.get("GPU_CHECK_PROFILE", "gpu")
 p = dict(expand(profile, only=["13_imaging"], out=os.environ["GPU_CHECK_WORK"])[0].params)

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from .cli_diagnose import add_parser as add_diagnose_parser
-from .regenerate import add_parsers as add_regenerate_parsers
+from .book.cli import add_parsers as add_regenerate_parsers
 
 from . import METHODS, VPSchedule, posterior_weights, sample, sample_exact
 from .diagnostics import atom_mass, wilson_interval

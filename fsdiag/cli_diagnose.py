@@ -323,7 +323,7 @@ def markdown(result: dict, report) -> str:
 def _write_outputs(target, result: dict, text: str, report, problem, x) -> None:
     """report.md, report.json and report.png into a staging folder swapped in whole: the folder
     holds all three from one run, or what it held before."""
-    from .nbtools import to_jsonable
+    from .book.pages import to_jsonable
     from .outputs import OutputError
     from .plots.report import report_figure
 

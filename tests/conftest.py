@@ -38,7 +38,7 @@ def run_notebook(name: str, tmp_path: Path, **params) -> dict:
 
 # One Jupyter kernel serves every rejected-parameter check of a test session: a kernel start and
 # the chapters' imports cost ~4 s per check under papermill, a check itself ~0.3 s. Each check
-# clears the namespace and the input history (which nbtools.check_params reads to find the
+# clears the namespace and the input history (which book.check_params reads to find the
 # injected names) before it runs the chapter's cells as papermill would have arranged them.
 _VALIDATION = contextlib.ExitStack()
 _CLEAN_SLATE = ("%reset -f\nget_ipython().history_manager.input_hist_parsed.clear()\n"
@@ -89,7 +89,7 @@ _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge
 
 
 def check_verdict(verdict: dict, statuses=None) -> None:
-    """A chapter's verdict (nbtools.verdict) is consistent: every evidence row's `holds` is
+    """A chapter's verdict (book.verdict) is consistent: every evidence row's `holds` is
     `value op threshold`, the status follows from the rows, and it is one of `statuses`."""
     rows = verdict["evidence"]
     assert rows and verdict["claim"], verdict

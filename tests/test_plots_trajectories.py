@@ -232,7 +232,7 @@ def test_chapter_shows_at_most_60_lines_of_code_and_plots_out_of_sight(chapter):
     assert any("fsdiag.sample" in src for src in visible) or chapter == "01_finite_sample_lens"
     assert any("posterior_weights" in src for src in visible)
     # the validation cell follows the parameters cell, collapsed
-    assert cells[0][1] == ["parameters"] and cells[1][1] == ["hide-input"] and "check_params" in cells[1][0]
+    assert cells[0][1] == ["parameters"] and cells[1][1] == ["hide-input"] and "book.check_chapter(globals()" in cells[1][0]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)

@@ -258,7 +258,7 @@ REGEN_ARGS = st.lists(st.sampled_from([
 @given(REGEN_ARGS)
 def test_regenerate_options_exit_0_1_or_2_in_one_line_and_lose_nothing(tmp_path_factory, monkeypatch, capsys, args):
     import yaml
-    from fsdiag import regenerate as R
+    from fsdiag.book import regenerate as R
     root = tmp_path_factory.mktemp("regen")
     (root / "notes.txt").write_text("keep")
     (root / "mine").mkdir()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fsdiag import regenerate as R
+from fsdiag.book import regenerate as R
+from fsdiag.book import site
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"04_early_stopping": {"n_atoms": 32, "n_particles": 128, "n_steps": 40, "n_record": 3},
@@ -271,8 +272,8 @@ def test_the_book_takes_each_chapters_finished_run(tmp_path):
         (tmp_path / nb / name).mkdir(parents=True)
         (tmp_path / nb / name / f"{nb}.ipynb").write_text("{}")
         (tmp_path / nb / name / "run.json").write_text(json.dumps({"status": status, "params": {"seed": seed}}))
-    assert R._pick(tmp_path, nb) == tmp_path / nb / "d" / f"{nb}.ipynb"     # the lowest seed of the finished runs
-    assert R._pick(tmp_path, "01_finite_sample_lens") is None
+    assert site._pick(tmp_path, nb) == tmp_path / nb / "d" / f"{nb}.ipynb"     # the lowest seed of the finished runs
+    assert site._pick(tmp_path, "01_finite_sample_lens") is None
 
 
 def test_profiles_expand_grids_and_name_only_declared_parameters(tmp_path):

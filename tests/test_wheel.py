@@ -129,7 +129,7 @@ def test_the_wheel_carries_the_book_files(wheel):
     # Sources only: no executed outputs, no hidden files, nothing outside those folders.
     assert not [n for n in book if "outputs/" in n or any(part.startswith(".") for part in n.split("/"))]
     assert {n.split("/")[0] for n in book} == {"_config.yml", "_toc.yml", "references.bib", "book", "notebooks"}
-    assert "fsdiag/bookfiles.py" in names and "fsdiag/outputs.py" in names
+    assert "fsdiag/book/bookfiles.py" in names and "fsdiag/outputs.py" in names
 
 
 def test_the_sdist_carries_them_too(sources, tmp_path):

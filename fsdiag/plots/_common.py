@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mode_weights_figure", "image_grid"]
+__all__ = ["mode_weights_figure", "image_grid", "FONT", "LEGEND_FONT"]
+
+FONT = 9            # smallest text on a figure, in points
+LEGEND_FONT = 10    # legend text, in points
 
 
 def mode_weights_figure(reports: dict, *, title: str = "", ax=None):
@@ -32,7 +35,7 @@ def mode_weights_figure(reports: dict, *, title: str = "", ax=None):
     ax.set_xlabel("mode")
     ax.set_ylabel("posterior mass")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=LEGEND_FONT, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     return fig if fig is not None else ax.figure

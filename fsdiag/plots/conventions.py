@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import LEGEND_FONT
+
 __all__ = ["conventions_figure"]
 
 _LINESTYLES = ("-", "--", ":", "-.")
@@ -55,7 +57,7 @@ def conventions_figure(results: list, *, n_steps: int, floors: dict | None = Non
         ax_bar.set_xlabel(f"mass on excluded atoms (%), {n_steps} steps")
         right = max([100 * r["excluded_upper"] for r in mine] + [1.0])
         ax_bar.set_xlim(0, 1.3 * right)
-        ax_bar.legend(fontsize=9, frameon=True, loc="best")
+        ax_bar.legend(fontsize=LEGEND_FONT, frameon=True, loc="best")
         ax_bar.set_title(title_fmt.format(y=y) + ": excluded atoms", fontsize=10)
         for conv in convs:
             for j, sched in enumerate(scheds):
@@ -69,7 +71,7 @@ def conventions_figure(results: list, *, n_steps: int, floors: dict | None = Non
             ax_line.plot([], [], _LINESTYLES[j % len(_LINESTYLES)], color="k", label=sched)
         if floors and y in floors:
             ax_line.axhline(floors[y], color="0.5", lw=1.5, ls=(0, (1, 1)), label="Monte Carlo floor")
-        ax_line.legend(fontsize=9, frameon=False)
+        ax_line.legend(fontsize=LEGEND_FONT, frameon=False)
         ax_line.set_xscale("log")
         steps = sorted({r["n_steps"] for r in mine})
         ax_line.set_xticks(steps, [str(n) for n in steps])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import LEGEND_FONT
+
 __all__ = ["compute_sweep_figure", "floor_crossings"]
 
 _STYLE = {"smc": dict(ls="-", marker="o"), "guidance": dict(ls="--", marker="s"), "daps": dict(ls=":", marker="^")}
@@ -90,5 +92,5 @@ def compute_sweep_figure(results: dict, *, x: str = "evaluations", y: str = "tv_
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
-               fontsize=9, frameon=False)
+               fontsize=LEGEND_FONT, frameon=False)
     return fig

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import FONT, LEGEND_FONT
+
 __all__ = ["posterior_maps_figure", "operator_class_weights_figure", "tweedie_blur_figure", "growth_figure"]
 
 PAGE = 8.4          # width of the book's page, inches: figures are drawn at it so text keeps its size
-FONT = 9            # smallest text, points, at that width
 TITLE = 10          # panel titles
 PAD = 8             # points between a panel's title and what is under it
 
@@ -180,7 +181,7 @@ def operator_class_weights_figure(problems, *, class_names, ncols: int = 2):
     for ax in axes[:, 0]:
         ax.set_ylabel("posterior mass")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), fontsize=FONT, frameon=False)
+    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), fontsize=LEGEND_FONT, frameon=False)
     return fig
 
 
@@ -232,7 +233,7 @@ def tweedie_blur_figure(strips, curves):
             ax.set_ylabel("blur of Tweedie means", fontsize=FONT)
             ax.tick_params(labelsize=FONT)
             ax.set_title(c["title"], fontsize=TITLE, pad=PAD)
-        axes[r][0].legend(fontsize=FONT, frameon=False)
+        axes[r][0].legend(fontsize=LEGEND_FONT, frameon=False)
         for ax in axes[r][len(curves):]:
             ax.set_axis_off()
     return fig
@@ -268,7 +269,7 @@ def growth_figure(sweep, *, title: str = ""):
         ax.yaxis.label.set_fontsize(FONT)
         ax.tick_params(labelsize=FONT)
         ax.set_title(t, fontsize=TITLE, pad=PAD)
-    axes[0].legend(fontsize=FONT, frameon=False)
+    axes[0].legend(fontsize=LEGEND_FONT, frameon=False)
     if title:
         fig.suptitle(title, fontsize=TITLE + 1)
     return fig

@@ -9,13 +9,12 @@ import math
 
 import numpy as np
 
-from ._common import mode_weights_figure
+from ._common import FONT, LEGEND_FONT, mode_weights_figure
 
 __all__ = ["mode_masses_figure", "mode_weight_sweep_figure", "class_weights_figure", "image_rows_figure",
            "particles_figure", "prior_mode_vs_noise_figure", "manifold_samples_figure",
            "noise_stressor_figure", "sampler_diagnostics_figure", "class_weights_grid_figure"]
 
-FONT = 9            # smallest text on a figure, in points
 PANEL = 2.8         # width of one panel, inches: three fit the page's ~8.4 in
 
 
@@ -85,7 +84,7 @@ def mode_masses_figure(reports: dict, *, closed=None, density=None, samples=None
     if closed is not None:
         for k, c in enumerate(np.asarray(closed, dtype=float)):
             ax.hlines(c, k - 0.45, k + 0.45, colors="k", lw=1, linestyles=":", label="closed form" if k == 0 else None)
-    ax.legend(fontsize=FONT, ncol=2, frameon=False, loc="upper left")
+    ax.legend(fontsize=LEGEND_FONT, ncol=2, frameon=False, loc="upper left")
     if mode_names is not None:
         ax.set_xticks(range(len(mode_names)), [str(m) for m in mode_names])
     if two:
@@ -98,7 +97,7 @@ def mode_masses_figure(reports: dict, *, closed=None, density=None, samples=None
         ax.set_xlabel("$x_0$")
         ax.set_ylabel("density")
         ax.set_title("final particles")
-        ax.legend(fontsize=FONT, frameon=False)
+        ax.legend(fontsize=LEGEND_FONT, frameon=False)
     return fig
 
 
@@ -128,7 +127,7 @@ def mode_weight_sweep_figure(rows, *, names=None, colors=None, ncols: int = 3):
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("exact mass on mode 1")
         ax.set_ylabel("sampler mass on mode 1")
-    axes[0].legend(fontsize=FONT, loc="upper left", frameon=False)
+    axes[0].legend(fontsize=LEGEND_FONT, loc="upper left", frameon=False)
     return fig
 
 
@@ -139,7 +138,7 @@ def class_weights_figure(reports: dict, *, title: str = "", xlabel: str = "digit
     fig, ax = plt.subplots(figsize=(8.4, 3.6), layout="constrained")
     mode_weights_figure(reports, ax=ax, title=title)
     ax.set_xlabel(xlabel)
-    ax.legend(fontsize=FONT, ncol=3, frameon=False, loc="upper left")
+    ax.legend(fontsize=LEGEND_FONT, ncol=3, frameon=False, loc="upper left")
     return fig
 
 
@@ -198,7 +197,7 @@ def particles_figure(atoms, samples: dict, *, psi=None, flagged=None, flag_label
         ax.scatter(x[~bad, 0], x[~bad, 1], s=6, color=cols[name], alpha=0.5)
         if bad.any():
             ax.scatter(x[bad, 0], x[bad, 1], s=14, color="crimson", marker="x", label=flag_label)
-            ax.legend(fontsize=FONT, loc="lower left", frameon=False)
+            ax.legend(fontsize=LEGEND_FONT, loc="lower left", frameon=False)
         ax.set_title(name)
     for ax in axes:
         if line is not None:
@@ -230,7 +229,7 @@ def prior_mode_vs_noise_figure(rows, *, names=None, colors=None):
     _log_noise_axis(ax, [r["noise_std"] for r in rows])
     ax.set_xlabel("measurement noise σ")
     ax.set_ylabel("mass on excluded prior modes")
-    ax.legend(fontsize=FONT, frameon=False)
+    ax.legend(fontsize=LEGEND_FONT, frameon=False)
     return fig
 
 
@@ -290,7 +289,7 @@ def noise_stressor_figure(rows, *, atoms=None, samples=None, names=None, colors=
         _log_noise_axis(ax, [r["noise_std"] for r in rows])
         ax.set_xlabel("measurement noise σ")
         ax.set_title(label)
-    axes[0].legend(fontsize=FONT, frameon=False)
+    axes[0].legend(fontsize=LEGEND_FONT, frameon=False)
     if samples is not None:
         ax = axes[-1]
         a = np.asarray(atoms, dtype=float)
@@ -305,7 +304,7 @@ def noise_stressor_figure(rows, *, atoms=None, samples=None, names=None, colors=
         ax.set_aspect("equal")
         low = min(r["noise_std"] for r in rows)
         ax.set_title(f"samples at σ = {low:g}\n({outside} outside the view)")
-        ax.legend(fontsize=FONT, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=2)
+        ax.legend(fontsize=LEGEND_FONT, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=2)
     return fig
 
 
@@ -343,7 +342,7 @@ def sampler_diagnostics_figure(reports: dict, alpha_bar: dict, *, colors=None, e
     for ax in axes[:2]:
         ax.axhline(1, color="k", lw=0.6, ls=":")
     axes[1].set_yscale("log")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=FONT,
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=LEGEND_FONT,
                frameon=False)
     return fig
 
@@ -380,5 +379,5 @@ def class_weights_grid_figure(reports: dict, exact, *, colors=None, ncols: int =
     settings = list(dict.fromkeys(w for name in names for w in reports[name]))
     handles = [Patch(color="k", label="exact")] + [
         Patch(color="0.35", alpha=0.45 if which in faded else 1.0, label=which) for which in settings]
-    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=FONT, frameon=False)
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=LEGEND_FONT, frameon=False)
     return fig

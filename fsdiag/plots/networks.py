@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import LEGEND_FONT
+
 __all__ = ["training_loss_figure", "prior_samples_figure", "whose_error_figure"]
 
 
@@ -20,7 +22,7 @@ def training_loss_figure(losses: dict, *, title: str = "Training loss (EDM-weigh
     ax.set_xlabel("training progress (%)")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=9, frameon=False)
+    ax.legend(fontsize=LEGEND_FONT, frameon=False)
     return fig
 
 
@@ -49,7 +51,7 @@ def prior_samples_figure(atoms, samples: dict, *, labels=None, title: str = ""):
         ax.set_ylabel("$x_2$")
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8, loc="upper left", markerscale=3)
+    axes.flat[0].legend(fontsize=LEGEND_FONT, loc="upper left", markerscale=3)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -86,5 +88,5 @@ def whose_error_figure(problems: dict, *, names: dict | None = None):
     for ax in list(axes.flat)[len(titles):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=LEGEND_FONT, frameon=False)
     return fig

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import LEGEND_FONT
+
 __all__ = ["report_figure"]
 
 _MAX_MODES = 24
@@ -70,8 +72,8 @@ def _problem_panels(fig, spec, report, problem, x):
         ax2.set_ylim(0, 1.05)
         ax2.set_ylabel("exact mass", fontsize=8)
         ax.set_xlabel("x", fontsize=8)
-        ax.legend(loc="upper left", fontsize=7, frameon=False)
-        ax2.legend(loc="upper right", fontsize=7, frameon=False)
+        ax.legend(loc="upper left", fontsize=LEGEND_FONT, frameon=False)
+        ax2.legend(loc="upper right", fontsize=LEGEND_FONT, frameon=False)
     else:
         j = (0, 1)
         ax.scatter(atoms[:, j[0]], atoms[:, j[1]], s=6 + 200 * psi / max(psi.max(), 1e-300), c=psi, cmap="Greys",
@@ -79,7 +81,7 @@ def _problem_panels(fig, spec, report, problem, x):
         ax.scatter(xs[:, j[0]], xs[:, j[1]], s=4, color="C0", alpha=0.5, label="samples")
         ax.set_xlabel("x[0]", fontsize=8)
         ax.set_ylabel("x[1]", fontsize=8)
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=LEGEND_FONT, frameon=False)
         if atoms.shape[1] > 2:
             ax.set_title(f"the first two of {atoms.shape[1]} coordinates", fontsize=9)
     ax.tick_params(labelsize=7)
@@ -110,7 +112,7 @@ def _modes_panel(ax, report):
     ax.set_ylabel("posterior mass", fontsize=8)
     shown = "" if order.size == len(labels) else f" ({order.size} of {len(labels)} shown)"
     ax.set_title(f"mass per mode{shown}: TV {report.tv_modes:.3f}", fontsize=9)
-    ax.legend(handles=handles, fontsize=7, frameon=False)
+    ax.legend(handles=handles, fontsize=LEGEND_FONT, frameon=False)
     ax.tick_params(labelsize=7)
 
 
@@ -128,7 +130,7 @@ def _floor_panel(ax, report):
     ax.set_ylim(-0.6, len(rows) - 0.2)
     ax.set_xlabel("total variation to the exact posterior", fontsize=8)
     ax.set_title("TV beside the Monte Carlo floor (as many exact draws)", fontsize=9)
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.legend(fontsize=LEGEND_FONT, frameon=False, loc="lower right")
     ax.tick_params(labelsize=7)
 
 

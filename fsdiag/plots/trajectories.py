@@ -10,11 +10,12 @@ import math
 
 import numpy as np
 
+from ._common import LEGEND_FONT
+
 __all__ = ["METHOD_LABELS", "method_colors", "fsr_weights_figure", "convergence_figure",
            "density_heatmaps_figure", "tv_over_time_figure", "final_densities_figure",
            "variance_ratio_figure", "score_agreement_figure", "early_stopping_figure"]
 
-FONT = 9            # smallest font size (pt) used in these figures
 MAX_WIDTH = 12.0    # widest figure (in)
 
 # Labels of the columns and samplers the chapters compare; a chapter may override some (e.g. ζ's value).
@@ -122,7 +123,7 @@ def convergence_figure(sizes, errors: dict, fits: dict, *, titles: dict, labels:
         ax.plot(nn, anchor / np.sqrt(nn), "k:", lw=1.2, label=r"$\propto N^{-1/2}$")
         ax.set(xscale="log", yscale="log", xlabel="number of atoms $N$")
         ax.set_title(titles[p], fontsize=11)
-        ax.legend(fontsize=FONT, loc="lower left")
+        ax.legend(fontsize=LEGEND_FONT, loc="lower left")
     axes[0].set_ylabel("error (mean over seeds;\nband: 10–90%)")
     return fig
 
@@ -199,7 +200,7 @@ def tv_over_time_figure(rows: dict, *, labels=None, colors=None):
         ax.set_xlabel("diffusion time $t$")
         ax.set_title(res["title"], fontsize=11)
     axes[0].set_ylabel("TV to the exact FSR $p_t(x_t \\mid y)$")
-    axes[0].legend(fontsize=FONT)
+    axes[0].legend(fontsize=LEGEND_FONT)
     return fig
 
 
@@ -228,7 +229,7 @@ def final_densities_figure(bins: dict, edges, *, samplers, t_min: float, labels=
             ax.set_xlabel(f"$x_t$ at $t = {t_min:g}$")
         if k % ncols == 0:
             ax.set_ylabel("density")
-    axes[0].legend(fontsize=FONT)
+    axes[0].legend(fontsize=LEGEND_FONT)
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
@@ -258,7 +259,7 @@ def variance_ratio_figure(testbeds: dict, *, t_min: float, band=(0.8, 1.25), lab
         ax.set_xlabel("diffusion time $t$")
         ax.set_title(res["title"], fontsize=11)
     axes[0].set_ylabel("variance ratio (particles / exact $p_t$)")
-    axes[0].legend(fontsize=FONT)
+    axes[0].legend(fontsize=LEGEND_FONT)
     return fig
 
 
@@ -294,7 +295,7 @@ def score_agreement_figure(testbeds: dict, *, t_min: float, band=(0.8, 1.25), fl
         bottom[j].set_xlabel("diffusion time $t$")
     top[0].set_ylabel("norm ratio (approx / exact)")
     bottom[0].set_ylabel("mean cosine")
-    top[0].legend(fontsize=FONT)
+    top[0].legend(fontsize=LEGEND_FONT)
     return fig
 
 
@@ -329,5 +330,5 @@ def early_stopping_figure(testbeds: dict, *, t_min: float, labels=None, colors=N
             ax.set_ylabel("W1 to the exact posterior")
     for ax in axes[-len(kinds):]:
         ax.set_xlabel("stopping time $t_\\mathrm{stop}$")
-    axes[0].legend(fontsize=FONT)
+    axes[0].legend(fontsize=LEGEND_FONT)
     return fig

@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import bookfiles
-from ._checks import did_you_mean
-from .outputs import MARKER, OutputError, Target, atomic_write, owner_of
+from .._checks import did_you_mean
+from ..outputs import MARKER, OutputError, Target, atomic_write, owner_of
 
-__all__ = ["RunSpec", "load_profiles", "expand", "execute_run", "regenerate", "build_book_from",
+__all__ = ["RunSpec", "load_profiles", "expand", "execute_run", "regenerate",
            "missing_dependencies", "REPO", "PROFILES", "OWNER", "BOOK_OWNER"]
 
-# The book's files: the copy installed with fsdiag, else the source checkout (fsdiag.bookfiles).
+# The book's files: the copy installed with fsdiag, else the source checkout (fsdiag.book.bookfiles).
 REPO = bookfiles.book_root() or bookfiles.CHECKOUT
 PROFILES = REPO / "notebooks" / "profiles.yml"
 OWNER = "fsdiag regenerate"      # the mark (fsdiag.outputs.MARKER) in OUT/<profile> and each run folder
@@ -106,7 +106,7 @@ def _grid(grid) -> list[dict]:
 
 def run_key(notebook: Path, params: dict) -> str:
     """Hash of the notebook's content, its parameters and the fsdiag version."""
-    from . import __version__
+    from .. import __version__
     h = hashlib.sha256(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(__version__.encode())
@@ -475,200 +475,3 @@ def _table(summary: dict, n_metrics: int = 3) -> str:
                  f"{sum(r['status'] == 'skipped' for r in summary['runs'])} skipped, {failed} failed; "
                  f"summary in {summary['out']}/summary.json and summary.csv")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ the book from a batch
-def _pick(runs_dir: Path, notebook: str) -> Path | None:
-    """The executed notebook of a finished run: the lowest seed, then the first key (failed runs,
-    staging folders and runs without their notebook are passed over)."""
-    best = None
-    folder = runs_dir / notebook
-    if not folder.is_dir():
-        return None
-    for run_dir in sorted(folder.iterdir()):
-        executed = run_dir / f"{notebook}.ipynb"
-        if run_dir.name.startswith(".") or run_dir.name.endswith(".failed") or not executed.is_file():
-            continue
-        try:
-            row = json.loads((run_dir / "run.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(row, dict) or row.get("status") != "done":
-            continue
-        seed = (row.get("params") or {}).get("seed", 0)
-        rank = (seed if isinstance(seed, (int, float)) else 0, run_dir.name)
-        if best is None or rank < best[0]:
-            best = (rank, executed)
-    return None if best is None else best[1]
-
-
-def _page_notebook(executed: Path, dest: Path, chapter: str) -> None:
-    """Copy an executed notebook for the book, its injected `out_dir` (the run's staging folder, gone
-    by now) replaced by where the page finds the run's data: outputs/<chapter>/ beside it."""
-    nb = json.loads(executed.read_text())
-    for cell in nb.get("cells", []):
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
-            lines = "".join(cell.get("source", "")).splitlines(keepends=True)
-            cell["source"] = [f'out_dir = "outputs/{chapter}"  # this run\'s outputs, beside this page\n'
-                              if line.startswith("out_dir = ") else line for line in lines]
-    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
-
-
-def build_book_from(runs_dir, *, site=None, repo: Path = REPO, strict: bool = True, stream=None) -> Path:
-    """Build the website from the executed notebooks of a regeneration run (nothing is executed):
-    chapters missing from the run are left out of the table of contents. Returns the site folder.
-
-    The site (default DIR/_site) follows fsdiag.outputs' rule: a new or empty folder, or one an
-    earlier `fsdiag book` wrote; it is built in a staging folder beside it (the book's source
-    included) and swapped in whole. Raises ValueError (OutputError for --site) for a request that
-    cannot be built, before building; RuntimeError when jupyter-book fails."""
-    import subprocess
-
-    import yaml
-    stream = sys.stdout if stream is None else stream
-    if not isinstance(runs_dir, (str, os.PathLike)) or not str(os.fspath(runs_dir)).strip():
-        raise ValueError(f"--from: expected a folder, got {runs_dir!r}")
-    runs_dir = Path(os.path.abspath(os.path.expanduser(os.fspath(runs_dir))))
-    if not runs_dir.is_dir():
-        raise ValueError(f"--from: no folder {runs_dir}")
-    repo = Path(repo)
-    if not (repo / "_toc.yml").is_file():
-        raise ValueError(f"the book's sources are missing: no {repo / '_toc.yml'} (a broken fsdiag install?)")
-    toc = yaml.safe_load((repo / "_toc.yml").read_text())
-    used, missing, picked = [], [], {}
-    for part in toc.get("parts", []):
-        kept = []
-        for ch in part.get("chapters", []):
-            f = ch["file"]
-            if not f.startswith("notebooks/"):
-                kept.append(ch)
-                continue
-            executed = _pick(runs_dir, Path(f).name)
-            if executed is None:
-                missing.append(Path(f).name)
-                continue
-            picked[Path(f).name] = executed
-            used.append(Path(f).name)
-            kept.append(ch)
-        part["chapters"] = kept
-    toc["parts"] = [p for p in toc.get("parts", []) if p["chapters"]]
-    if not used:
-        raise ValueError(f"--from: no finished runs of any chapter in {runs_dir}")
-    site_given = site is not None
-    target = Target(site if site_given else runs_dir / "_site", owner=BOOK_OWNER, option="--site", override=None)
-    stage = target.stage()
-    try:
-        src = stage / ".source"                           # the book's source, inside the site's staging
-        src.mkdir()
-        for item in ("_config.yml", "references.bib", "book"):
-            (shutil.copytree if (repo / item).is_dir() else shutil.copy2)(repo / item, src / item)
-        (src / "notebooks").mkdir()
-        for name, executed in picked.items():
-            _page_notebook(executed, src / "notebooks" / f"{name}.ipynb", name)
-            # The run's figures and data beside the page, where its captions' "data:" links point
-            # (outputs/<chapter>/, as in `make book`; nbtools.figure_caption under regenerate).
-            data = src / "notebooks" / "outputs" / name
-            data.mkdir(parents=True)
-            for f in sorted((executed.parent / "outputs").glob("*")):
-                if f.is_file() and f.suffix in (".png", ".csv", ".json"):
-                    shutil.copy2(f, data / f.name)
-        (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
-        config = yaml.safe_load((src / "_config.yml").read_text())
-        config.setdefault("execute", {})["execute_notebooks"] = "off"
-        (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        # jupyter-book 1.x has no `python -m` entry; call its click command in this interpreter.
-        cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(src),
-               "--path-output", str(src)]
-        # Warnings are errors as in `make book`, unless chapters are missing: links to them then warn.
-        if strict and not missing:
-            cmd += ["-W", "-n", "--keep-going"]
-        print(f"building the book from {len(used)} executed chapters in {runs_dir}"
-              + (f" (left out, no finished run: {', '.join(missing)})" if missing else ""), file=stream)
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=src)
-        html = src / "_build" / "html"
-        if res.returncode != 0 or not (html / "index.html").is_file():
-            raise RuntimeError(f"jupyter-book build failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
-        for entry in html.iterdir():
-            os.replace(entry, stage / entry.name)
-        shutil.rmtree(src)
-        site = target.publish(stage)
-        print(f"site written to {site}/index.html", file=stream)
-        return site
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
-
-
-# ------------------------------------------------------------------ command line
-def add_parsers(sub) -> None:
-    import argparse
-    p = sub.add_parser("regenerate", help="execute the book's notebooks in batch under a profile",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="cpu", help="a profile of notebooks/profiles.yml (ci, cpu, gpu, paper)")
-    p.add_argument("--only", nargs="+", metavar="NB", help="only these notebooks (e.g. 05 or 05_mode_reweighting)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
-    where.add_argument("--scheduler", help="a Dask scheduler address, e.g. tcp://host:8786")
-    p.add_argument("--dask", choices=["local"], help="run on a dask.distributed.LocalCluster of --jobs workers")
-    p.add_argument("--out", default="runs", help="output folder, relative to the working directory (default ./runs); "
-                                                 "the runs go to OUT/<profile>/")
-    p.add_argument("--force", action="store_true", help="rerun runs that already finished")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into an existing OUT/<profile> that fsdiag regenerate did not write (refused "
-                        "otherwise); its other files are kept")
-    p.add_argument("--profiles", default=str(PROFILES), help=argparse.SUPPRESS)
-    p.set_defaults(run=_main_regenerate)
-    b = sub.add_parser("book", help="build the website from a regeneration run, executing nothing",
-                       description="Build the website from the executed notebooks of `fsdiag regenerate` "
-                                   "(nothing is executed). Exit codes: 0 built; 1 the build failed; 2 a usage "
-                                   "error (no DIR, a --site that may not be written, missing dependencies). "
-                                   'Needs the book\'s dependencies: pip install "fsdiag[book]".')
-    b.add_argument("--from", dest="runs_dir", required=True, metavar="DIR", help="OUT/<profile> of fsdiag regenerate")
-    b.add_argument("--site", default=None,
-                   help="where the html goes (default DIR/_site): a new or empty folder, or one an earlier "
-                        "fsdiag book wrote (replaced whole)")
-    b.set_defaults(run=_main_book)
-
-
-def _missing_line(command: str, missing: list[str]) -> str:
-    return (f"fsdiag {command}: needs the book's dependencies, missing here: {', '.join(missing)}; "
-            'install fsdiag[book] (pip install "fsdiag[book]")')
-
-
-def _main_regenerate(args) -> int:
-    missing = missing_dependencies("regenerate")
-    if args.dask == "local" or args.scheduler is not None:
-        missing += missing_dependencies("regenerate --dask")
-    if missing:
-        print(_missing_line("regenerate", missing), file=sys.stderr)
-        return 2
-    if args.jobs < 1:
-        print("fsdiag regenerate: --jobs: expected a positive integer", file=sys.stderr)
-        return 2
-    scheduler = "local" if args.dask == "local" else args.scheduler
-    try:
-        code, _ = regenerate(args.profile, only=args.only, jobs=args.jobs, scheduler=scheduler, out=args.out,
-                             force=args.force, overwrite=args.overwrite, profiles_file=args.profiles)
-    except ValueError as err:
-        print(f"fsdiag regenerate: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"fsdiag regenerate: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    return code
-
-
-def _main_book(args) -> int:
-    missing = missing_dependencies("book")
-    if missing:
-        print(_missing_line("book", missing), file=sys.stderr)
-        return 2
-    try:
-        build_book_from(args.runs_dir, site=args.site)
-    except ValueError as err:
-        print(f"fsdiag book: {err}", file=sys.stderr)
-        return 2
-    except (RuntimeError, OSError) as err:
-        print(f"fsdiag book: {err}", file=sys.stderr)
-        return 1
-    return 0

@@ -16,7 +16,7 @@ __all__ = ["BOOK_FILES", "INSTALLED", "CHECKOUT", "book_root", "is_installed_cop
 # What the wheel carries, relative to the repository's root (setup.py and MANIFEST.in use this list too).
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib", "book", "notebooks/*.ipynb", "notebooks/profiles.yml")
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent   # fsdiag/, this file being fsdiag/book/bookfiles.py
 INSTALLED = _PACKAGE / "_book"          # the copy inside an installed wheel
 CHECKOUT = _PACKAGE.parent              # the repository's root, when fsdiag runs from a checkout
 
