@@ -13,7 +13,7 @@ setup:
 # deepinv needs torchvision. Left alone, pip takes the newest torchvision, which pins a newer torch
 # and replaces the CPU build with a multi-GB CUDA one; naming the installed torch in the same command
 # makes pip pick the torchvision built for it. PyPI's torchvision is a CUDA build whose compiled ops
-# do not load beside a CPU torch: fsdiag.deepinv.import_deepinv makes `import deepinv` work anyway.
+# do not load beside a CPU torch: fsdiag.adapters.deepinv.import_deepinv makes `import deepinv` work anyway.
 	$(PIP) install --quiet --progress-bar off -e ".[deepinv]" "torch==$$($(PYTHON) -c 'import torch; print(torch.__version__.split("+")[0])')"
 
 book: setup

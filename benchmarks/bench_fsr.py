@@ -11,7 +11,7 @@
 Tasks gmm, mnist and storage run on --threads threads (default 1: the machine is shared).
 
 --task score:
-The naive baseline is the paper code's way (fsdiag.reference): the full (batch x N x d)
+The naive baseline is the paper code's way (fsdiag.oracle): the full (batch x N x d)
 difference tensor and autograd through log p(y|x_t). At the target size it needs ~48 GB per
 tensor, so it is timed at --naive-atoms and scaled linearly in N (its cost is linear in N);
 the streamed kernel is timed at both sizes so one ratio is measured like for like.
@@ -80,7 +80,7 @@ def _sync(device):
 def worker(kind: str, n_atoms: int, dim: int, batch: int, repeats: int, device: str, chunk: int,
            matmul_peak: bool = False) -> dict:
     import fsdiag
-    from fsdiag import reference
+    from fsdiag import oracle as reference
 
     dev = torch.device(device)
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -137,10 +137,10 @@ def run_worker(args, kind, n_atoms, repeats, matmul_peak=False):
 def gmm_worker(args) -> dict:
     """The paper code's gmm task: a two-component 1-D mixture, --gmm-atoms atoms drawn from it,
     --gmm-particles particles, Euler-Maruyama on the VP-SDE, float64. fsdiag.sample(method="fsr")
-    against the paper code's way (fsdiag.reference.sample_em: the full difference tensor and
+    against the paper code's way (fsdiag.oracle.sample_em: the full difference tensor and
     autograd, as the paper's code computes it), alternated in one process, per step."""
     import fsdiag
-    from fsdiag import reference
+    from fsdiag import oracle as reference
     from fsdiag.testbeds import GaussianMixture
 
     torch.set_num_threads(args.threads)

@@ -10,17 +10,13 @@ import math
 import torch
 
 from ._checks import as_tensor, check_int
+from .registry import Registry
 
 __all__ = ["ForwardModel", "Identity", "Affine", "Mask", "Radial", "PolarAngle",
            "AbsoluteValue", "MLP", "FORWARD_MODELS", "register"]
 
-FORWARD_MODELS: dict[str, type["ForwardModel"]] = {}
-
-
-def register(cls):
-    """Add a forward model to the registry under `cls.name`."""
-    FORWARD_MODELS[cls.name] = cls
-    return cls
+FORWARD_MODELS = Registry("forward model")
+register = FORWARD_MODELS.register    # a forward model class, under its `name`
 
 
 class ForwardModel:

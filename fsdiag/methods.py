@@ -19,19 +19,18 @@ from ._threads import threads_for
 from .forward import LinearForwardModel
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior
+from .registry import Registry
 
 __all__ = ["Approximation", "Guidance", "Problem", "METHODS", "register", "make_method",
            "FSR", "SigmaDPS", "ZetaDPS", "PiGDM", "TMPD", "CGResult"]
 
-METHODS: dict[str, type["Approximation"]] = {}
+METHODS = Registry("method", check=lambda cls: None if isinstance(cls, type) and issubclass(cls, Approximation)
+                   else "expected a subclass of fsdiag.methods.Approximation")
 
 
 def register(cls):
-    """Add a likelihood approximation to the registry under `cls.name`."""
-    if not (isinstance(cls, type) and issubclass(cls, Approximation)):
-        raise TypeError("register: expected a subclass of fsdiag.methods.Approximation")
-    METHODS[cls.name] = cls
-    return cls
+    """Add a likelihood approximation (an `Approximation` subclass) to METHODS under `cls.name`."""
+    return METHODS.register(cls)
 
 
 class Guidance(NamedTuple):

@@ -17,6 +17,7 @@ from ._checks import as_tensor, check_int, did_you_mean
 from .forward import AbsoluteValue, Affine, ForwardModel, Identity, Mask, PolarAngle, Radial
 from .likelihood import GaussianLikelihood
 from .prior import EmpiricalPrior
+from .registry import Registry
 from .schedules import VPSchedule
 from .testbeds import GaussianMixture, three_atoms
 
@@ -160,12 +161,12 @@ def _digits(seed: int, kind: str) -> InverseProblem:
                                       f"class {int(labels[held])}), {what}, noise {noise}")
 
 
-PROBLEMS = {
+PROBLEMS = Registry("problem", {
     "three_atoms": _three_atoms,
     "gmm2d": _gmm2d,
     "digits_inpainting": lambda seed: _digits(seed, "inpainting"),
     "digits_blur": lambda seed: _digits(seed, "blur"),
-}
+})
 
 
 def make_problem(name: str, *, seed: int = 0) -> InverseProblem:

@@ -1,4 +1,4 @@
-"""fsdiag.deepinv: deepinv's operators as fsdiag forward models, and deepinv's samplers on the exact denoiser."""
+"""fsdiag.adapters.deepinv: deepinv's operators as fsdiag forward models, and deepinv's samplers on the exact denoiser."""
 import importlib.util
 import subprocess
 import sys
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 # Not pytest.importorskip: a bare `import deepinv` fails beside a CPU torch until
-# fsdiag.deepinv.import_deepinv has made torchvision importable.
+# fsdiag.adapters.deepinv.import_deepinv has made torchvision importable.
 if importlib.util.find_spec("deepinv") is None:
     pytest.skip("deepinv is not installed (pip install 'fsdiag[deepinv]')", allow_module_level=True)
-from fsdiag import deepinv as fdi  # noqa: E402
+from fsdiag.adapters import deepinv as fdi  # noqa: E402
 
 import fsdiag  # noqa: E402
 from conftest import ROOT  # noqa: E402
@@ -47,7 +47,7 @@ def rows(gen):
 
 
 def test_import_fsdiag_does_not_import_deepinv():
-    code = "import sys, fsdiag; assert 'deepinv' not in sys.modules and 'fsdiag.deepinv' not in sys.modules"
+    code = "import sys, fsdiag; assert 'deepinv' not in sys.modules and 'fsdiag.adapters.deepinv' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

@@ -8,7 +8,7 @@ import torch
 import fsdiag
 from fsdiag.kernels import fused as FU
 from fsdiag.kernels import store as S
-from fsdiag import reference as R
+from fsdiag import oracle as R
 
 
 def reduce(prior, x, abar, log_lik, heads, *, route):

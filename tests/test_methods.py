@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag import reference as R
+from fsdiag import oracle as R
 from fsdiag.forward import FORWARD_MODELS, LinearForwardModel
 from fsdiag.methods import METHODS, Problem
 from fsdiag.testbeds import PAPER_METHOD_PARAMS, GaussianPrior, three_atoms

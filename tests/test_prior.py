@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 import fsdiag
-from fsdiag import reference as R
+from fsdiag import oracle as R
 
 ABARS = [0.999, 0.9, 0.5, 0.05, 1e-3]
 

@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 import fsdiag
-from fsdiag import reference as R
+from fsdiag import oracle as R
 from fsdiag.diagnostics import atom_mass, wilson_interval
 from fsdiag import testbeds
 from fsdiag.testbeds import PAPER_METHOD_PARAMS, GaussianPrior

@@ -62,7 +62,7 @@ def _specs(chapter: str) -> dict:
                 "n_lens_samples": Int(min=1), "lens_steps": Int(min=1), "lens_zeta": Real(gt=0),
                 "lens_max_tv": Real(ge=0, le=1)}
     if chapter == "09_judging_deepinv":
-        from .. import deepinv as fdi
+        from ..adapters import deepinv as fdi
         return {"seed": Seed(), "n_candidates": Int(min=1, max=1700), "noise_std": Real(gt=0), "n_samples": Int(min=1),
                 "samplers": ListOf(Choice(*fdi.SAMPLERS), unique=True),
                 "settings": ListOf(Choice(*fdi.SETTINGS), unique=True),

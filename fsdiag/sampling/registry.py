@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 
 from .._threads import threads_for
+from ..registry import Registry
 
 __all__ = ["SAMPLERS", "register_sampler"]
 
-SAMPLERS: dict = {}
+SAMPLERS = Registry("sampler")
 
 
 def register_sampler(fn=None, *, name: str | None = None, small_on_one_thread: bool = True):
@@ -34,5 +35,4 @@ def register_sampler(fn=None, *, name: str | None = None, small_on_one_thread: b
             work = (n if isinstance(n, int) else 1) * getattr(prior, "dim", 1) * getattr(prior, "n_atoms", 1)
             with threads_for(work):
                 return fn(prior, lik, *args, **kwargs)
-    SAMPLERS[name or fn.__name__] = run
-    return run
+    return SAMPLERS.register(run, name=name or fn.__name__)

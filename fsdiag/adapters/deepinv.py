@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from .forward import ForwardModel, LinearForwardModel
-from .likelihood import GaussianLikelihood
+from ..forward import ForwardModel, LinearForwardModel
+from ..likelihood import GaussianLikelihood
+from ..registry import Registry
 
 __all__ = ["import_deepinv", "from_physics", "likelihood", "PhysicsForward", "LinearPhysicsForward",
            "SAMPLERS", "SETTINGS", "SETTINGS_NOTES", "settings_for", "SamplerRun", "run"]
@@ -224,7 +225,7 @@ def _langevin(cls_name):
     return build
 
 
-SAMPLERS = {
+SAMPLERS = Registry("deepinv sampler", {
     "DPS": _dps,
     "DiffPIR": _diffpir,
     "DDRM": _ddrm,
@@ -233,7 +234,7 @@ SAMPLERS = {
     "PD-MM": _posterior_diffusion("MomentMatchingDataFidelity"),
     "ULA": _langevin("ULA"),
     "SKRock": _langevin("SKRock"),
-}
+})
 
 _DDPM_MEAN_BETA = 0.5 * (0.1 + 20.0) / 1000  # deepinv's VP SDE over 1000 steps: beta_i = beta(t) dt
 

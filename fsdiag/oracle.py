@@ -1,4 +1,5 @@
-"""Dense autograd reference, written the way the paper's code computes things.
+"""The test oracle: dense autograd versions of the FSR's quantities, written the way the paper's
+code computes them (not "the reference": in the paper that word means the FSR itself).
 
 It builds the full (batch x N x d) difference tensor and differentiates exact
 log-densities with autograd. It is slow and memory-hungry on purpose: it is an
