@@ -200,7 +200,7 @@ def mnist_worker(args) -> dict:
     peak_extra = _hwm_mib() - base_rss - traj_mib
     whole, mm, kern = [t1 - t0], [], []
     mm_out = torch.empty(B, N)       # the plain matmul writes into a reused buffer (no page faults)
-    problem = fsdiag.methods.Problem.build(prior, lik)
+    problem = fsdiag.Problem.build(prior, lik)
     abar = fsdiag.VPSchedule().alpha_bar(0.5)
     for _ in range(args.rounds):
         t0 = time.perf_counter(); torch.matmul(xa, atoms.T, out=mm_out); mm.append(time.perf_counter() - t0)

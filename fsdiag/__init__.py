@@ -9,7 +9,8 @@ from .denoiser import ExactDenoiser
 from .posterior import posterior_weights
 from .evaluate import Report, diagnose, evaluate
 from .likelihood import GaussianLikelihood
-from .methods import METHODS, Approximation, Guidance, Problem, register
+from .methods import METHODS, Approximation, Guidance, register
+from .problems import Problem
 from .original_dps import OriginalDPS
 from .prior import EmpiricalPrior
 from .sampling import SAMPLERS, CountingPrior, Run, sample, sample_exact

@@ -3,12 +3,12 @@
 SAMPLER is `package.module:function` or `path/to/file.py:function`, called as
 `function(denoiser, problem, n_samples, generator)` and returning samples (n, d) or
 (n, C, H, W): `denoiser` is `fsdiag.ExactDenoiser(problem.prior)` (D(x, sigma), variance
-exploding), `problem` an `fsdiag.problems.InverseProblem` (y, A, noise level, image shape,
+exploding), `problem` an `fsdiag.Problem` (y, A, noise level, image shape,
 schedule helpers), `generator` a seeded torch.Generator.
 
 The problem is one of:
   --problem NAME                 a built-in: three_atoms, gmm2d, digits_inpainting, digits_blur
-  --problem module:function      your function (also file.py:function) returning an InverseProblem
+  --problem module:function      your function (also file.py:function) returning an fsdiag.Problem
                                  (fsdiag.problems.custom) or a (prior, likelihood) pair; called with
                                  seed=--problem-seed when it takes a `seed` argument
   --atoms FILE --operator SPEC (--y FILE --noise STD | --truth-index K --noise STD)
@@ -123,7 +123,7 @@ def load_sampler(spec: str):
 def _problem_from_function(spec: str, seed: int):
     from .likelihood import GaussianLikelihood
     from .prior import EmpiricalPrior
-    from .problems import InverseProblem
+    from .problems import Problem
 
     fn = load_function(spec, "--problem")
     try:
@@ -137,12 +137,12 @@ def _problem_from_function(spec: str, seed: int):
             raise
         traceback.print_exception(err)
         raise UsageError(f"--problem: {spec} raised {type(err).__name__}: {err} (traceback above)") from err
-    if isinstance(out, InverseProblem):
+    if isinstance(out, Problem):
         return out
     if isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[0], EmpiricalPrior) \
             and isinstance(out[1], GaussianLikelihood):
-        return InverseProblem(spec, out[0], out[1], description=f"the problem of {spec}")
-    raise UsageError(f"--problem: {spec} must return an fsdiag.problems.InverseProblem (fsdiag.problems.custom) "
+        return Problem(out[0], out[1], name=spec, description=f"the problem of {spec}")
+    raise UsageError(f"--problem: {spec} must return an fsdiag.Problem (fsdiag.problems.custom) "
                      f"or a (prior, likelihood) pair, got {type(out).__name__}")
 
 
@@ -170,9 +170,10 @@ def _image_shape(text):
 
 
 def build_problem(args):
-    """The InverseProblem that the options describe (built-in, function, or files)."""
+    """The Problem that the options describe (built-in, function, or files)."""
     from ._checks import did_you_mean
-    from .problems import PROBLEMS, custom, held_out, load_array, load_atoms, make_problem
+    from .operators import load_array
+    from .problems import PROBLEMS, custom, held_out, load_atoms, make_problem
 
     files = [o for o in ("atoms", "labels", "operator", "y", "noise", "truth_index", "image_shape")
              if getattr(args, o, None) is not None]
@@ -238,7 +239,7 @@ def build_problem(args):
 # ------------------------------------------------------------------ running and judging
 def run_diagnose(spec: str, problem, *, n_samples: int = 256, seed: int = 0, out=None, force: bool = False,
                  max_tv: float | None = None, problem_seed: int = 0, stream=None) -> tuple[int, dict]:
-    """Load, run and judge a sampler on `problem` (an InverseProblem or a built-in's name); write
+    """Load, run and judge a sampler on `problem` (a Problem or a built-in's name); write
     the report to `out` (a folder). Returns (exit code 0 or 1, result); raises UsageError (2) or
     SamplerFailed (3)."""
     from .denoiser import ExactDenoiser

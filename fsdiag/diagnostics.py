@@ -13,7 +13,8 @@ import torch
 
 from ._checks import as_tensor, check_abar, check_generator, check_has_values, check_int, check_positive, check_real, make_generator
 from .assign import atom_masses
-from .methods import Problem, make_method
+from .methods import make_method
+from .problems import Problem
 from .prior import EmpiricalPrior
 
 __all__ = ["total_variation", "wilson_interval",

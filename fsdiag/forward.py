@@ -10,6 +10,7 @@ import math
 import torch
 
 from ._checks import as_tensor, check_int
+from ._threads import threads_for
 from .registry import Registry
 
 __all__ = ["ForwardModel", "Identity", "Affine", "Mask", "Radial", "PolarAngle",
@@ -67,18 +68,95 @@ class ForwardModel:
                              f"{tuple(x.shape)}, got {tuple(v.shape)}")
         return x, v
 
+    def apply_A(self, w) -> torch.Tensor:
+        raise TypeError(f"forward: apply_A needs a linear forward model (fsdiag.forward.LinearForwardModel), "
+                        f"got {self!r}")
+
+    def apply_At(self, z, d: int) -> torch.Tensor:
+        raise TypeError(f"forward: apply_At needs a linear forward model (fsdiag.forward.LinearForwardModel), "
+                        f"got {self!r}")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 class LinearForwardModel(ForwardModel):
-    """A(x) = M x + c. Subclasses provide `matrix_for(d)` and may override the fast paths."""
+    """A(x) = M x + c. Subclasses provide `matrix_for(d)` and may override the fast paths.
+
+    The algebra the samplers need, as deepinv's LinearPhysics offers it: `apply_A` (M w) and
+    `apply_At` (M^T z), matrix-free from the operator and its vector-Jacobian product (O(d) for a
+    mask, a blur or a pooling), `rows` (M from m adjoint products: any d, small m), `dense` (M) and
+    `gram` (M M^T), the last three built once per (d, dtype, device)."""
 
     is_linear = True
     bias: torch.Tensor | None = None
 
     def matrix_for(self, d: int, dtype=torch.float64, device=None) -> torch.Tensor:
         raise NotImplementedError
+
+    def _once(self, key: tuple, make):
+        store = self.__dict__.setdefault("_algebra", {})
+        if key not in store:
+            store[key] = make()
+        return store[key]
+
+    def dense(self, d: int, dtype=torch.float64, device=None) -> torch.Tensor:
+        """M (m, d) in dtype on device (`matrix_for`), built once."""
+        return self._once(("matrix", d, dtype, str(device)), lambda: self.matrix_for(d, dtype, device))
+
+    def gram(self, d: int, dtype=torch.float64, device=None) -> torch.Tensor:
+        """M M^T (m, m) of the dense matrix, built once (ΠGDM's dense solve needs it every step)."""
+        def make():
+            M = self.dense(d, dtype, device)
+            return M @ M.T
+        return self._once(("gram", d, dtype, str(device)), make)
+
+    def offset(self, d: int, dtype=torch.float64, device=None) -> torch.Tensor | None:
+        """c = A(0) of A(x) = M x + c (None when c = 0), from the operator itself (a subclass that
+        adds a constant without setting `bias` is handled too)."""
+        def make():
+            c = self(torch.zeros(1, d, dtype=dtype, device=device))[0]
+            return c if bool((c != 0).any()) else None
+        return self._once(("offset", d, dtype, str(device)), make)
+
+    def _work(self, rows: int, d: int) -> int:
+        # An image operator's product costs a few dozen flops per pixel (a blur's taps); CG calls
+        # it on small (B, d) blocks where torch's threads only add synchronisation (_threads).
+        return 32 * rows * (d + self.out_dim(d))
+
+    def apply_A(self, w) -> torch.Tensor:
+        """M w for rows w (B, d) -> (B, m): the linear part of A(x) = M x + c (no bias c)."""
+        w = as_tensor(w, "w", ndim=2)
+        if not w.is_floating_point():
+            w = w.to(torch.get_default_dtype())
+        try:
+            self.out_dim(w.shape[1])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"w: rows of shape {tuple(w.shape)} do not fit {self.name}: {err}") from None
+        with threads_for(self._work(w.shape[0], w.shape[1])):
+            out = self(w)
+        c = self.offset(w.shape[1], w.dtype, w.device)
+        return out if c is None else out - c
+
+    def apply_At(self, z, d: int) -> torch.Tensor:
+        """M^T z for rows z (B, m) -> (B, d), from the vector-Jacobian product (exact for a linear
+        model: J_A(x)^T z does not depend on x)."""
+        d = check_int(d, "d")
+        z = as_tensor(z, "z", ndim=2)
+        if not z.is_floating_point():
+            z = z.to(torch.get_default_dtype())
+        m = self.out_dim(d)
+        if z.shape[1] != m:
+            raise ValueError(f"z: expected shape (batch, {m}) for {self.name} on d = {d}, got {tuple(z.shape)}")
+        with threads_for(self._work(z.shape[0], d)):
+            return self.vjp(z.new_zeros(z.shape[0], d), z)
+
+    def rows(self, d: int, dtype=torch.float64, device=None) -> torch.Tensor:
+        """The (m, d) matrix M from m adjoint products M^T e_j, built once: no limit on d, for
+        small m (TMPD's dense path). Equals `dense` bit for bit for masks, pooling, Affine and
+        zero- or circular-padded blur; to rounding for reflect padding (its folded edge sums)."""
+        return self._once(("rows", d, dtype, str(device)),
+                          lambda: self.apply_At(torch.eye(self.out_dim(d), dtype=dtype, device=device), d))
 
 
 @register

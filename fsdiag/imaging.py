@@ -244,7 +244,7 @@ def _pad_index(n: int, r: int, padding: str) -> tuple[torch.Tensor, torch.Tensor
 class GaussianBlur(LinearImageOperator):
     """Separable Gaussian blur of standard deviation `std` pixels, kernel truncated at
     `radius` (default ceil(3 std)), normalised to sum 1; output the same size as the input.
-    padding: "zero" (default; A is then the symmetric matrix of `problems.blur_matrix`),
+    padding: "zero" (default; A is then the symmetric matrix of `operators.blur_matrix`),
     "reflect" (about the edge pixels) or "circular". The adjoint is exact for each padding:
     padding is a gather whose adjoint is the scatter-add of the same indices."""
 

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
 
-from ._checks import as_tensor, check_int, check_positive
-from ._threads import threads_for
+from ._checks import check_int, check_positive
 from .forward import LinearForwardModel
-from .likelihood import GaussianLikelihood
-from .prior import EmpiricalPrior
+from .problems import Problem
 from .registry import Registry
 
-__all__ = ["Approximation", "Guidance", "Problem", "METHODS", "register", "make_method",
+__all__ = ["Approximation", "Guidance", "METHODS", "register", "make_method",
            "FSR", "SigmaDPS", "ZetaDPS", "PiGDM", "TMPD", "CGResult"]
 
 METHODS = Registry("method", check=lambda cls: None if isinstance(cls, type) and issubclass(cls, Approximation)
@@ -36,128 +33,6 @@ def register(cls):
 class Guidance(NamedTuple):
     likelihood_score: torch.Tensor   # (B, d) approximate grad log p(y | x_t)
     tweedie: torch.Tensor            # (B, d) prior Tweedie mean m(x_t)
-
-
-@dataclass
-class Problem:
-    """A prior, a likelihood, and what is worth computing once for both."""
-
-    prior: object
-    lik: GaussianLikelihood
-    log_lik: torch.Tensor | None = None   # (N,) float64 l_i = log p(y | x^(i)) for an EmpiricalPrior
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def build(cls, prior, lik) -> "Problem":
-        if not isinstance(lik, GaussianLikelihood):
-            raise TypeError(f"lik: expected an fsdiag.GaussianLikelihood, got {type(lik).__name__}")
-        lik.check_dim(prior.dim)
-        log_lik = None
-        if isinstance(prior, EmpiricalPrior):
-            # float64 whatever the atoms' dtype: the posterior over atoms is a softmax of l_i,
-            # and float32 l_i lose the differences that decide near ties. The kernels centre
-            # l_i before casting to the prior's dtype (EmpiricalPrior._log_lik).
-            # (prior.log_likelihoods: ~1 MiB blocks into one output; 2048-atom float64 blocks grew
-            # glibc's heap by up to ~280 MiB at MNIST size)
-            log_lik = prior.log_likelihoods(lik)
-            if not bool(torch.isfinite(log_lik).all()):
-                bad = int((~torch.isfinite(log_lik)).sum())
-                raise ValueError(f"noise_std: log p(y | x^(i)) overflows float64 for {bad} of "
-                                 f"{prior.n_atoms} atoms: noise_std ({float(lik.noise_std.min()):.3g}) "
-                                 "is too small for the residuals y - A(x^(i)); use a larger noise_std")
-        return cls(prior, lik, log_lik)
-
-    @property
-    def dtype(self):
-        return self.prior.dtype
-
-    @property
-    def device(self):
-        return self.prior.device
-
-    def matrix(self) -> torch.Tensor:
-        """The (m, d) matrix of a linear forward model, cast to the prior's dtype/device."""
-        if "matrix" not in self._cache:
-            self._cache["matrix"] = self.lik.forward.matrix_for(self.prior.dim, self.dtype, self.device)
-        return self._cache["matrix"]
-
-    def gram(self) -> torch.Tensor:
-        """A A^T (m, m) of the dense matrix, computed once (ΠGDM's dense solve needs it every step)."""
-        if "gram" not in self._cache:
-            A = self.matrix()
-            self._cache["gram"] = A @ A.T
-        return self._cache["gram"]
-
-    # ----------------------------------------------------------- matrix-free linear algebra
-    # A linear forward model is A(x) = M x + c. ΠGDM and TMPD need M and M^T only as products,
-    # which an image operator computes in O(d) (a mask, a blur, a pooling) without the (m, d)
-    # matrix: apply_A(w) = M w, apply_At(z) = M^T z, batched over rows.
-    def _linear(self, name: str):
-        fwd = self.lik.forward
-        if not isinstance(fwd, LinearForwardModel):
-            raise TypeError(f"lik: {name} needs a linear forward model (fsdiag.forward.LinearForwardModel), "
-                            f"got {fwd!r}")
-        return fwd
-
-    def out_dim(self) -> int:
-        """m, the number of measurements."""
-        if "out_dim" not in self._cache:
-            self._cache["out_dim"] = self.lik.forward.out_dim(self.prior.dim)
-        return self._cache["out_dim"]
-
-    def _offset(self) -> torch.Tensor | None:
-        """c = A(0) of A(x) = M x + c (None when c = 0): taken from the operator itself, so a
-        subclass that adds a constant without setting `bias` is handled too."""
-        if "offset" not in self._cache:
-            c = self.lik.forward(torch.zeros(1, self.prior.dim, dtype=self.dtype, device=self.device))[0]
-            self._cache["offset"] = c if bool((c != 0).any()) else None
-        return self._cache["offset"]
-
-    def _product_work(self, rows: int) -> int:
-        # An image operator's product costs a few dozen flops per pixel (a blur's taps); CG calls
-        # it on small (B, d) blocks where torch's threads only add synchronisation (_threads).
-        return 32 * rows * (self.prior.dim + self.out_dim())
-
-    def _A(self, w: torch.Tensor) -> torch.Tensor:
-        with threads_for(self._product_work(w.shape[0])):
-            out = self.lik.forward(w)
-        c = self._offset()
-        return out if c is None else out - c
-
-    def _At(self, z: torch.Tensor) -> torch.Tensor:
-        # J_A(x)^T z does not depend on x for a linear model: any x of the right shape will do
-        with threads_for(self._product_work(z.shape[0])):
-            return self.lik.forward.vjp(z.new_zeros(z.shape[0], self.prior.dim), z)
-
-    def _rows_arg(self, v, name: str, width: int) -> torch.Tensor:
-        v = as_tensor(v, name, ndim=2, dtype=self.dtype, device=self.device)
-        if v.shape[1] != width:
-            raise ValueError(f"{name}: expected shape (batch, {width}), got {tuple(v.shape)}")
-        return v
-
-    def apply_A(self, w) -> torch.Tensor:
-        """M w for rows w (B, d) -> (B, m): the linear part of A(x) = M x + c (no bias c),
-        matrix-free, in the prior's dtype and device."""
-        self._linear("apply_A")
-        return self._A(self._rows_arg(w, "w", self.prior.dim))
-
-    def apply_At(self, z) -> torch.Tensor:
-        """M^T z for rows z (B, m) -> (B, d): the adjoint, from the operator's vector-Jacobian
-        product (exact for a linear model), matrix-free, in the prior's dtype and device."""
-        self._linear("apply_At")
-        return self._At(self._rows_arg(z, "z", self.out_dim()))
-
-    def rows(self) -> torch.Tensor:
-        """The (m, d) matrix M from m adjoint products M^T e_j: no limit on d, for small m
-        (TMPD's dense path). Equals `matrix()` bit for bit for masks, pooling, Affine and zero-
-        or circular-padded blur; to rounding for reflect padding (its folded edge sums)."""
-        if "rows" not in self._cache:
-            self._linear("rows")
-            self._cache["rows"] = self._At(torch.eye(self.out_dim(), dtype=self.dtype, device=self.device))
-        return self._cache["rows"]
-
-    def noise_var(self) -> torch.Tensor:
-        return self.lik.noise_var.to(self.dtype).to(self.device)
 
 
 def _scales(abar: float) -> tuple[float, float]:
@@ -293,21 +168,22 @@ class PiGDM(Approximation):
         if self.solver != "auto":
             return self.solver == "dense"
         d = problem.prior.dim
-        return d <= self.DENSE_MAX_DIM and problem.out_dim() <= self.DENSE_MAX_DIM
+        return d <= self.DENSE_MAX_DIM and problem.forward.out_dim(problem.dim) <= self.DENSE_MAX_DIM
 
     def __call__(self, problem, x, abar):
         r2 = (1 - abar) / abar if self.r2 == "paper" else 1 - abar
         mo = problem.prior.moments(x, abar)
         nv = problem.noise_var()
         r = problem.lik.residual(mo.mean)
+        fwd, d, dt, dev = problem.forward, problem.dim, problem.dtype, problem.device
         if self.uses_dense(problem):
-            cov_y = r2 * problem.gram() + torch.diag(nv)
+            cov_y = r2 * fwd.gram(d, dt, dev) + torch.diag(nv)
             u = torch.cholesky_solve(r.T, torch.linalg.cholesky(cov_y)).T
-            seed = u @ problem.matrix()
+            seed = u @ fwd.dense(d, dt, dev)
         else:
-            res = _batched_cg(lambda z: r2 * problem._A(problem._At(z)) + nv * z, r, self.cg_iters, self.cg_tol)
+            res = _batched_cg(lambda z: r2 * fwd.apply_A(fwd.apply_At(z, d)) + nv * z, r, self.cg_iters, self.cg_tol)
             self.last_cg = res
-            seed = problem._At(res.solution)
+            seed = fwd.apply_At(res.solution, d)
         return Guidance(problem.prior.denoiser_vjp(x, abar, seed, moments=mo), mo.mean)
 
 
@@ -338,16 +214,17 @@ class TMPD(Approximation):
         nv = problem.noise_var()
         r = problem.lik.residual(mo.mean)
         B, m = r.shape
+        fwd, d = problem.forward, problem.dim
         if m <= self.dense_max:
-            A = problem.rows()
+            A = fwd.rows(d, problem.dtype, problem.device)
             CA = prior.cov_matvec(x, abar, A.expand(B, m, A.shape[1]), moments=mo)   # (B, m, d): C A^T
             S = torch.einsum("jd,bkd->bjk", A, CA) + torch.diag(nv)
             u = torch.linalg.solve(S, r.unsqueeze(-1)).squeeze(-1)
             return Guidance((a / b2) * torch.einsum("bk,bkd->bd", u, CA), mo.mean)
-        res = _batched_cg(lambda z: problem._A(prior.cov_matvec(x, abar, problem._At(z), moments=mo)) + nv * z,
+        res = _batched_cg(lambda z: fwd.apply_A(prior.cov_matvec(x, abar, fwd.apply_At(z, d), moments=mo)) + nv * z,
                           r, self.cg_iters, self.cg_tol)
         self.last_cg = res
-        return Guidance(prior.denoiser_vjp(x, abar, problem._At(res.solution), moments=mo), mo.mean)
+        return Guidance(prior.denoiser_vjp(x, abar, fwd.apply_At(res.solution, d), moments=mo), mo.mean)
 
 
 class CGResult(NamedTuple):

@@ -6,7 +6,7 @@ import torch
 
 from .kernels import Engine
 from .likelihood import GaussianLikelihood
-from .methods import Problem
+from .problems import Problem
 from .prior import EmpiricalPrior
 
 __all__ = ["posterior_weights"]

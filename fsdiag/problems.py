@@ -1,7 +1,8 @@
-"""Built-in inverse problems for judging any sampler (`fsdiag diagnose`, `fsdiag.evaluate`).
+"""The problem bundle (`Problem`), the built-in problems for judging any sampler (`fsdiag
+diagnose`, `fsdiag.evaluate`) and users' own (`custom`, `held_out`, `load_atoms`).
 
-An `InverseProblem` carries what a sampler needs besides the denoiser: y, the forward model,
-the noise level, the image shape and the schedule helpers. Its prior is an FSR prior, so
+A `Problem` carries what a sampler needs besides the denoiser: y, the forward model, the noise
+level, the image shape and the schedule helpers. Its prior is an FSR prior, so
 `fsdiag.ExactDenoiser(problem.prior)` is the exact denoiser and `evaluate` the judge.
 """
 from __future__ import annotations
@@ -13,32 +14,78 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_int, did_you_mean
-from .forward import AbsoluteValue, Affine, ForwardModel, Identity, Mask, PolarAngle, Radial
+from ._checks import as_tensor, check_int
+from .forward import Affine, ForwardModel, Mask
 from .likelihood import GaussianLikelihood
+from .operators import blur_matrix, load_array, operator
 from .prior import EmpiricalPrior
 from .registry import Registry
 from .schedules import VPSchedule
 from .testbeds import GaussianMixture, three_atoms
 
-__all__ = ["InverseProblem", "PROBLEMS", "make_problem", "blur_matrix", "custom", "held_out", "OPERATORS",
-           "operator", "load_atoms",
-           "load_array"]
+__all__ = ["Problem", "PROBLEMS", "make_problem", "as_samples", "custom", "held_out", "load_atoms"]
 
 
 @dataclass
-class InverseProblem:
-    """y = A(x0) + N(0, noise_std^2 I) with an FSR prior. Samples are rows (n, d) or, for
-    images, (n, *image_shape); `to_rows` / `to_images` convert. Times follow the paper's VP
-    schedule; `sigma(t)` is the matching variance-exploding noise level sqrt((1 - abar)/abar)."""
+class Problem:
+    """The one problem bundle: a prior, a likelihood y = A(x0) + N(0, noise_std^2 I), and what is
+    worth computing once for both. Samplers build one per run (`Problem.build`), the built-in
+    problems (`make_problem`) and users' (`custom`, `held_out`) return one with a name, the
+    images' shape and the held-out truth. Samples are rows (n, d) or, for images,
+    (n, *image_shape); `to_rows` / `to_images` convert. Times follow `schedule` (the paper's VP
+    schedule); `sigma(t)` is the matching variance-exploding noise level sqrt((1 - abar)/abar).
+    The operator's algebra (A w, A^T z, its rows, A A^T) is the forward model's
+    (`fsdiag.forward.LinearForwardModel`)."""
 
-    name: str
-    prior: EmpiricalPrior
+    prior: object
     lik: GaussianLikelihood
+    name: str = "problem"
     image_shape: tuple | None = None
     truth: torch.Tensor | None = None
     description: str = ""
     schedule: VPSchedule = field(default_factory=VPSchedule)
+    _log_lik: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.lik, GaussianLikelihood):
+            raise TypeError(f"lik: expected an fsdiag.GaussianLikelihood, got {type(self.lik).__name__}")
+        self.lik.check_dim(self.prior.dim)
+
+    @classmethod
+    def build(cls, prior, lik, **fields) -> "Problem":
+        """The problem of (prior, lik), with the per-atom log-likelihoods computed now (so that a
+        noise level too small for the data fails here, naming noise_std)."""
+        problem = cls(prior, lik, **fields)
+        problem.log_lik
+        return problem
+
+    @property
+    def log_lik(self) -> torch.Tensor | None:
+        """(N,) float64 l_i = log p(y | x^(i)) for an EmpiricalPrior (None for other priors),
+        computed once. float64 whatever the atoms' dtype: the posterior over atoms is a softmax of
+        l_i, and float32 l_i lose the differences that decide near ties (the engine centres l_i
+        before casting to the kernels' dtype: `AtomStore.shifted_log_lik`)."""
+        if self._log_lik is None and isinstance(self.prior, EmpiricalPrior):
+            log_lik = self.prior.log_likelihoods(self.lik)
+            if not bool(torch.isfinite(log_lik).all()):
+                bad = int((~torch.isfinite(log_lik)).sum())
+                raise ValueError(f"noise_std: log p(y | x^(i)) overflows float64 for {bad} of "
+                                 f"{self.prior.n_atoms} atoms: noise_std ({float(self.lik.noise_std.min()):.3g}) "
+                                 "is too small for the residuals y - A(x^(i)); use a larger noise_std")
+            self._log_lik = log_lik
+        return self._log_lik
+
+    @property
+    def dtype(self):
+        return self.prior.dtype
+
+    @property
+    def device(self):
+        return self.prior.device
+
+    @property
+    def dim(self) -> int:
+        return self.prior.dim
 
     @property
     def y(self) -> torch.Tensor:
@@ -53,12 +100,12 @@ class InverseProblem:
         return float(self.lik.noise_std.max())
 
     @property
-    def dim(self) -> int:
-        return self.prior.dim
-
-    @property
     def labels(self) -> torch.Tensor | None:
-        return self.prior.labels
+        return getattr(self.prior, "labels", None)
+
+    def noise_var(self) -> torch.Tensor:
+        """The measurement noise variance per observation (m,), in the prior's dtype and device."""
+        return self.lik.noise_var.to(self.dtype).to(self.device)
 
     def to_rows(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], self.dim)
@@ -99,45 +146,30 @@ class InverseProblem:
 
     def __repr__(self) -> str:
         shape = f", image_shape={self.image_shape}" if self.image_shape else ""
-        return (f"InverseProblem({self.name!r}, N={self.prior.n_atoms}, d={self.dim}, m={self.lik.obs_dim}, "
+        n = getattr(self.prior, "n_atoms", None)
+        atoms = f"N={n}, " if n is not None else ""
+        return (f"Problem({self.name!r}, {atoms}d={self.dim}, m={self.lik.obs_dim}, "
                 f"noise_std={self.noise_std:g}{shape})")
 
 
-# ------------------------------------------------------------------ operators
-def blur_matrix(height: int, width: int, std: float = 1.0) -> torch.Tensor:
-    """(H W, H W) matrix of a Gaussian blur with zero padding (kernel truncated at 3 std)."""
-    check_int(height, "height")
-    check_int(width, "width")
-    r = max(1, math.ceil(3 * std))
-    k1 = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / std) ** 2)
-    k1 = k1 / k1.sum()
-
-    def conv1d(n):  # (n, n) 1-D convolution with zero padding
-        idx = torch.arange(n)
-        off = idx[None, :] - idx[:, None]
-        return torch.where(off.abs() <= r, k1[(off + r).clamp(0, 2 * r)], torch.zeros(()))
-
-    return torch.kron(conv1d(height), conv1d(width))
-
-
 # ------------------------------------------------------------------ built-in problems
-def _three_atoms(seed: int) -> InverseProblem:
+def _three_atoms(seed: int) -> Problem:
     prior, lik = three_atoms()
-    return InverseProblem("three_atoms", prior, lik, truth=torch.tensor([[-1.8]], dtype=torch.float64),
+    return Problem(prior, lik, name="three_atoms", truth=torch.tensor([[-1.8]], dtype=torch.float64),
                           description="the paper's three-atom testbed: atoms {-1.8, 0.2, 2.2}, identity, "
                                       "noise 0.3, y = -1.8")
 
 
-def _gmm2d(seed: int) -> InverseProblem:
+def _gmm2d(seed: int) -> Problem:
     gm = GaussianMixture([0.4, 0.3, 0.2, 0.1], [[1.5, 1.5], [1.5, -1.5], [-1.5, 1.5], [-1.5, -1.5]], [0.3 ** 2] * 4)
     prior = gm.to_empirical(500, torch.Generator().manual_seed(seed), device="cpu")
     lik = GaussianLikelihood(Affine(torch.tensor([[1.0, 1.0]], dtype=torch.float64)), [0.0], 0.3)
-    return InverseProblem("gmm2d", prior, lik,
+    return Problem(prior, lik, name="gmm2d",
                           description="a 4-mode 2-D Gaussian mixture (500 atoms), y = x1 + x2 + noise = 0, "
                                       "noise 0.3: two modes kept, two excluded")
 
 
-def _digits(seed: int, kind: str) -> InverseProblem:
+def _digits(seed: int, kind: str) -> Problem:
     from sklearn.datasets import load_digits   # the 8x8 digits that ship with scikit-learn
 
     data = load_digits()
@@ -156,7 +188,7 @@ def _digits(seed: int, kind: str) -> InverseProblem:
         fwd, noise, what = Affine(blur_matrix(8, 8, 1.0)), 0.3, "a Gaussian blur (std 1 pixel)"
     y = fwd(truth)[0] + noise * torch.randn(fwd.out_dim(64), generator=g, dtype=torch.float64)
     lik = GaussianLikelihood(fwd, y, noise)
-    return InverseProblem(f"digits_{kind}", prior, lik, image_shape=(1, 8, 8), truth=truth,
+    return Problem(prior, lik, name=f"digits_{kind}", image_shape=(1, 8, 8), truth=truth,
                           description=f"8x8 digits in [0, 1] ({prior.n_atoms} atoms, one held-out truth of "
                                       f"class {int(labels[held])}), {what}, noise {noise}")
 
@@ -169,14 +201,14 @@ PROBLEMS = Registry("problem", {
 })
 
 
-def make_problem(name: str, *, seed: int = 0) -> InverseProblem:
+def make_problem(name: str, *, seed: int = 0) -> Problem:
     """A built-in problem by name (see PROBLEMS); `seed` picks atoms, held-out truth and noise."""
     if not isinstance(name, str) or name not in PROBLEMS:
         raise ValueError(f"problem: expected one of {sorted(PROBLEMS)}, got {name!r}")
     return PROBLEMS[name](check_int(seed, "seed", minimum=0))
 
 
-def as_samples(samples, problem: InverseProblem) -> torch.Tensor:
+def as_samples(samples, problem: Problem) -> torch.Tensor:
     """A sampler's output as (n, d) rows in the prior's dtype, or a ValueError naming `samples`."""
     x = as_tensor(samples, "samples", dtype=problem.prior.dtype)
     if x.ndim < 2 or x.shape[0] < 1 or math.prod(x.shape[1:]) != problem.dim:
@@ -187,98 +219,6 @@ def as_samples(samples, problem: InverseProblem) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ your own problem
-def load_array(path, what: str) -> np.ndarray:
-    """A .npy array (or the only / first array of a .npz) without pickles; ValueError naming `what`."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{what}: no file {str(path)!r}")
-    try:
-        if p.suffix != ".npz":
-            # memory-mapped first: a header that promises more than the file holds fails here,
-            # before anything of that size is allocated
-            return np.array(np.load(p, mmap_mode="r", allow_pickle=False))
-        with np.load(p, allow_pickle=False) as obj:
-            if not obj.files:
-                raise ValueError("an empty .npz archive")
-            return np.asarray(obj[obj.files[0]])
-    except Exception as err:  # noqa: BLE001 - any reading error is the file's, named by the option
-        raise ValueError(f"{what}: {p} is not a readable .npy/.npz array ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else 'corrupt'})") from None
-
-
-def _image_ops():
-    from . import imaging
-    return imaging
-
-
-# name -> (builder(image_shape, d, **options), {option: default}, needs a real image shape, takes a file)
-OPERATORS = {
-    "identity": (lambda shape, d: Identity(), {}, False, False),
-    "inpaint": (lambda shape, d, keep=0.5, seed=0: _image_ops().Inpainting(shape, keep, seed=seed),
-                {"keep": 0.5, "seed": 0}, False, False),
-    "box_inpaint": (lambda shape, d: _image_ops().BoxInpainting(shape), {}, True, False),
-    "blur": (lambda shape, d, std=1.0: _image_ops().GaussianBlur(shape, std), {"std": 1.0}, True, False),
-    "downsample": (lambda shape, d, factor=2: _image_ops().Downsampling(shape, factor), {"factor": 2}, True, False),
-    "fourier_magnitude": (lambda shape, d, oversampling=1: _image_ops().FourierMagnitude(shape, oversampling=oversampling),
-                          {"oversampling": 1}, True, False),
-    "radial": (lambda shape, d: Radial(), {}, False, False),
-    "polar_angle": (lambda shape, d: PolarAngle(), {}, False, False),
-    "absolute_value": (lambda shape, d: AbsoluteValue(), {}, False, False),
-    "matrix": (lambda shape, d, path: Affine(torch.as_tensor(load_array(path, "operator"), dtype=torch.float64)),
-               {}, False, True),
-    "mask": (lambda shape, d, path: Mask(torch.as_tensor(load_array(path, "operator")).reshape(-1).bool()),
-             {}, False, True),
-}
-
-
-def _option(text: str, default, spec: str):
-    try:
-        value = type(default)(float(text)) if isinstance(default, int) and float(text).is_integer() else type(default)(text)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"operator: {spec!r}: expected a {type(default).__name__}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"operator: {spec!r}: expected a finite number, got {text!r}")
-    return value
-
-
-def operator(spec: str, dim: int, image_shape=None) -> ForwardModel:
-    """The forward model named by SPEC: 'name' or 'name:option=value,...' (see OPERATORS), or
-    'matrix:A.npy' / 'mask:M.npy' (a file). Image operators need `image_shape` (C, H, W) with
-    C*H*W = dim; inpainting alone works on rows too (each value a pixel)."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"operator: expected a name such as {', '.join(sorted(OPERATORS))}, got {spec!r}")
-    name, _, rest = spec.strip().partition(":")
-    if name not in OPERATORS:
-        raise ValueError(f"operator: unknown operator {name!r}{did_you_mean(name, OPERATORS)}; "
-                         f"known: {', '.join(sorted(OPERATORS))}")
-    build, defaults, needs_image, takes_file = OPERATORS[name]
-    if takes_file:
-        if not rest:
-            raise ValueError(f"operator: {name} takes a file: '{name}:FILE.npy'")
-        fwd = build(image_shape, dim, rest)
-    else:
-        options = {}
-        for item in filter(None, (t.strip() for t in rest.split(","))):
-            key, eq, value = item.partition("=")
-            if not eq or key not in defaults:
-                known = ", ".join(defaults) if defaults else "none"
-                raise ValueError(f"operator: {name} has no option {key!r}{did_you_mean(key, defaults)}; "
-                                 f"its options: {known}")
-            options[key] = _option(value, defaults[key], spec)
-        if image_shape is None and needs_image:
-            raise ValueError(f"operator: {name} needs the images' shape (--image-shape C,H,W)")
-        shape = tuple(image_shape) if image_shape is not None else (1, 1, dim)
-        try:
-            fwd = build(shape, dim, **options)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"operator: {spec!r}: {err}") from None
-    try:
-        fwd.out_dim(dim)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"operator: {spec!r} does not act on d = {dim}: {err}") from None
-    return fwd
-
-
 def _rows(value, name: str, dim: int, dtype=torch.float64) -> torch.Tensor:
     t = as_tensor(value, name, dtype=dtype)
     if t.numel() != dim:
@@ -314,7 +254,7 @@ def _atom_rows(atoms, labels, image_shape):
 
 
 def custom(atoms, forward, y, noise_std, *, labels=None, image_shape=None, truth=None, weights=None,
-           name: str | None = None, description: str = "", device="cpu") -> InverseProblem:
+           name: str | None = None, description: str = "", device="cpu") -> Problem:
     """Your own problem: y = A(x0) + N(0, noise_std^2 I) with the FSR prior on `atoms`.
 
     atoms: (N, d) or (N, C, H, W) tensor/array, or an `fsdiag.data.ImageData` (any loader: npy/npz,
@@ -322,7 +262,7 @@ def custom(atoms, forward, y, noise_std, *, labels=None, image_shape=None, truth
     forward: an fsdiag forward model, an operator SPEC string (see `operator`) or an (m, d) matrix;
     y: m values (any shape); noise_std: a positive scalar or m values; labels: one integer per atom
     (modes; else each atom is its own mode); truth: the ground truth x0 when known.
-    Returns the same InverseProblem as the built-ins (`make_problem`)."""
+    Returns the same Problem as the built-ins (`make_problem`)."""
     x, labels, image_shape = _atom_rows(atoms, labels, image_shape)
     d = x.shape[1]
     prior = EmpiricalPrior(x, weights=weights, labels=labels, device=device)
@@ -344,11 +284,11 @@ def custom(atoms, forward, y, noise_std, *, labels=None, image_shape=None, truth
     description = description or (f"{name}: {prior.n_atoms} atoms in d = {d}"
                                   + (f" ({'x'.join(map(str, image_shape))} images)" if image_shape else "")
                                   + f", {forward!r}, m = {m}, noise {float(lik.noise_std.max()):g}")
-    return InverseProblem(name, prior, lik, image_shape=image_shape, truth=truth, description=description)
+    return Problem(prior, lik, name=name, image_shape=image_shape, truth=truth, description=description)
 
 
 def held_out(atoms, forward, noise_std, *, index: int, seed: int = 0, labels=None, image_shape=None,
-             name: str | None = None, device="cpu") -> InverseProblem:
+             name: str | None = None, device="cpu") -> Problem:
     """`custom` with atom `index` held out as the ground truth (no longer an atom) and
     y = A(truth) + noise simulated with `seed`."""
     x, labels, image_shape = _atom_rows(atoms, labels, image_shape)

@@ -11,7 +11,8 @@ import torch
 
 import fsdiag
 from fsdiag.__main__ import main
-from fsdiag.problems import PROBLEMS, blur_matrix, make_problem
+from fsdiag.operators import blur_matrix
+from fsdiag.problems import PROBLEMS, make_problem
 
 SAMPLERS = textwrap.dedent('''
     import torch
@@ -234,7 +235,7 @@ def test_a_held_out_atom_is_the_truth_and_y_is_simulated(cli, files):
 
 @pytest.mark.parametrize("args,needle", [
     (["--problem", "three_atom"], "did you mean 'three_atoms'"),
-    (["--problem", "user_problems:not_a_problem"], "must return an fsdiag.problems.InverseProblem"),
+    (["--problem", "user_problems:not_a_problem"], "must return an fsdiag.Problem"),
     (["--atoms", "atoms.npy", "--operator", "blurr", "--noise", "0.3", "--truth-index", "0"],
      "--operator: unknown operator 'blurr' (did you mean 'blur'?)"),
     (["--atoms", "atoms.npy", "--operator", "blur:sd=1", "--image-shape", "1,8,8", "--noise", "0.3",

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag.methods import Problem, make_method
+from fsdiag import Problem
+from fsdiag.methods import make_method
 from fsdiag.original_dps import OriginalDPS
 from fsdiag.testbeds import GaussianPrior, three_atoms
 

@@ -167,7 +167,7 @@ def _worker(rank, port, out_dir):
             atoms, weights, lik, x, sizes = _case(name)
             sl = _shard(rank, sizes)
             prior = ShardedPrior(atoms[sl], None if weights is None else weights[sl], device="cpu", chunk_size=64)
-            ll = fsdiag.methods.Problem.build(prior, lik).log_lik
+            ll = fsdiag.Problem.build(prior, lik).log_lik
             res[name] = {"offset": prior.offset, "n_total": prior.n_total, "scale": prior.scale,
                          "kernels": _kernels(prior, lik, x, ll), "draws": _draws(prior, ll),
                          "errors": _errors(prior, atoms, sl)}
@@ -199,7 +199,7 @@ def sharded(tmp_path_factory):
 def _whole(name):
     atoms, weights, lik, x, sizes = _case(name)
     prior = fsdiag.EmpiricalPrior(atoms, weights, device="cpu", chunk_size=64)
-    return prior, lik, x, sizes, fsdiag.methods.Problem.build(prior, lik).log_lik
+    return prior, lik, x, sizes, fsdiag.Problem.build(prior, lik).log_lik
 
 
 def _close(got, want, tol=1e-10):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import fsdiag
 from fsdiag import imaging as I
-from fsdiag.problems import blur_matrix
+from fsdiag.operators import blur_matrix
 
 SHAPES = [(1, 8, 8), (3, 5, 7), (2, 6, 4)]
 
@@ -68,7 +68,7 @@ def test_matrix_agrees_with_call_and_adjoint(shape, op, gen):
 
 
 def test_known_values():
-    # blur with zero padding is problems.blur_matrix; it preserves the mean inside, darkens edges
+    # blur with zero padding is operators.blur_matrix; it preserves the mean inside, darkens edges
     op = I.GaussianBlur((1, 8, 8), 1.0)
     torch.testing.assert_close(op.matrix_for(64), blur_matrix(8, 8, 1.0))
     reflect = I.GaussianBlur((2, 6, 5), 1.3, padding="reflect")

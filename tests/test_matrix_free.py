@@ -1,6 +1,6 @@
 """Matrix-free ΠGDM and TMPD: A w and A^T z without the (m, d) matrix (issue 11).
 
-Problem.apply_A / apply_At against the dense matrix for every linear operator; ΠGDM's conjugate
+LinearForwardModel.apply_A / apply_At against the dense matrix for every linear operator; ΠGDM's conjugate
 gradients against its Cholesky solve; TMPD's matrix-free CG against its dense solve; images of
 64 x 64 x 3 (d = 12288), where the dense matrix is refused, sampled end to end.
 """
@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 import fsdiag
 from fsdiag import imaging
 from fsdiag.forward import FORWARD_MODELS, LinearForwardModel
-from fsdiag.methods import METHODS, PiGDM, Problem, _batched_cg
+from fsdiag import Problem
+from fsdiag.methods import METHODS, PiGDM, _batched_cg
 from fsdiag.testbeds import three_atoms
 
 CI = settings(derandomize=True, deadline=None, max_examples=8,
@@ -42,16 +43,17 @@ def problem_for(fwd, d, *, n=40, gen=None, dtype=torch.float64, noise=0.1, atoms
 
 def check_products(problem, gen):
     """apply_A / apply_At against the dense matrix, and the adjoint identity <A w, z> = <w, A^T z>."""
-    M = problem.matrix()
+    fwd = problem.forward
+    M = fwd.dense(problem.dim, problem.dtype, problem.device)
     m, d = M.shape
     w = torch.randn(5, d, generator=gen, dtype=torch.float64)
     z = torch.randn(5, m, generator=gen, dtype=torch.float64)
-    Aw, Atz = problem.apply_A(w), problem.apply_At(z)
+    Aw, Atz = fwd.apply_A(w), fwd.apply_At(z, d)
     assert Aw.shape == (5, m) and Atz.shape == (5, d)
     torch.testing.assert_close(Aw, w @ M.T, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(Atz, z @ M, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close((Aw * z).sum(1), (w * Atz).sum(1), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(problem.rows(), M, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(fwd.rows(d, problem.dtype, problem.device), M, rtol=1e-14, atol=1e-15)
 
 
 # ------------------------------------------------------------------ the products
@@ -74,26 +76,26 @@ def test_apply_a_leaves_out_the_bias(gen):
     M = torch.randn(3, 5, generator=gen, dtype=torch.float64)
     problem = problem_for(fsdiag.forward.Affine(M, [10.0, -3.0, 0.5]), 5, gen=gen)
     w = torch.randn(4, 5, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(problem.apply_A(w), w @ M.T, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(problem.forward.apply_A(w), w @ M.T, rtol=1e-12, atol=1e-12)
 
 
-def test_products_follow_the_priors_dtype(gen):
-    problem = problem_for(imaging.GaussianBlur((1, 4, 4), 1.0), 16, gen=gen, dtype=torch.float32)
-    assert problem.apply_A(torch.ones(2, 16, dtype=torch.float64)).dtype == torch.float32
-    assert problem.apply_At(torch.ones(2, 16)).dtype == torch.float32
+def test_products_follow_the_inputs_dtype(gen):
+    fwd = imaging.GaussianBlur((1, 4, 4), 1.0)
+    for dtype in (torch.float32, torch.float64):
+        assert fwd.apply_A(torch.ones(2, 16, dtype=dtype)).dtype == dtype
+        assert fwd.apply_At(torch.ones(2, 16, dtype=dtype), 16).dtype == dtype
 
 
 def test_products_reject_bad_input(gen):
-    problem = problem_for(imaging.Downsampling((1, 4, 4), 2), 16, gen=gen)
+    fwd = imaging.Downsampling((1, 4, 4), 2)
     with pytest.raises(ValueError, match="w"):
-        problem.apply_A(torch.ones(2, 15))
+        fwd.apply_A(torch.ones(2, 15))
     with pytest.raises(ValueError, match="z"):
-        problem.apply_At(torch.ones(2, 16))
+        fwd.apply_At(torch.ones(2, 16), 16)
     with pytest.raises(ValueError, match="z"):
-        problem.apply_At(torch.tensor([[math.nan, 0, 0, 0]]))
-    nonlinear = problem_for(imaging.FourierMagnitude((1, 4, 4)), 16, gen=gen)
-    with pytest.raises(TypeError, match="lik"):
-        nonlinear.apply_A(torch.ones(2, 16))
+        fwd.apply_At(torch.tensor([[math.nan, 0, 0, 0]]), 16)
+    with pytest.raises(TypeError, match="linear forward model"):
+        imaging.FourierMagnitude((1, 4, 4)).apply_A(torch.ones(2, 16))
 
 
 # ------------------------------------------------------------------ conjugate gradients
@@ -215,14 +217,14 @@ def test_tmpd_dense_path_needs_no_dense_matrix(gen):
     fwd = imaging.BoxInpainting((3, 64, 64), (30, 30, 2, 2), keep_box=True)
     problem = problem_for(fwd, fwd.dim, n=20, gen=gen)
     with pytest.raises(ValueError, match="d"):
-        problem.matrix()
+        problem.forward.dense(problem.dim, problem.dtype, problem.device)
     x = torch.randn(3, fwd.dim, generator=gen, dtype=torch.float64)
     dense = METHODS["tmpd"]()(problem, x, 0.5).likelihood_score
     cg = METHODS["tmpd"](dense_max=0, cg_iters=100, cg_tol=1e-13)(problem, x, 0.5).likelihood_score
     assert dense.shape == (3, fwd.dim)
     torch.testing.assert_close(cg, dense, rtol=1e-8, atol=1e-10 * dense.abs().max().item())
     # A's rows (from adjoint products) pick exactly the box's pixels
-    assert sorted(problem.rows().nonzero()[:, 1].tolist()) == fwd.index.tolist()
+    assert sorted(fwd.rows(problem.dim, problem.dtype, problem.device).nonzero()[:, 1].tolist()) == fwd.index.tolist()
 
 
 # ------------------------------------------------------------------ images too large for the matrix
@@ -235,7 +237,7 @@ def test_sampling_64x64x3_images_without_the_matrix(fwd, method, params):
     atoms = digits_like((3, 64, 64), 24, gen).float()
     problem = problem_for(fwd, d, gen=gen, atoms=atoms)
     with pytest.raises(ValueError, match="d"):
-        problem.matrix()
+        problem.forward.dense(problem.dim, problem.dtype, problem.device)
     assert not PiGDM().uses_dense(problem)
     run = fsdiag.sample(problem.prior, problem.lik, method=method, n_particles=3, n_steps=4, seed=0,
                         progress=False, record=None, **params)

@@ -8,7 +8,8 @@ import torch
 import fsdiag
 from fsdiag import oracle as R
 from fsdiag.forward import FORWARD_MODELS, LinearForwardModel
-from fsdiag.methods import METHODS, Problem
+from fsdiag import Problem
+from fsdiag.methods import METHODS
 from fsdiag.testbeds import PAPER_METHOD_PARAMS, GaussianPrior, three_atoms
 
 

@@ -11,7 +11,8 @@ import torch
 
 import fsdiag
 from fsdiag import forward, networks, testbeds
-from fsdiag.methods import METHODS, Problem
+from fsdiag import Problem
+from fsdiag.methods import METHODS
 
 F64 = torch.float64
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import fsdiag
-from fsdiag.methods import METHODS, Problem
+from fsdiag import Problem
+from fsdiag.methods import METHODS
 from fsdiag.original_dps import OriginalDPS
 from fsdiag.testbeds import three_atoms
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fsdiag
+from fsdiag import operators as O
 from fsdiag import problems as P
 from fsdiag.__main__ import main
 from fsdiag.diagnostics import monte_carlo_floor
@@ -117,7 +118,7 @@ def test_labels_of_any_integer_type_keep_their_values(dtype, data):
 
 
 # ------------------------------------------------------------------ operator SPECs and custom problems
-SPEC_PARTS = st.sampled_from(sorted(P.OPERATORS) + ["blurr", "", ":", "inpaint:", "x:y=1", "matrix:"])
+SPEC_PARTS = st.sampled_from(sorted(O.OPERATORS) + ["blurr", "", ":", "inpaint:", "x:y=1", "matrix:"])
 OPTION = st.sampled_from(["keep=0.5", "keep=2", "keep=nan", "std=1.5", "std=-1", "std=inf", "factor=2",
                           "factor=3", "factor=0", "oversampling=2", "seed=1", "seed=x", "sd=1", "=", "keep"])
 
@@ -128,7 +129,7 @@ def test_operator_specs_build_a_working_operator_or_name_the_option(name, option
     spec = name + ((":" if ":" not in name else "") + ",".join(options) if options else "")
     d = 64 if shape is None else math.prod(shape)
     try:
-        fwd = P.operator(spec, d, shape)
+        fwd = O.operator(spec, d, shape)
     except (ValueError, TypeError) as err:
         assert named(err, "operator"), err
         return
@@ -157,7 +158,7 @@ def test_custom_problems_are_consistent_or_refused_by_name(n, d, data):
     noise = data.draw(st.sampled_from([0.3, 1e-8, 0.0, -1.0, math.nan]))
     labels = data.draw(st.one_of(st.none(), st.lists(st.integers(-5, 2 ** 40), min_size=n, max_size=n)))
     try:
-        out_dim = (P.operator(forward, d) if isinstance(forward, str) else fsdiag.forward.Affine(forward)).out_dim(d)
+        out_dim = (O.operator(forward, d) if isinstance(forward, str) else fsdiag.forward.Affine(forward)).out_dim(d)
     except (ValueError, TypeError):
         out_dim = 1
     y = torch.zeros(out_dim + (y_len == "wrong"))

@@ -135,7 +135,7 @@ def _floor_panel(ax, report):
 
 
 def report_figure(report, problem, x):
-    """The report's figure. report: an fsdiag.Report; problem: the InverseProblem; x: the samples (n, d)."""
+    """The report's figure. report: an fsdiag.Report; problem: the fsdiag.Problem; x: the samples (n, d)."""
     import matplotlib
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
         matplotlib.use("Agg", force=True)

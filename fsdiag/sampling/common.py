@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int, check_real, make_generator
-from ..methods import Problem
+from ..problems import Problem
 from ..schedules import VPSchedule, check_time
 from .run import Run
 

@@ -146,7 +146,7 @@ def mcgdiff(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: f
         raise ValueError("noise_std: mcgdiff needs isotropic measurement noise (one noise_std)")
     name = "mcgdiff" if release else "mcgdiff_lite"
     dev, dt_, f64 = prior.device, prior.dtype, torch.float64
-    A = problem.matrix().to(f64)
+    A = problem.forward.dense(problem.dim, problem.dtype, problem.device).to(f64)
     U, S, Vh = torch.linalg.svd(A, full_matrices=True)
     r = int((S > S.max() * 1e-10).sum())
     s, V = S[:r], Vh.T                                               # observed coordinates: the first r of V^T x

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..forward import LinearForwardModel
-from ..methods import Problem
+from ..problems import Problem
 from .common import Recorder, check_particles, setup
 from .registry import register_sampler
 from .resampling import check_smc_args, effective_sample_size, resample, resample_if_degenerate
@@ -43,7 +43,7 @@ class _Twist:
         self.nv = problem.noise_var()
         self.linear = isinstance(problem.lik.forward, LinearForwardModel)
         if r2 != "none" and self.linear:
-            self.A = problem.matrix()
+            self.A = problem.forward.dense(problem.dim, problem.dtype, problem.device)
 
     def __call__(self, x: torch.Tensor, abar: float):
         """(log p~_t(y | x), grad_x log p~_t(y | x), m(x))."""
