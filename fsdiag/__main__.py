@@ -19,7 +19,7 @@ from .testbeds import PAPER_METHOD_PARAMS, three_atoms
 
 
 def demo(n_particles: int = 4096, n_steps: int = 500, seed: int = 42, progress: bool = False) -> dict:
-    """Atoms {-1.8, 0.2, 2.2}, identity model, noise 0.3, y = -1.8 (DESIGN §5 claim 6)."""
+    """Atoms {-1.8, 0.2, 2.2}, identity model, noise 0.3, y = -1.8 (docs/design.md §6, claim 6)."""
     prior, lik = three_atoms()
     atoms = prior.atoms
     abar = VPSchedule().alpha_bar(1e-2)

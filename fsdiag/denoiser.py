@@ -1,4 +1,4 @@
-"""The exact MMSE denoiser of an empirical prior, as a module samplers can call (DESIGN §8).
+"""The exact MMSE denoiser of an empirical prior, as a module samplers can call (docs/design.md §3).
 
 `ExactDenoiser(prior)(x, sigma)` is E[x0 | x] for x = x0 + sigma z (the variance-exploding
 convention of k-diffusion, EDM and deepinv); `.vp(x_t, abar)` is the same in the VP convention
@@ -351,7 +351,7 @@ def _plan(levels: list[float], batch: int, make, device, name: str) -> _Plan:
 
 class ExactDenoiser(torch.nn.Module):
     """The exact MMSE denoiser D(x, sigma) = E[x0 | x0 + sigma z = x] of an EmpiricalPrior
-    (DESIGN §2, §8), streamed over atoms, with the closed-form Jacobian Cov(x0 | x) / sigma^2.
+    (docs/design.md §2.2, §3), streamed over atoms, with the closed-form Jacobian Cov(x0 | x) / sigma^2.
 
     forward(x, sigma): x of shape (B, d) or (B, ...) with prod(...) = prior.dim (e.g. (B, C, H, W));
     sigma a number, a 0-dim tensor, or one value per sample ((B,), (B, 1, 1, 1), ...), sigma >= 0.

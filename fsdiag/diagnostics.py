@@ -1,4 +1,4 @@
-"""What the finite-sample lens measures (DESIGN §4).
+"""What the finite-sample lens measures (docs/design.md §5).
 
 With the FSR prior every sampler's output collapses onto atoms as t -> 0, so it is
 compared with the exact posterior over atoms psi; along the trajectory the particle

@@ -265,7 +265,7 @@ def _groups(labels, prior: EmpiricalPrior) -> tuple[torch.Tensor, list]:
 def diagnose(run, prior: EmpiricalPrior, lik, *, score_times=None, n_score_points: int = 256,
              negligible: float = 1e-3, radius: float | None = None, seed: int = 0) -> Report:
     """`evaluate` for an fsdiag.Run (its final particles at t_final, its trajectory), plus the
-    agreement of its approximation's likelihood score with the exact one (DESIGN §4)."""
+    agreement of its approximation's likelihood score with the exact one (docs/design.md §5.5)."""
     check_prior(prior)
     check_run(run, prior)
     n_score_points = check_int(n_score_points, "n_score_points")

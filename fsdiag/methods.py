@@ -1,4 +1,4 @@
-"""Likelihood approximations: each replaces p(x_0 | x_t) inside p(y | x_t) (DESIGN §3).
+"""Likelihood approximations: each replaces p(x_0 | x_t) inside p(y | x_t) (docs/design.md §4).
 
 An approximation maps (problem, x_t, abar) to a `Guidance`: its likelihood score
 grad log p(y | x_t) and the prior Tweedie mean m(x_t) it computed on the way (the
@@ -84,7 +84,7 @@ def make_method(method, **params) -> Approximation:
 
 @register
 class FSR(Approximation):
-    """Exact: p(x_0 | x_t) is the Dirac mixture over atoms (DESIGN §2)."""
+    """Exact: p(x_0 | x_t) is the Dirac mixture over atoms (docs/design.md §2.3)."""
 
     name = "fsr"
 

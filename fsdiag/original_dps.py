@@ -1,7 +1,7 @@
 """DPS as in its original DDPM code (Chung et al. 2023, Algorithm 1 and the released code).
 
 The published update is an ancestral DDPM step followed by a fixed step down the residual norm,
-x_{k-1} = x'_{k-1} - zeta grad_{x_k} ||y - A(m(x_k))|| (no Sigma_n^-1, no square: DESIGN §3).
+x_{k-1} = x'_{k-1} - zeta grad_{x_k} ||y - A(m(x_k))|| (no Sigma_n^-1, no square: docs/design.md §4.2).
 As a likelihood score for fsdiag's samplers: the DDPM step adds beta_k score / sqrt(alpha_k), so
 score = (zeta sqrt(alpha_k) / beta_k) (-grad ||y - A(m)||) reproduces the update exactly.
 """

@@ -213,7 +213,7 @@ class EmpiricalPrior:
     def posterior_moments(self, x, abar, log_lik) -> Moments:
         """The conditional half of `moments` alone, in one head (half the work): log_norm is
         log_norm_cond and mean is E[x_0 | x_t, y]; the `_cond` fields are None. The exact
-        posterior score needs nothing more: (a E[x_0 | x_t, y] - x_t) / b^2 (docs/design.md §8)."""
+        posterior score needs nothing more: (a E[x_0 | x_t, y] - x_t) / b^2 (docs/design.md §2.3)."""
         x = self.query(x)
         log_norm, mean, shift = self._reduce(x, abar, log_lik, (True,))
         return Moments(log_norm[0] + shift, mean[0])

@@ -18,7 +18,7 @@ __all__ = ["VPSchedule", "DDPMSchedule"]
 
 @dataclass(frozen=True)
 class VPSchedule:
-    """Continuous VP-SDE: beta(t) = beta_min + (beta_max - beta_min) t (DESIGN §2)."""
+    """Continuous VP-SDE: beta(t) = beta_min + (beta_max - beta_min) t (docs/design.md §2.1)."""
 
     beta_min: float = 0.01
     beta_max: float = 20.0

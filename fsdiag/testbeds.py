@@ -26,7 +26,7 @@ PAPER_METHOD_PARAMS = {"zeta_dps": {"zeta": 0.3}}
 
 
 def three_atoms(*, device="cpu", dtype=torch.float64) -> tuple[EmpiricalPrior, GaussianLikelihood]:
-    """The paper's minimal testbed (DESIGN §5 claim 6): atoms {-1.8, 0.2, 2.2} with equal
+    """The paper's minimal testbed (docs/design.md §6, claim 6): atoms {-1.8, 0.2, 2.2} with equal
     weights, the identity forward model, noise std 0.3 and y = -1.8."""
     prior = EmpiricalPrior(torch.tensor([[-1.8], [0.2], [2.2]], dtype=dtype), device=device)
     return prior, GaussianLikelihood(Identity(), torch.tensor([-1.8], dtype=dtype), 0.3)

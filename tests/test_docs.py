@@ -62,8 +62,6 @@ def test_docstring_citations_name_existing_sections():
     assert not bad, "citations of sections docs/design.md does not have:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="the docstrings still cite the old, unshipped DESIGN.md; once they "
-                                       "cite docs/design.md (see its section map), remove this marker")
 def test_no_citation_of_the_unshipped_design_notes():
     old = [f"{p.relative_to(ROOT)}:{n}" for p in _python_sources()
            for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if re.search(r"\bDESIGN §", line)]

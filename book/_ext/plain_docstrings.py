@@ -15,7 +15,9 @@ logger = logging.getLogger(__name__)
 
 def _is_clean_rst(text: str, env) -> bool:
     """Whether docutils parses `text` without a warning (Sphinx's own roles count as clean)."""
-    settings = {"env": env, "report_level": docutils.utils.Reporter.SEVERE_LEVEL + 1, "halt_level": 5,
+    # report_level WARNING: the transforms (undefined |substitutions|) attach their messages only at
+    # or above it; warning_stream False keeps them off the console.
+    settings = {"env": env, "report_level": docutils.utils.Reporter.WARNING_LEVEL, "halt_level": 5,
                 "warning_stream": False, "file_insertion_enabled": False, "raw_enabled": False}
     doctree = docutils.core.publish_doctree(text, settings_overrides=settings)
     for msg in doctree.findall(docutils.nodes.system_message):

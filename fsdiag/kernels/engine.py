@@ -1,6 +1,6 @@
 """The engine's seam: every reduction over atoms that a prior, the denoiser or the judge needs.
 
-`Engine` is an `AtomStore` with the public passes (docs/design.md §9):
+`Engine` is an `AtomStore` with the public passes (docs/design.md §8):
 
 - `reduce`: per head, the log-sum-exp of the logits and the softmax-weighted mean of the atoms
   (the Tweedie mean; with the per-atom log-likelihood, the exact conditional one);

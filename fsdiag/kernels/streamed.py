@@ -6,7 +6,7 @@ memory O(batch x chunk), never O(batch x N x d). The logits of atom i for a quer
 
     log pi_i + (a / b^2) (x - a c) . (x^(i) - c) - (a^2 / 2 b^2) ||x^(i) - c||^2,
 
-log w_i(x_t) up to a per-query constant (c the store's centre; docs/design.md §2). `a` and `b2`
+log w_i(x_t) up to a per-query constant (c the store's centre; docs/design.md §2.2). `a` and `b2`
 are floats, or (B, 1) tensors for a noise level per query (the denoiser's mixed batches).
 `store` is a `fsdiag.kernels.Atoms` (or a subclass), read through its public methods.
 """

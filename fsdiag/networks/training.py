@@ -3,7 +3,7 @@ them and its training by denoising score matching (`train_denoiser`), with saved
 
 Parameterisation: x0-prediction with the preconditioning of Karras et al. (2022, EDM), written in
 the VP convention x_t = a x0 + b z (a = sqrt(abar), b^2 = 1 - abar). With x = x_t / a and
-sigma = b / a (the VE form, DESIGN §8), c the atoms' mean and s their RMS spread (sigma_data):
+sigma = b / a (the VE form, docs/design.md §3.1; the parameterisation: §3.4), c the atoms' mean and s their RMS spread (sigma_data):
 
     m(x_t) = c + c_skip (x - c) + c_out F_theta(c_in (x - c), c_noise),
     c_skip = s^2 / (sigma^2 + s^2),  c_out = sigma s / sqrt(sigma^2 + s^2),

@@ -1,4 +1,4 @@
-"""The exact ancestral sampler of the finite-sample reference (docs/design.md §2)."""
+"""The exact ancestral sampler of the finite-sample reference (docs/design.md §2.5)."""
 from __future__ import annotations
 
 import math

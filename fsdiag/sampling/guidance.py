@@ -1,5 +1,5 @@
 """Guided sampling: the reverse VP-SDE (or DDPM) with a likelihood approximation's score added to
-the prior's (docs/design.md §3). Every approximation in `fsdiag.METHODS` runs through this loop."""
+the prior's (docs/design.md §3.3, §4). Every approximation in `fsdiag.METHODS` runs through this loop."""
 from __future__ import annotations
 
 import torch
@@ -23,7 +23,7 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
            t_min: float = 1e-2, t_max: float = 1.0, schedule=None, seed: int | None = 0,
            generator: torch.Generator | None = None, record=25, progress: bool = True,
            **method_params) -> Run:
-    """Posterior sampling with a likelihood approximation (docs/design.md §3).
+    """Posterior sampling with a likelihood approximation (docs/design.md §3.3, §4).
 
     VPSchedule (default): start from N(0, I) at t_max and take Euler-Maruyama steps of the
     reverse VP-SDE, x <- x + (beta x / 2 + beta score) dt + sqrt(beta dt) z, on
@@ -57,7 +57,7 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
         t, s = float(grid[k]), float(grid[k + 1])
         abar_t, abar_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
         if exact_fsr and not rec.wants(k):
-            # prior score + likelihood score = (a E[x_0 | x_t, y] - x_t) / b^2 (docs/design.md §8):
+            # prior score + likelihood score = (a E[x_0 | x_t, y] - x_t) / b^2 (docs/design.md §2.3):
             # the conditional Tweedie mean alone, one head, half the work of prior + conditional.
             score = prior.posterior_score(x, abar_t, problem.log_lik)
         else:

@@ -1,4 +1,4 @@
-"""One step function per discretisation of the reverse process (docs/design.md §3, §8).
+"""One step function per discretisation of the reverse process (docs/design.md §2.5, §3.3).
 
 Each takes the current particles x at time t (alpha_bar abar_t), the score there and returns the
 mean and variance of the Gaussian step to the next time s < t; a sampler adds sqrt(var) z. The
