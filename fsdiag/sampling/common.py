@@ -18,7 +18,8 @@ from ..problems import Problem
 from ..schedules import VPSchedule, check_time
 from .run import Run
 
-__all__ = ["Setup", "setup", "record_steps", "Recorder", "check_particles", "data_scale", "BLOW_UP"]
+__all__ = ["Setup", "setup", "record_steps", "Recorder", "check_particles", "data_scale", "final_tweedie",
+           "BLOW_UP"]
 
 
 class Setup(NamedTuple):
@@ -105,6 +106,11 @@ class Recorder:
 BLOW_UP = 1e4
 _ADVICE = ("try more n_steps or a larger t_min (smaller steps), a larger noise_std, float64 atoms, "
            "or gentler method parameters (e.g. a smaller zeta for zeta_dps)")
+
+
+def final_tweedie(prior, x: torch.Tensor, abar: float) -> torch.Tensor:
+    """The Tweedie means recorded with the final particles (the particles themselves at abar = 1)."""
+    return x if abar >= 1.0 else prior.moments(x, abar).mean
 
 
 def data_scale(prior) -> float:

@@ -7,8 +7,7 @@ import torch
 from tqdm import tqdm
 
 from ..prior import EmpiricalPrior
-from .common import Recorder, setup
-from .guidance import _final_tweedie
+from .common import Recorder, final_tweedie, setup
 from .run import Run
 from .steps import bridge
 
@@ -43,5 +42,5 @@ def sample_exact(prior: EmpiricalPrior, lik, *, n_particles: int = 4096, n_steps
         mean = c_x * x + c_0 * x0
         z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
         x = mean + math.sqrt(v) * z
-    rec.add(float(grid[-1]), x, _final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
+    rec.add(float(grid[-1]), x, final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
     return rec.run(x, "exact", None, schedule, n_steps, seed, generator)

@@ -8,15 +8,11 @@ from tqdm import tqdm
 from ..methods import FSR, METHODS, make_method
 from ..prior import EmpiricalPrior
 from ..schedules import DDPMSchedule
-from .common import Recorder, check_particles, data_scale, setup
+from .common import Recorder, check_particles, data_scale, final_tweedie, setup
 from .run import Run
 from .steps import ddpm_ancestral, score_from_mean, vp_euler_maruyama
 
 __all__ = ["sample"]
-
-
-def _final_tweedie(prior, x, abar):
-    return x if abar >= 1.0 else prior.moments(x, abar).mean
 
 
 def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 500,
@@ -70,5 +66,5 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
                      else vp_euler_maruyama(schedule, x, score, t, s))
         x = mean + var ** 0.5 * z
         check_particles(x, f"sample: method {approx.name!r}", s, k, n_steps, scale)
-    rec.add(float(grid[-1]), x, _final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
+    rec.add(float(grid[-1]), x, final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
     return rec.run(x, approx.name, approx, schedule, n_steps, seed, generator, approx.params)
