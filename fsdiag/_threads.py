@@ -1,4 +1,4 @@
-"""Thread counts that suit the problem size (issue: small kernels on a busy machine).
+"""Thread counts that suit the problem size.
 
 A streamed kernel call on a small problem (the 1-D and 2-D chapters: a few hundred atoms, a few
 thousand particles) is dominated by per-call overhead, and torch's intra-op threads only add

@@ -1,4 +1,4 @@
-"""Atoms sharded across processes with torch.distributed (issue 11: beyond one GPU).
+"""Atoms sharded across processes with torch.distributed: beyond one process or GPU.
 
 Each process holds one shard of the atoms, in shard order (rank 0 holds global indices
 0 .. N_0 - 1, rank 1 the next N_1, ...). A streamed pass on a shard gives, per query, its

@@ -169,28 +169,59 @@ def _gmm2d(seed: int) -> Problem:
                                       "noise 0.3: two modes kept, two excluded")
 
 
+def _image_operator(kind: str, shape: tuple):
+    """(forward model, noise_std, what it observes) of the built-in image problems."""
+    from . import imaging
+
+    d = math.prod(shape)
+    if kind == "inpainting":
+        mask = torch.zeros(d, dtype=torch.bool)
+        mask[:d // 2] = True                                            # the top half is observed
+        return Mask(mask), 0.5, "the top half observed"
+    if kind == "blur":
+        return Affine(blur_matrix(shape[1], shape[2], 1.0)), 0.3, "a Gaussian blur (std 1 pixel)"
+    if kind == "box_inpainting":
+        return imaging.BoxInpainting(shape), 0.1, "everything but a central box observed"
+    if kind == "downsampling":
+        return imaging.Downsampling(shape, 2), 0.1, "2x2 averages observed (2x downsampling)"
+    if kind == "fourier_magnitude":
+        return imaging.FourierMagnitude(shape), 0.1, "the magnitude of the 2-D Fourier transform observed"
+    if kind == "pixels":
+        return imaging.Inpainting(shape, 0.5, seed=0), 0.05, "half of the pixels observed (random, fixed)"
+    raise KeyError(kind)
+
+
+def _image_problem(seed: int, name: str, kind: str, atoms, labels, shape, what_data: str) -> Problem:
+    """Leave one atom out as the truth (with its exact copies: the truth is no atom), observe it."""
+    x = atoms.to(torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    held = int(torch.randint(0, x.shape[0], (1,), generator=g))
+    keep = (x != x[held]).any(1)                                       # leave-one-out: truth is no atom
+    prior = EmpiricalPrior(x[keep], labels=labels[keep], device="cpu")
+    truth = x[held:held + 1]
+    fwd, noise, what = _image_operator(kind, shape)
+    y = fwd(truth)[0] + noise * torch.randn(fwd.out_dim(x.shape[1]), generator=g, dtype=torch.float64)
+    lik = GaussianLikelihood(fwd, y, noise)
+    return Problem(prior, lik, name=name, image_shape=shape, truth=truth,
+                   description=f"{what_data} ({prior.n_atoms} atoms, one held-out truth of class "
+                               f"{int(labels[held])}), {what}, noise {noise}")
+
+
 def _digits(seed: int, kind: str) -> Problem:
     from sklearn.datasets import load_digits   # the 8x8 digits that ship with scikit-learn
 
     data = load_digits()
     x = torch.tensor(data.data / 16.0, dtype=torch.float64)            # pixels in [0, 1]
     labels = torch.tensor(data.target, dtype=torch.long)
-    g = torch.Generator().manual_seed(seed)
-    held = int(torch.randint(0, x.shape[0], (1,), generator=g))
-    keep = torch.arange(x.shape[0]) != held                            # leave-one-out: truth is no atom
-    prior = EmpiricalPrior(x[keep], labels=labels[keep], device="cpu")
-    truth = x[held:held + 1]
-    if kind == "inpainting":
-        mask = torch.zeros(64, dtype=torch.bool)
-        mask[:32] = True                                               # the top half is observed
-        fwd, noise, what = Mask(mask), 0.5, "the top half observed"
-    else:
-        fwd, noise, what = Affine(blur_matrix(8, 8, 1.0)), 0.3, "a Gaussian blur (std 1 pixel)"
-    y = fwd(truth)[0] + noise * torch.randn(fwd.out_dim(64), generator=g, dtype=torch.float64)
-    lik = GaussianLikelihood(fwd, y, noise)
-    return Problem(prior, lik, name=f"digits_{kind}", image_shape=(1, 8, 8), truth=truth,
-                          description=f"8x8 digits in [0, 1] ({prior.n_atoms} atoms, one held-out truth of "
-                                      f"class {int(labels[held])}), {what}, noise {noise}")
+    return _image_problem(seed, f"digits_{kind}", kind, x, labels, (1, 8, 8), "8x8 digits in [0, 1]")
+
+
+def _textures(seed: int) -> Problem:
+    from .data import patches
+
+    data = patches(1200, 8, seed=0, dtype=torch.float64)                 # 6 textures and photos, 200 each
+    return _image_problem(seed, "textures_inpainting", "pixels", data.atoms, data.labels, (1, 8, 8),
+                          "8x8 patches of scikit-image's textures and photos in [0, 1], labelled by source")
 
 
 PROBLEMS = Registry("problem", {
@@ -198,6 +229,10 @@ PROBLEMS = Registry("problem", {
     "gmm2d": _gmm2d,
     "digits_inpainting": lambda seed: _digits(seed, "inpainting"),
     "digits_blur": lambda seed: _digits(seed, "blur"),
+    "digits_box_inpainting": lambda seed: _digits(seed, "box_inpainting"),
+    "digits_downsampling": lambda seed: _digits(seed, "downsampling"),
+    "digits_fourier_magnitude": lambda seed: _digits(seed, "fourier_magnitude"),
+    "textures_inpainting": _textures,
 })
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from . import bookfiles
 from .._checks import did_you_mean
+from ..batch import execute
 from ..outputs import MARKER, OutputError, Target, atomic_write, owner_of
 
 __all__ = ["RunSpec", "load_profiles", "expand", "execute_run", "regenerate",
@@ -378,7 +379,8 @@ def regenerate(profile: str, *, only=None, jobs: int = 1, scheduler: str | None 
         spec.threads = max(1, cores // jobs)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"regenerate {profile}", unit="run", disable=not progress or not todo)
-    for row in _execute(todo, jobs, scheduler):
+    for row in execute(execute_run, todo, jobs=jobs, scheduler=scheduler,
+                       key=lambda spec: f"{spec.notebook}-{spec.key}"):
         rows[row["key"]] = row
         bar.set_postfix_str(f"{row['notebook']}: {row['status']}")
         bar.update()
@@ -389,35 +391,6 @@ def regenerate(profile: str, *, only=None, jobs: int = 1, scheduler: str | None 
     _write_summary(root, summary)
     print(_table(summary), file=stream)
     return (1 if any(r["status"] == "failed" for r in ordered) else 0), summary
-
-
-def _execute(todo: list[RunSpec], jobs: int, scheduler: str | None):
-    """Yield rows as runs finish: in this process, a local process pool, or a Dask cluster."""
-    if not todo:
-        return
-    if scheduler is not None:
-        from dask.distributed import Client, LocalCluster, as_completed
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None) \
-            if scheduler == "local" else None
-        client = Client(cluster if cluster is not None else scheduler)
-        try:
-            futures = [client.submit(execute_run, spec, pure=False, key=f"{spec.notebook}-{spec.key}")
-                       for spec in todo]
-            for fut in as_completed(futures):
-                yield fut.result()
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    elif jobs == 1:
-        for spec in todo:
-            yield execute_run(spec)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(execute_run, spec) for spec in todo]):
-                yield fut.result()
 
 
 def _across_seeds(rows: list[dict]) -> list[dict]:

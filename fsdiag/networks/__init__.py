@@ -1,4 +1,4 @@
-"""Trained denoisers: a small network's Tweedie mean in place of the exact one (issue 9, item 6).
+"""Trained denoisers: a small network's Tweedie mean in place of the exact one.
 
 `train_denoiser` fits a small MLP (vectors, e.g. a 2-D mixture) or a small convolutional net
 (images, e.g. the 8x8 digits) to the atoms by denoising score matching; `NetworkPrior` gives the

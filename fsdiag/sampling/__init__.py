@@ -11,7 +11,7 @@ Shared parts: `steps` (one step function per discretisation), `common` (set-up, 
 particle checks), `resampling` (SMC weights), `counting.CountingPrior` (denoiser evaluations).
 `SAMPLERS` holds every sampler by name.
 """
-from .counting import CountingPrior
+from .counting import CountingPrior, count_evaluations
 from .registry import SAMPLERS, register_sampler
 from .run import Run
 from .guidance import sample
@@ -25,6 +25,6 @@ from .resampling import (RESAMPLING_SCHEMES, effective_sample_size, multinomial_
 register_sampler(sample, small_on_one_thread=False)
 register_sampler(sample_exact, name="exact", small_on_one_thread=False)
 
-__all__ = ["Run", "SAMPLERS", "register_sampler", "CountingPrior", "sample", "sample_exact", "tds", "mcgdiff",
+__all__ = ["Run", "SAMPLERS", "register_sampler", "CountingPrior", "count_evaluations", "sample", "sample_exact", "tds", "mcgdiff",
            "mcgdiff_lite", "release_indices", "daps", "RESAMPLING_SCHEMES", "effective_sample_size",
            "multinomial_resample", "normalise", "resample", "resample_if_degenerate", "systematic_resample"]

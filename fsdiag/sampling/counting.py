@@ -1,9 +1,10 @@
-"""Counting denoiser evaluations: the unit of compute for equal-budget comparisons."""
+"""Counting denoiser evaluations: the unit of compute for equal-budget comparisons, at the prior's
+methods (`CountingPrior`) or at its engine (`count_evaluations`)."""
 from __future__ import annotations
 
 import torch
 
-__all__ = ["CountingPrior"]
+__all__ = ["CountingPrior", "count_evaluations"]
 
 
 def _rows(name: str, out) -> int:
@@ -55,3 +56,46 @@ class CountingPrior:
 
     def reset(self) -> None:
         self.counts = dict.fromkeys(self._COUNTED, 0)
+
+
+class count_evaluations:
+    """Count denoiser evaluations at the engine, whoever calls it: `with count_evaluations(prior)
+    as c: ...` then `c.total` (or `c.counts` by pass). One evaluation is one particle through one
+    pass over the atoms: a Tweedie mean (`reduce`, prior and conditional heads together), a
+    covariance-vector product (`cov`, k per particle with k vectors) or an atom draw (`best`).
+    It sees samplers that call the prior, `fsdiag.ExactDenoiser` (k-diffusion's, deepinv's or a
+    user's sampler) and the judge alike, so it counts only inside the `with` block. prior: an
+    `fsdiag.EmpiricalPrior` (its engine's methods are wrapped on the instance, then restored)."""
+
+    _PASSES = ("reduce", "cov", "best")
+
+    def __init__(self, prior):
+        engine = getattr(prior, "engine", None)
+        if engine is None or not all(callable(getattr(engine, p, None)) for p in self._PASSES):
+            raise TypeError(f"prior: expected an fsdiag.EmpiricalPrior (a prior with an engine), "
+                            f"got {type(prior).__name__}")
+        self.engine = engine
+        self.counts = dict.fromkeys(self._PASSES, 0)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def _wrap(self, name: str):
+        inner = getattr(self.engine, name)
+
+        def counted(x, *args, **kwargs):
+            out = inner(x, *args, **kwargs)
+            per = out[1].shape[1] if name == "cov" else 1           # cov: (log_norm, C v (B, k, d))
+            self.counts[name] += int(x.shape[0]) * int(per)
+            return out
+        return counted
+
+    def __enter__(self) -> "count_evaluations":
+        for name in self._PASSES:
+            setattr(self.engine, name, self._wrap(name))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name in self._PASSES:
+            self.engine.__dict__.pop(name, None)

@@ -1,0 +1,38 @@
+"""Run many independent tasks and hand back their results as they finish: in this process, a
+local process pool, or a Dask cluster. The engine under `fsdiag regenerate` (one task per
+notebook run) and `fsdiag leaderboard` (one task per sampler x problem x budget x seed): a task
+function never raises (it reports its failure in its result), so one failure fails alone."""
+from __future__ import annotations
+
+__all__ = ["execute"]
+
+
+def execute(fn, tasks: list, *, jobs: int = 1, scheduler: str | None = None, key=str):
+    """Yield fn(task) for every task, as they finish. jobs: processes (or Dask workers with
+    scheduler="local"); scheduler: None (this machine), "local" (a dask.distributed.LocalCluster
+    of `jobs` workers) or a Dask scheduler address ("tcp://host:8786"). key(task): the task's
+    name on the Dask dashboard. fn and tasks must pickle when jobs > 1 or on Dask."""
+    if not tasks:
+        return
+    if scheduler is not None:
+        from dask.distributed import Client, LocalCluster, as_completed
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None) \
+            if scheduler == "local" else None
+        client = Client(cluster if cluster is not None else scheduler)
+        try:
+            futures = [client.submit(fn, task, pure=False, key=key(task)) for task in tasks]
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    elif jobs == 1:
+        for task in tasks:
+            yield fn(task)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(fn, task) for task in tasks]):
+                yield fut.result()
