@@ -4,6 +4,7 @@
 `fsdiag diagnose SAMPLER --problem NAME`: judge any sampler against the exact posterior.
 `fsdiag regenerate --profile NAME`: execute the book's notebooks in batch (locally or on Dask).
 `fsdiag book --from DIR`: build the website from a regeneration run.
+`fsdiag leaderboard --profile NAME`: rank every sampler (and yours) against the exact posterior.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 
 from .cli_diagnose import add_parser as add_diagnose_parser
 from .book.cli import add_parsers as add_regenerate_parsers
+from .leaderboard.cli import add_parser as add_leaderboard_parser
 
 from . import METHODS, VPSchedule, posterior_weights, sample, sample_exact
 from .diagnostics import atom_mass, wilson_interval
@@ -54,8 +56,9 @@ def main(argv=None) -> int:
     d.add_argument("--progress", action="store_true")
     add_diagnose_parser(sub)
     add_regenerate_parsers(sub)
+    add_leaderboard_parser(sub)
     args = parser.parse_args(argv)
-    if args.command in ("diagnose", "regenerate", "book"):
+    if args.command in ("diagnose", "regenerate", "book", "leaderboard"):
         return args.run(args)
     demo(args.n_particles, args.n_steps, args.seed, args.progress)
     return 0

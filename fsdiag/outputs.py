@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["OutputError", "Target", "MARKER", "owner_of", "umask", "atomic_write"]
+__all__ = ["OutputError", "Target", "MARKER", "owner_of", "umask", "atomic_write", "open_folder"]
 
 MARKER = ".fsdiag-owner"
 
@@ -202,3 +202,26 @@ class Target:
         finally:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
+
+
+def open_folder(path, *, owner: str, option: str = "--out", overwrite: bool = False,
+                override: str = "--overwrite") -> Target:
+    """A folder a batch command writes into over many runs (files added one by one, atomically,
+    so that a killed batch resumes): checked as `Target` (refused when it is a user's), then
+    created and marked as `owner`'s when it is missing or empty."""
+    target = Target(path, owner=owner, option=option, force=overwrite, override=override)
+    p = target.path
+    try:
+        if not target.owned():
+            if not p.is_dir() and (p.exists() or p.is_symlink()):
+                p.unlink()                                  # a file: Target refused it unless overwrite
+            p.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                p.mkdir()                                   # atomic: a concurrent batch may have made it
+            except FileExistsError:
+                pass
+            if owner_of(p) is None and not any(p.iterdir()):
+                atomic_write(p / MARKER, owner + "\n")      # a new or empty folder: ours from now on
+    except OSError as err:
+        raise OutputError(f"{option}: {p} cannot be created: {err.strerror or err}") from None
+    return target

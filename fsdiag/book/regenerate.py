@@ -34,7 +34,7 @@ from pathlib import Path
 from . import bookfiles
 from .._checks import did_you_mean
 from ..batch import execute
-from ..outputs import MARKER, OutputError, Target, atomic_write, owner_of
+from ..outputs import MARKER, OutputError, Target, atomic_write, open_folder, owner_of
 
 __all__ = ["RunSpec", "load_profiles", "expand", "execute_run", "regenerate",
            "missing_dependencies", "REPO", "PROFILES", "OWNER", "BOOK_OWNER"]
@@ -331,21 +331,7 @@ def _open_out(out, profile: str, overwrite: bool) -> Target:
     summary = _summary_of(path) if path.is_dir() and owner_of(path) is None else None
     if summary is not None and summary.get("profile") == profile and isinstance(summary.get("runs"), list):
         atomic_write(path / MARKER, OWNER + "\n")          # adopt the batch folder of an older fsdiag
-    try:
-        target = Target(path, owner=OWNER, option="--out", force=overwrite, override="--overwrite")
-        if not target.owned():
-            if not path.is_dir() and (path.exists() or path.is_symlink()):
-                path.unlink()                               # a file: Target refused it unless --overwrite
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                path.mkdir()                                # atomic: a concurrent batch may have made it
-            except FileExistsError:
-                pass
-            if owner_of(path) is None and not any(path.iterdir()):
-                atomic_write(path / MARKER, OWNER + "\n")   # a new or empty folder: ours from now on
-    except OSError as err:
-        raise OutputError(f"--out: {path} cannot be created: {err.strerror or err}") from None
-    return target
+    return open_folder(path, owner=OWNER, overwrite=overwrite)
 
 
 # ------------------------------------------------------------------ the batch

@@ -1,0 +1,14 @@
+"""The exact-posterior leaderboard: every registered diffusion posterior sampler, and yours,
+ranked against the exact posterior at equal budgets of denoiser evaluations.
+
+- `entries`: the samplers (`ENTRIES`), a user's (`--add`, the `fsdiag.samplers` entry points),
+  the budget calibration;
+- `cells`: profiles, one cell per sampler x problem x budget x seed, running and judging a cell;
+- `tables`: results.csv and the ranking (leaderboard.md / .json);
+- `board`: `leaderboard(...)`, the batch (`fsdiag leaderboard`).
+"""
+from .board import leaderboard
+from .cells import PROFILES, Cell, run_cell
+from .entries import ENTRIES, Entry, user_entry
+
+__all__ = ["leaderboard", "PROFILES", "Cell", "run_cell", "ENTRIES", "Entry", "user_entry"]
