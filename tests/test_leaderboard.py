@@ -134,3 +134,17 @@ def test_the_new_built_in_problems_hold_their_truth_out_and_fit_it(name):
     chi2 = float((r * r).sum())
     assert chi2 < problem.lik.obs_dim + 6 * math.sqrt(2 * problem.lik.obs_dim)     # y was simulated from it
     assert problem.prior.labels is not None and int(problem.prior.labels.unique().numel()) >= 6
+
+
+def test_an_installed_package_adds_its_sampler_through_the_entry_point_group(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    (tmp_path / "pkg_sampler.py").write_text(USER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = importlib.metadata.EntryPoint("from_a_package", "pkg_sampler:prior_only", "fsdiag.samplers")
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None, **kw: [ep] if group == "fsdiag.samplers" else [])
+    code, result = leaderboard("ci", problems=["three_atoms"], samplers=["exact"], out=str(tmp_path / "lb"),
+                               progress=False)
+    assert code == 0 and {r["sampler"] for r in result["rows"]} == {"exact", "from_a_package"}
+    assert next(r for r in result["rows"] if r["sampler"] == "from_a_package")["family"] == "user"
