@@ -1,0 +1,161 @@
+"""The leaderboard's figures (`fsdiag leaderboard`, the chapter "Leaderboard"): TV / floor
+against the budget of denoiser evaluations, against wall time (Pareto fronts), and one map of
+every sampler on every problem. Each takes the ranking `fsdiag.leaderboard` writes
+(leaderboard.json's "ranking": {problem: {budget: [entries]}}) and returns a figure."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._common import FONT, LEGEND_FONT
+
+__all__ = ["sampler_colors", "budget_figure", "pareto_figure", "pareto_front", "leaderboard_map"]
+
+
+def sampler_colors(names) -> dict:
+    """One colour per sampler, stable across figures (sorted names over tab20, the exact sampler black)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    others = sorted(n for n in set(names) if n != "exact")
+    colors = {n: cmap(k % 20) for k, n in enumerate(others)}
+    colors["exact"] = (0.0, 0.0, 0.0, 1.0)
+    return colors
+
+
+def _entries(ranking: dict, problem: str):
+    """{sampler: [(budget, entry)]} of the sampler's judged cells on `problem`."""
+    out: dict = {}
+    for budget, entries in ranking[problem].items():
+        for e in entries:
+            if e["status"] == "done":
+                out.setdefault(e["sampler"], []).append((int(budget), e))
+    return out
+
+
+def _check(ranking, problems):
+    if not isinstance(ranking, dict) or not ranking:
+        raise ValueError("ranking: expected the leaderboard's {problem: {budget: [entries]}}, got nothing")
+    problems = list(ranking) if problems is None else list(problems)
+    unknown = [p for p in problems if p not in ranking]
+    if unknown:
+        raise ValueError(f"problems: {unknown} are not in the ranking ({', '.join(ranking)})")
+    return problems
+
+
+def budget_figure(ranking: dict, *, problems=None, ncols: int = 4):
+    """Per problem, TV over modes / its Monte Carlo floor (log scale, 95% intervals across seeds)
+    against denoiser evaluations per particle, one line per sampler; 1 is exact sampling."""
+    import matplotlib.pyplot as plt
+
+    problems = _check(ranking, problems)
+    names = {e["sampler"] for p in problems for es in ranking[p].values() for e in es}
+    colors = sampler_colors(names)
+    ncols = min(ncols, len(problems))
+    nrows = math.ceil(len(problems) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.8 * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax, problem in zip(axes.flat, problems):
+        for name, pts in sorted(_entries(ranking, problem).items()):
+            pts.sort()
+            b = np.array([p[0] for p in pts], dtype=float)
+            m, lo, hi = (np.array([p[1]["ratio"][i] for p in pts], dtype=float) for i in range(3))
+            m, lo, hi = (np.maximum(v, 1e-2) for v in (m, lo, hi))
+            ax.errorbar(b, m, yerr=[m - lo, hi - m], color=colors[name], marker="o", ms=3, lw=1.2 if name != "exact"
+                        else 2.0, capsize=2, label=name)
+        ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(problem, fontsize=FONT + 1)
+        ax.set_xlabel("evaluations per particle", fontsize=FONT)
+        ax.set_ylabel("TV / floor", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+    for ax in list(axes.flat)[len(problems):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=LEGEND_FONT,
+               frameon=False)
+    return fig
+
+
+def pareto_figure(ranking: dict, *, problems=None, ncols: int = 4):
+    """Per problem, TV / floor against wall time of every (sampler, budget), with the Pareto front
+    (no other point both faster and closer to exact) drawn through the points that make it."""
+    import matplotlib.pyplot as plt
+
+    problems = _check(ranking, problems)
+    names = {e["sampler"] for p in problems for es in ranking[p].values() for e in es}
+    colors = sampler_colors(names)
+    ncols = min(ncols, len(problems))
+    nrows = math.ceil(len(problems) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.8 * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax, problem in zip(axes.flat, problems):
+        points = []
+        for name, pts in sorted(_entries(ranking, problem).items()):
+            w = np.array([max(p[1]["wall_s"], 1e-3) for p in pts])
+            r = np.array([max(p[1]["ratio"][0], 1e-2) for p in pts])
+            ax.scatter(w, r, color=colors[name], s=14, label=name, zorder=3)
+            points += list(zip(w, r))
+        front = pareto_front(points)
+        if front:
+            fw, fr = zip(*front)
+            ax.step(fw, fr, where="post", color="0.3", lw=0.9, zorder=2)
+        ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(problem, fontsize=FONT + 1)
+        ax.set_xlabel("wall time (s)", fontsize=FONT)
+        ax.set_ylabel("TV / floor", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+    for ax in list(axes.flat)[len(problems):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=LEGEND_FONT,
+               frameon=False)
+    return fig
+
+
+def pareto_front(points) -> list[tuple[float, float]]:
+    """The points (cost, error) that no other point beats on both, sorted by cost."""
+    front, best = [], math.inf
+    for cost, err in sorted(points):
+        if err < best:
+            front.append((cost, err))
+            best = err
+    return front
+
+
+def leaderboard_map(ranking: dict, *, budget: int, problems=None):
+    """Every sampler (rows) on every problem (columns) at one budget: log10 of TV / floor as colour,
+    the number written in each cell; n/a (a linear operator needed, or over budget) left blank."""
+    import matplotlib.pyplot as plt
+
+    problems = _check(ranking, problems)
+    missing = [p for p in problems if budget not in ranking[p] and str(budget) not in ranking[p]]
+    if missing:
+        raise ValueError(f"budget: {budget} is not a budget of {missing}")
+    names = sorted({e["sampler"] for p in problems for e in (ranking[p].get(budget) or ranking[p][str(budget)])})
+    grid = np.full((len(names), len(problems)), np.nan)
+    for j, p in enumerate(problems):
+        for e in ranking[p].get(budget) or ranking[p][str(budget)]:
+            if e["status"] == "done":
+                grid[names.index(e["sampler"]), j] = e["ratio"][0]
+    order = np.argsort(np.nanmean(np.where(np.isnan(grid), np.nanmax(grid) * 10, grid), axis=1), kind="stable")
+    grid, names = grid[order], [names[i] for i in order]
+    fig, ax = plt.subplots(figsize=(1.0 * len(problems) + 2.2, 0.34 * len(names) + 1.6), layout="constrained")
+    im = ax.imshow(np.log10(np.maximum(grid, 1e-2)), cmap="magma_r", vmin=0.0, aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(problems)):
+            if not np.isnan(grid[i, j]):
+                v = grid[i, j]
+                ax.text(j, i, f"{v:.1f}" if v < 100 else f"{v:.0f}", ha="center", va="center", fontsize=FONT - 1,
+                        color="white" if np.log10(max(v, 1e-2)) > 0.6 * np.nanmax(np.log10(np.maximum(grid, 1e-2)))
+                        else "black")
+    ax.set_xticks(range(len(problems)), [p.replace("_", " ") for p in problems], rotation=30, ha="right",
+                  fontsize=FONT)
+    ax.set_yticks(range(len(names)), names, fontsize=FONT)
+    fig.colorbar(im, ax=ax, label="log10(TV / floor)", shrink=0.8)
+    ax.set_title(f"TV over modes / Monte Carlo floor at {budget} evaluations per particle", fontsize=FONT + 1)
+    return fig
