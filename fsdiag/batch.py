@@ -4,7 +4,7 @@ notebook run) and `fsdiag leaderboard` (one task per sampler x problem x budget 
 function never raises (it reports its failure in its result), so one failure fails alone."""
 from __future__ import annotations
 
-__all__ = ["execute"]
+__all__ = ["execute", "run_batch"]
 
 
 def execute(fn, tasks: list, *, jobs: int = 1, scheduler: str | None = None, key=str):
@@ -36,3 +36,31 @@ def execute(fn, tasks: list, *, jobs: int = 1, scheduler: str | None = None, key
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             for fut in as_completed([pool.submit(fn, task) for task in tasks]):
                 yield fut.result()
+
+
+def run_batch(fn, tasks: list, *, done=None, force: bool = False, jobs: int = 1, scheduler: str | None = None,
+              key=str, desc: str = "batch", unit: str = "run", label=None, progress: bool = True,
+              before=None) -> tuple[list[dict], int]:
+    """Run the tasks not finished yet and return (every task's row, in task order; how many ran).
+    done(task): the row of a finished task, or None (then it runs; every task with force);
+    rows carry the task's "key" (task.key); label(row): the progress bar's note for a finished
+    row; before(todo): called with the tasks to run before any runs (e.g. to set threads)."""
+    from tqdm import tqdm
+
+    rows, todo = {}, []
+    for task in tasks:
+        row = None if force or done is None else done(task)
+        if row is None:
+            todo.append(task)
+        else:
+            rows[task.key] = row
+    if before is not None:
+        before(todo)
+    bar = tqdm(total=len(todo), desc=desc, unit=unit, disable=not progress or not todo)
+    for row in execute(fn, todo, jobs=jobs, scheduler=scheduler, key=key):
+        rows[row["key"]] = row
+        if label is not None:
+            bar.set_postfix_str(label(row))
+        bar.update()
+    bar.close()
+    return [rows[task.key] for task in tasks], len(todo)

@@ -268,7 +268,8 @@ def test_regenerate_options_exit_0_1_or_2_in_one_line_and_lose_nothing(tmp_path_
     (root / "profiles.yml").write_text(yaml.safe_dump({"t": {"description": "x", "notebooks": {
         "01_finite_sample_lens": {"n_sizes": 2}, "04_early_stopping": {"n_atoms": 8}}}}))
     # The runs themselves are not the subject here: each "finishes" at once, failed.
-    monkeypatch.setattr(R, "execute", lambda fn, todo, jobs, scheduler, key: (
+    from fsdiag import batch
+    monkeypatch.setattr(batch, "execute", lambda fn, todo, jobs, scheduler, key: (
         {"profile": s.profile, "notebook": s.notebook, "key": s.key, "params": s.params, "status": "failed",
          "time_s": 0.0, "error": "stub", "headline": {}, "verdict": None, "out": s.out} for s in todo))
     monkeypatch.chdir(root)

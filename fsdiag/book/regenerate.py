@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import bookfiles
 from .._checks import did_you_mean
-from ..batch import execute
+from ..batch import run_batch
 from ..outputs import MARKER, OutputError, Target, atomic_write, open_folder, owner_of
 
 __all__ = ["RunSpec", "load_profiles", "expand", "execute_run", "regenerate",
@@ -343,8 +343,6 @@ def regenerate(profile: str, *, only=None, jobs: int = 1, scheduler: str | None 
     out: where OUT/<profile> goes (relative to the working directory); force: rerun finished
     runs; overwrite: write into an OUT/<profile> this command did not write (its files are kept).
     Raises ValueError (OutputError for --out) before any work when the request cannot be run."""
-    from tqdm import tqdm
-
     stream = sys.stdout if stream is None else stream
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs: expected a positive integer, got {jobs!r}")
@@ -353,25 +351,16 @@ def regenerate(profile: str, *, only=None, jobs: int = 1, scheduler: str | None 
     runs = expand(profile, profiles=profiles, notebooks_dir=notebooks_dir, only=only, out=out)
     root = _open_out(out, profile, overwrite).path
     _clean_leftovers(root, [spec.notebook for spec in runs])
-    rows, todo = {}, []
-    for spec in runs:
-        row = None if force else _done_row(spec)
-        if row is None:
-            todo.append(spec)
-        else:
-            rows[spec.key] = row
     cores = os.cpu_count() or 1
-    for spec in todo:
-        spec.threads = max(1, cores // jobs)
+
+    def threads(todo):
+        for spec in todo:
+            spec.threads = max(1, cores // jobs)
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc=f"regenerate {profile}", unit="run", disable=not progress or not todo)
-    for row in execute(execute_run, todo, jobs=jobs, scheduler=scheduler,
-                       key=lambda spec: f"{spec.notebook}-{spec.key}"):
-        rows[row["key"]] = row
-        bar.set_postfix_str(f"{row['notebook']}: {row['status']}")
-        bar.update()
-    bar.close()
-    ordered = [rows[spec.key] for spec in runs]
+    ordered, _ = run_batch(execute_run, runs, done=_done_row, force=force, jobs=jobs, scheduler=scheduler,
+                           key=lambda spec: f"{spec.notebook}-{spec.key}", desc=f"regenerate {profile}",
+                           label=lambda row: f"{row['notebook']}: {row['status']}", progress=progress,
+                           before=threads)
     summary = {"profile": profile, "out": str(root), "wall_time_s": time.perf_counter() - start,
                "runs": ordered, "across_seeds": _across_seeds(ordered)}
     _write_summary(root, summary)

@@ -11,7 +11,7 @@ import sys
 import time
 
 from .._checks import did_you_mean
-from ..batch import execute
+from ..batch import run_batch
 from ..outputs import atomic_write, open_folder
 from .cells import PROFILES, ROW_FIELDS, Cell, expand, run_cell
 from .entries import ENTRIES, installed_entries
@@ -54,8 +54,6 @@ def leaderboard(profile: str = "ci", *, samplers=None, problems=None, add=(), jo
     installed `fsdiag.samplers` entry points; force: rerun finished cells; overwrite: write into
     a folder this command did not write. Exit code 1 when a cell failed (the others still run).
     Raises ValueError (and OutputError, a ValueError, for --out) before any work."""
-    from tqdm import tqdm
-
     from ..problems import PROBLEMS, make_problem
 
     stream = sys.stdout if stream is None else stream
@@ -73,22 +71,12 @@ def leaderboard(profile: str = "ci", *, samplers=None, problems=None, add=(), jo
         raise ValueError(f"--add: the names {clash} are taken; name yours with NAME=file.py:fn")
     root = open_folder(os.fspath(out), owner=OWNER, overwrite=overwrite).path
     cells = expand(profile, samplers=samplers, problems=problems, adds=adds, out=str(root))
-    rows, todo = {}, []
-    for cell in cells:
-        row = None if force else _load(cell)
-        if row is None:
-            todo.append(cell)
-        else:
-            rows[cell.key] = row
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc=f"leaderboard {profile}", unit="cell", disable=not progress or not todo)
-    for row in execute(run_cell, todo, jobs=jobs, scheduler=scheduler, key=lambda c: f"{c.sampler}-{c.key}"):
-        rows[row["key"]] = row
-        bar.set_postfix_str(f"{row['sampler']} on {row['problem']}: {row['status']}")
-        bar.update()
-    bar.close()
+    ordered, ran = run_batch(run_cell, cells, done=_load, force=force, jobs=jobs, scheduler=scheduler,
+                             key=lambda c: f"{c.sampler}-{c.key}", desc=f"leaderboard {profile}", unit="cell",
+                             label=lambda row: f"{row['sampler']} on {row['problem']}: {row['status']}",
+                             progress=progress)
     wall = time.perf_counter() - start
-    ordered = [rows[c.key] for c in cells]
     ranking = rank(ordered)
     descriptions = {p: make_problem(p, seed=0).description for p in ranking}
     result = {"profile": profile, "settings": PROFILES[profile], "wall_s": wall, "ranking": ranking,
@@ -98,7 +86,7 @@ def leaderboard(profile: str = "ci", *, samplers=None, problems=None, add=(), jo
     md = leaderboard_markdown(ranking, profile=profile, descriptions=descriptions, wall_s=wall)
     atomic_write(root / "leaderboard.md", md)
     failed = [r for r in ordered if r["status"] == "failed"]
-    print(f"leaderboard ({profile}): {len(ordered)} cells ({len(todo)} run, {len(failed)} failed) in {wall:.0f} s; "
+    print(f"leaderboard ({profile}): {len(ordered)} cells ({ran} run, {len(failed)} failed) in {wall:.0f} s; "
           f"{root / 'leaderboard.md'}", file=stream)
     for r in failed[:10]:
         print(f"  failed: {r['sampler']} on {r['problem']} (budget {r['nfe']}, seed {r['seed']}): {r['error']}",

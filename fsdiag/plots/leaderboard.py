@@ -44,54 +44,57 @@ def _check(ranking, problems):
     return problems
 
 
-def budget_figure(ranking: dict, *, problems=None, ncols: int = 4):
-    """Per problem, TV over modes / its Monte Carlo floor (log scale, 95% intervals across seeds)
-    against denoiser evaluations per particle, one line per sampler; 1 is exact sampling."""
+def _panels(ranking: dict, problems, ncols: int):
+    """(figure, one axis per problem, colours) for a per-problem grid of log-log panels."""
     import matplotlib.pyplot as plt
 
-    problems = _check(ranking, problems)
     names = {e["sampler"] for p in problems for es in ranking[p].values() for e in es}
-    colors = sampler_colors(names)
     ncols = min(ncols, len(problems))
     nrows = math.ceil(len(problems) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.8 * nrows + 0.6), squeeze=False,
                              layout="constrained")
-    for ax, problem in zip(axes.flat, problems):
-        for name, pts in sorted(_entries(ranking, problem).items()):
-            pts.sort()
-            b = np.array([p[0] for p in pts], dtype=float)
-            m, lo, hi = (np.array([p[1]["ratio"][i] for p in pts], dtype=float) for i in range(3))
-            m, lo, hi = (np.maximum(v, 1e-2) for v in (m, lo, hi))
-            ax.errorbar(b, m, yerr=[m - lo, hi - m], color=colors[name], marker="o", ms=3, lw=1.2 if name != "exact"
-                        else 2.0, capsize=2, label=name)
+    for ax in list(axes.flat)[len(problems):]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:len(problems)], sampler_colors(names)
+
+
+def _finish(fig, axes, problems, xlabel: str):
+    """Log axes, titles, the exact sampler's level (1) and one legend under the grid."""
+    for ax, problem in zip(axes, problems):
         ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(problem, fontsize=FONT + 1)
-        ax.set_xlabel("evaluations per particle", fontsize=FONT)
+        ax.set_xlabel(xlabel, fontsize=FONT)
         ax.set_ylabel("TV / floor", fontsize=FONT)
         ax.tick_params(labelsize=FONT)
-    for ax in list(axes.flat)[len(problems):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=LEGEND_FONT,
                frameon=False)
     return fig
 
 
+def budget_figure(ranking: dict, *, problems=None, ncols: int = 4):
+    """Per problem, TV over modes / its Monte Carlo floor (log scale, 95% intervals across seeds)
+    against denoiser evaluations per particle, one line per sampler; 1 is exact sampling."""
+    problems = _check(ranking, problems)
+    fig, axes, colors = _panels(ranking, problems, ncols)
+    for ax, problem in zip(axes, problems):
+        for name, pts in sorted(_entries(ranking, problem).items()):
+            pts.sort(key=lambda p: p[0])
+            b = np.array([p[0] for p in pts], dtype=float)
+            m, lo, hi = (np.maximum(np.array([p[1]["ratio"][i] for p in pts], dtype=float), 1e-2) for i in range(3))
+            ax.errorbar(b, m, yerr=[m - lo, hi - m], color=colors[name], marker="o", ms=3,
+                        lw=2.0 if name == "exact" else 1.2, capsize=2, label=name)
+    return _finish(fig, axes, problems, "evaluations per particle")
+
+
 def pareto_figure(ranking: dict, *, problems=None, ncols: int = 4):
     """Per problem, TV / floor against wall time of every (sampler, budget), with the Pareto front
     (no other point both faster and closer to exact) drawn through the points that make it."""
-    import matplotlib.pyplot as plt
-
     problems = _check(ranking, problems)
-    names = {e["sampler"] for p in problems for es in ranking[p].values() for e in es}
-    colors = sampler_colors(names)
-    ncols = min(ncols, len(problems))
-    nrows = math.ceil(len(problems) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.8 * nrows + 0.6), squeeze=False,
-                             layout="constrained")
-    for ax, problem in zip(axes.flat, problems):
+    fig, axes, colors = _panels(ranking, problems, ncols)
+    for ax, problem in zip(axes, problems):
         points = []
         for name, pts in sorted(_entries(ranking, problem).items()):
             w = np.array([max(p[1]["wall_s"], 1e-3) for p in pts])
@@ -102,19 +105,7 @@ def pareto_figure(ranking: dict, *, problems=None, ncols: int = 4):
         if front:
             fw, fr = zip(*front)
             ax.step(fw, fr, where="post", color="0.3", lw=0.9, zorder=2)
-        ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(problem, fontsize=FONT + 1)
-        ax.set_xlabel("wall time (s)", fontsize=FONT)
-        ax.set_ylabel("TV / floor", fontsize=FONT)
-        ax.tick_params(labelsize=FONT)
-    for ax in list(axes.flat)[len(problems):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=LEGEND_FONT,
-               frameon=False)
-    return fig
+    return _finish(fig, axes, problems, "wall time (s)")
 
 
 def pareto_front(points) -> list[tuple[float, float]]:
