@@ -12,6 +12,10 @@ Three pieces, so that deepinv's own samplers, unchanged, can be judged by `fsdia
 - `run(name, denoiser, physics, y, n=...)`: one of deepinv's samplers (`SAMPLERS`) at given
   settings, n independent samples (n, d) and the wall time. `SETTINGS[name]` holds each
   sampler's documented defaults and the settings its paper recommends.
+- The other way round, `to_physics(forward, image_shape, noise_std)`: an fsdiag linear operator
+  as a deepinv physics (deepinv's `Inpainting` for a pixel mask; `svd=True`: the SVD of the
+  operator's matrix as a `DecomposablePhysics`, for DDRM), `to_measurement` its y, and
+  `problem_physics(problem)` both for a built-in problem (the leaderboard's deepinv entries).
 
 `import fsdiag` never imports deepinv (`pip install "fsdiag[deepinv]"`, see the Makefile's
 `deepinv` target for a CPU-only torch).

@@ -74,12 +74,7 @@ def diffusers_entry(name: str) -> Entry:
                           generator=torch.Generator().manual_seed(seed), guidance=fdf.dps_guidance(problem))
 
     return Entry(f"diffusers.{name}", "diffusers", run, t_final=None,
-                 note=f"diffusers' {fdf_class(name)} (clip_sample off) + DPS at the likelihood's scale")
-
-
-def fdf_class(name: str) -> str:
-    from ..adapters.diffusers import SCHEDULERS
-    return SCHEDULERS[name]
+                 note=f"diffusers' {name} scheduler (clip_sample off) + DPS at the likelihood's scale")
 
 
 def thirdparty_entries(*, deepinv: bool | None = None, diffusers: bool | None = None) -> list[Entry]:
