@@ -26,12 +26,13 @@ ENTRY_POINT_GROUP = "fsdiag.samplers"
 
 @dataclass(frozen=True)
 class Entry:
-    """name; family ("control", "fsdiag", "paper", "user"); run(problem, n_steps, n, seed) -> (n, d)
-    samples; linear_only: it needs a linear forward model; calibrated: n_steps is solved from the
-    budget (else run gets n_steps=None and `budget` is passed to the user's function); t_final:
-    the time its samples are at (fsdiag's samplers stop at t_min = 0.01; the judge assigns them
-    at that time), None for clean samples (a user's sampler run down to sigma = 0); images_only:
-    it needs an image problem (image_shape set; deepinv's samplers take (B, C, H, W) images)."""
+    """name; family ("control", "fsdiag", "paper", "user", "deepinv", "diffusers"); run(problem,
+    n_steps, n, seed) -> (n, d) samples; linear_only: it needs a linear forward model;
+    calibrated: n_steps is solved from the budget (else run gets n_steps=None and `budget` is
+    passed to the user's function); t_final: the time its samples are at (fsdiag's samplers stop
+    at t_min = 0.01; the judge assigns them at that time), None for clean samples (a user's
+    sampler run down to sigma = 0); images_only: it needs an image problem (image_shape set;
+    deepinv's samplers take (B, C, H, W) images)."""
 
     name: str
     family: str
