@@ -12,6 +12,10 @@ Three pieces, so that deepinv's own samplers, unchanged, can be judged by `fsdia
 - `run(name, denoiser, physics, y, n=...)`: one of deepinv's samplers (`SAMPLERS`) at given
   settings, n independent samples (n, d) and the wall time. `SETTINGS[name]` holds each
   sampler's documented defaults and the settings its paper recommends.
+- The other way round, `to_physics(forward, image_shape, noise_std)`: an fsdiag linear operator
+  as a deepinv physics (deepinv's `Inpainting` for a pixel mask; `svd=True`: the SVD of the
+  operator's matrix as a `DecomposablePhysics`, for DDRM), `to_measurement` its y, and
+  `problem_physics(problem)` both for a built-in problem (the leaderboard's deepinv entries).
 
 `import fsdiag` never imports deepinv (`pip install "fsdiag[deepinv]"`, see the Makefile's
 `deepinv` target for a CPU-only torch).
@@ -31,7 +35,8 @@ from ..forward import ForwardModel, LinearForwardModel
 from ..likelihood import GaussianLikelihood
 from ..registry import Registry
 
-__all__ = ["import_deepinv", "from_physics", "likelihood", "PhysicsForward", "LinearPhysicsForward",
+__all__ = ["import_deepinv", "from_physics", "likelihood", "PhysicsForward", "LinearPhysicsForward", "to_physics",
+           "to_measurement", "problem_physics",
            "SAMPLERS", "SETTINGS", "SETTINGS_NOTES", "settings_for", "SamplerRun", "run"]
 
 _TORCHVISION_LIB = None
@@ -167,6 +172,122 @@ def likelihood(physics, y, img_shape) -> GaussianLikelihood:
             raise ValueError(f"y: expected one measurement, got a batch of {y.shape[0]}")
         y = y[0]
     return GaussianLikelihood(from_physics(physics, img_shape), y.reshape(-1).double(), float(noise.sigma))
+
+
+# ------------------------------------------------------------------ fsdiag's operator as a physics
+class _Linear(torch.autograd.Function):
+    """M w on rows with the adjoint M^T as its derivative (and the other way round): exact
+    gradients for deepinv's autograd-based samplers whatever the operator's own code does."""
+
+    @staticmethod
+    def forward(ctx, w, forward, d, adjoint):
+        ctx.op, ctx.d, ctx.adjoint = forward, d, adjoint
+        return forward.apply_At(w, d) if adjoint else forward.apply_A(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _Linear.apply(g, ctx.op, ctx.d, not ctx.adjoint), None, None, None
+
+
+def _pixel_mask(forward, d: int):
+    """The (d,) boolean mask of an fsdiag pixel mask (`Mask`, `imaging.PixelMask`), else None."""
+    from ..forward import Mask
+    from ..imaging import PixelMask
+
+    if isinstance(forward, (Mask, PixelMask)):
+        return forward.mask.reshape(-1).cpu().bool() if forward.mask.numel() == d else None
+    return None
+
+
+def _svd_physics(dinv, forward, shape, noise, device, dtype):
+    """A DecomposablePhysics U diag(s) V^T of the operator's dense matrix (small d): DDRM's form."""
+    d = math.prod(shape)
+    U, s, Vh = torch.linalg.svd(forward.dense(d, torch.float64), full_matrices=True)   # Vh (d, d)
+    r = s.shape[0]
+    U, Vh = U[:, :r].to(device=device, dtype=dtype), Vh.to(device=device, dtype=dtype)
+    mask = torch.zeros(d, dtype=dtype, device=device)
+    mask[:r] = s.to(dtype)
+
+    class SVDPhysics(dinv.physics.DecomposablePhysics):
+        def V_adjoint(self, x):
+            return (x.reshape(x.shape[0], d) @ Vh.T.to(x.dtype)).reshape(x.shape[0], *shape)
+
+        def V(self, z):
+            return (z.reshape(z.shape[0], d) @ Vh.to(z.dtype)).reshape(z.shape[0], *shape)
+
+        def U(self, z):
+            return z.reshape(z.shape[0], d)[:, :r] @ U.T.to(z.dtype)
+
+        def U_adjoint(self, y):
+            out = y.new_zeros(y.shape[0], d)
+            out[:, :r] = y.reshape(y.shape[0], -1) @ U.to(y.dtype)
+            return out.reshape(y.shape[0], *shape)
+
+    return SVDPhysics(mask=mask.reshape(1, *shape), img_size=shape, noise_model=noise, device=device).to(dtype)
+
+
+def to_physics(forward, image_shape, noise_std: float, *, device="cpu", dtype=torch.float32, svd: bool = False):
+    """A deepinv LinearPhysics of an fsdiag linear forward model on images `image_shape` (C, H, W),
+    with deepinv's `GaussianNoise(noise_std)`:
+
+    - a pixel mask (`fsdiag.forward.Mask`, `fsdiag.imaging.PixelMask`): deepinv's `Inpainting`
+      (a DecomposablePhysics, so DDRM runs), y images (B, C, H, W) zero where unobserved;
+    - `svd=True`: a DecomposablePhysics of the dense matrix's SVD (small d; DDRM runs on it);
+    - otherwise: A and A_adjoint are the operator's own `apply_A` / `apply_At` on the flattened
+      images, y rows (B, m) (the operator's bias, if any, goes into `to_measurement`'s y).
+    Build the matching y with `to_measurement` (or both at once: `problem_physics`)."""
+    from ..forward import LinearForwardModel
+
+    dinv = import_deepinv()
+    if not isinstance(forward, LinearForwardModel):
+        raise TypeError(f"forward: expected a linear fsdiag forward model, got {forward!r}")
+    shape = tuple(int(s) for s in image_shape)
+    d = math.prod(shape)
+    forward.out_dim(d)
+    noise = dinv.physics.GaussianNoise(sigma=torch.tensor(float(noise_std), dtype=dtype, device=device))
+    mask = _pixel_mask(forward, d)
+    if mask is not None:
+        return dinv.physics.Inpainting(img_size=shape, mask=mask.reshape(shape).to(dtype), noise_model=noise,
+                                       device=device).to(dtype)
+    if svd:
+        return _svd_physics(dinv, forward, shape, noise, device, dtype)
+
+    def A(x, **kwargs):
+        return _Linear.apply(x.reshape(x.shape[0], d), forward, d, False)
+
+    def A_adjoint(y, **kwargs):
+        return _Linear.apply(y.reshape(y.shape[0], -1), forward, d, True).reshape(y.shape[0], *shape)
+
+    return dinv.physics.LinearPhysics(A=A, A_adjoint=A_adjoint, img_size=shape, noise_model=noise,
+                                      device=device).to(dtype)
+
+
+def to_measurement(forward, y, image_shape, *, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """fsdiag measurements y ((m,) or rows (B, m), of A(x) = M x + c) as `to_physics`'s physics
+    sees them: images (B, C, H, W) for a pixel mask, else rows (B, m) of y - c."""
+    shape = tuple(int(s) for s in image_shape)
+    d = math.prod(shape)
+    y = torch.as_tensor(y)
+    y = y.reshape(1, -1) if y.ndim == 1 else y
+    mask = _pixel_mask(forward, d)
+    if mask is not None:
+        out = y.new_zeros(y.shape[0], d, dtype=torch.float64)
+        out[:, mask] = y.to(torch.float64)
+        return out.reshape(y.shape[0], *shape).to(device=device, dtype=dtype)
+    c = forward.offset(d, torch.float64)
+    y = y.to(torch.float64)
+    return (y if c is None else y - c).to(device=device, dtype=dtype)
+
+
+def problem_physics(problem, *, device="cpu", dtype=torch.float32, svd: bool = False):
+    """(physics, y) of an fsdiag image problem with a linear operator and one noise level."""
+    if problem.image_shape is None:
+        raise ValueError(f"problem: {problem.name} is not an image problem (image_shape is None)")
+    std = problem.lik.noise_std
+    if not bool((std == std[0]).all()):
+        raise ValueError("problem: deepinv's GaussianNoise has one noise level; this likelihood has several")
+    physics = to_physics(problem.forward, problem.image_shape, float(std[0]), device=device, dtype=dtype, svd=svd)
+    return physics, to_measurement(problem.forward, problem.lik.y, problem.image_shape, device=device, dtype=dtype)
 
 
 # ------------------------------------------------------------------ deepinv's samplers

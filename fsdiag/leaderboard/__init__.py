@@ -3,6 +3,7 @@ ranked against the exact posterior at equal budgets of denoiser evaluations.
 
 - `entries`: the samplers (`ENTRIES`), a user's (`--add`, the `fsdiag.samplers` entry points),
   the budget calibration;
+- `thirdparty`: deepinv's samplers and diffusers' schedulers, registered where installed;
 - `cells`: profiles, one cell per sampler x problem x budget x seed, running and judging a cell;
 - `tables`: results.csv and the ranking (leaderboard.md / .json);
 - `board`: `leaderboard(...)`, the batch (`fsdiag leaderboard`).

@@ -133,6 +133,8 @@ def run_cell(cell: Cell) -> dict:
         problem = make_problem(cell.problem, seed=0)
         if entry.linear_only and not getattr(problem.forward, "is_linear", False):
             row.update(status="n/a", error=f"{cell.sampler} needs a linear forward model")
+        elif entry.images_only and problem.image_shape is None:
+            row.update(status="n/a", error=f"{cell.sampler} needs an image problem")
         else:
             n_steps, per_step = steps_for_budget(entry, problem, cell.budget) if entry.calibrated else (None, 0)
             if n_steps == 0:

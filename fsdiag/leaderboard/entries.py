@@ -26,11 +26,13 @@ ENTRY_POINT_GROUP = "fsdiag.samplers"
 
 @dataclass(frozen=True)
 class Entry:
-    """name; family ("control", "fsdiag", "paper", "user"); run(problem, n_steps, n, seed) -> (n, d)
-    samples; linear_only: it needs a linear forward model; calibrated: n_steps is solved from the
-    budget (else run gets n_steps=None and `budget` is passed to the user's function); t_final:
-    the time its samples are at (fsdiag's samplers stop at t_min = 0.01; the judge assigns them
-    at that time), None for clean samples (a user's sampler run down to sigma = 0)."""
+    """name; family ("control", "fsdiag", "paper", "user", "deepinv", "diffusers"); run(problem,
+    n_steps, n, seed) -> (n, d) samples; linear_only: it needs a linear forward model;
+    calibrated: n_steps is solved from the budget (else run gets n_steps=None and `budget` is
+    passed to the user's function); t_final: the time its samples are at (fsdiag's samplers stop
+    at t_min = 0.01; the judge assigns them at that time), None for clean samples (a user's
+    sampler run down to sigma = 0); images_only: it needs an image problem (image_shape set;
+    deepinv's samplers take (B, C, H, W) images)."""
 
     name: str
     family: str
@@ -39,6 +41,7 @@ class Entry:
     calibrated: bool = True
     note: str = ""
     t_final: float | None = 1e-2
+    images_only: bool = False
 
 
 def _guided(method: str, **params):
@@ -71,6 +74,14 @@ for _entry in (
         Entry("daps", "fsdiag", _registered("daps"), note="DAPS at its paper defaults"),
 ):
     ENTRIES.register(_entry, name=_entry.name)
+
+
+def _register_thirdparty():
+    # deepinv's samplers and diffusers' schedulers, when those packages are installed (thirdparty).
+    from .thirdparty import thirdparty_entries
+
+    for entry in thirdparty_entries():
+        ENTRIES.register(entry, name=entry.name)
 
 
 def user_entry(fn, name: str) -> Entry:
@@ -114,3 +125,6 @@ def steps_for_budget(entry: Entry, problem, budget: int) -> tuple[int, float]:
     per_step = max((c4 - c2) / 2, 1e-9)
     fixed = max(c2 - 2 * per_step, 0.0)
     return max(0, math.floor((budget - fixed) / per_step + 1e-9)), per_step
+
+
+_register_thirdparty()
