@@ -9,12 +9,12 @@ setup:
 	$(PIP) install --quiet --progress-bar off torch==2.13.0
 	@echo "[setup 2/3] fsdiag (editable) with the test and book dependencies"
 	$(PIP) install --quiet --progress-bar off -e ".[test,book]"
-	@echo "[setup 3/3] the deepinv extra, beside the CPU torch"
+	@echo "[setup 3/3] the deepinv and diffusers extras, beside the CPU torch"
 # deepinv needs torchvision. Left alone, pip takes the newest torchvision, which pins a newer torch
 # and replaces the CPU build with a multi-GB CUDA one; naming the installed torch in the same command
 # makes pip pick the torchvision built for it. PyPI's torchvision is a CUDA build whose compiled ops
 # do not load beside a CPU torch: fsdiag.adapters.deepinv.import_deepinv makes `import deepinv` work anyway.
-	$(PIP) install --quiet --progress-bar off -e ".[deepinv]" "torch==$$($(PYTHON) -c 'import torch; print(torch.__version__.split("+")[0])')"
+	$(PIP) install --quiet --progress-bar off -e ".[deepinv,diffusers]" "torch==$$($(PYTHON) -c 'import torch; print(torch.__version__.split("+")[0])')"
 
 book: setup
 	@echo "[book] executing the 13 chapters (CPU profile; each logs 'Executing' then its time) and building _build/html"
