@@ -58,7 +58,7 @@ def assert_moments(x, mean, cov, k=5.0, cov_rtol=0.0):
 
 
 # ------------------------------------------------------------------ DDNM
-def ddnm_moments(problem, cov, n_steps, noise_aware, t_min=1e-2):
+def ddnm_moments(problem, cov, n_steps, noise_aware, t_min=1e-2, eta=None):
     """Mean and covariance of DDNM's output, propagated exactly through its linear-Gaussian chain."""
     V, s, y_bar = range_null_split(problem)
     abars = [VP.alpha_bar(float(t)) for t in VP.time_grid(n_steps, t_min, 1.0)] + [1.0]
@@ -72,17 +72,23 @@ def ddnm_moments(problem, cov, n_steps, noise_aware, t_min=1e-2):
         F = c_x * I3 + c_0 * R @ K
         g = c_0 * (R @ (MU0 - math.sqrt(ab) * K @ MU0) + V @ (lam * y_bar))
         Q = v * I3
+        if eta is not None and k < n_steps:      # x_s = a_s x0_hat + b_s (eta z + sqrt(1 - eta^2) eps_hat)
+            a_s, b_s, a_t, b_t = math.sqrt(abars[k + 1]), math.sqrt(1 - abars[k + 1]), math.sqrt(ab), math.sqrt(1 - ab)
+            keep = b_s * math.sqrt(1 - eta ** 2) / b_t          # eps_hat = (x - a_t m) / b_t
+            F = a_s * R @ K + keep * (I3 - a_t * K)
+            g = a_s * (R @ (MU0 - a_t * K @ MU0) + V @ (lam * y_bar)) - keep * a_t * (MU0 - a_t * K @ MU0)
+            Q = (b_s * eta) ** 2 * I3
         if noise_aware:
             Q = Q + V @ torch.diag((v - (c_0 * lam / s) ** 2).clamp(min=0) - v) @ V.T
         mean, C = F @ mean + g, F @ C @ F.T + Q
     return mean, C
 
 
-@pytest.mark.parametrize("noise_aware", [False, True])
-def test_ddnm_follows_its_linear_gaussian_chain(noise_aware):
+@pytest.mark.parametrize("noise_aware, eta", [(False, None), (True, None), (False, 0.85)])
+def test_ddnm_follows_its_linear_gaussian_chain(noise_aware, eta):
     prior, lik = gaussian_problem(1e-3 if not noise_aware else 0.3)
-    run = ddnm(prior, lik, n_particles=20000, n_steps=100, noise_aware=noise_aware, seed=1, progress=False)
-    mean, C = ddnm_moments(Problem.build(prior, lik), S, 100, noise_aware)
+    run = ddnm(prior, lik, n_particles=20000, n_steps=100, noise_aware=noise_aware, eta=eta, seed=1, progress=False)
+    mean, C = ddnm_moments(Problem.build(prior, lik), S, 100, noise_aware, eta=eta)
     assert_moments(run.samples, mean, C)
     assert run.times[-1] == 0.0 and torch.equal(run.trajectory[-1], run.samples)
 
@@ -110,6 +116,24 @@ def test_ddnm_range_space_is_y_and_null_space_is_the_prior_conditional_when_they
     prior_c, lik_c = gaussian_problem(1e-6)                       # the correlated prior: a lasting bias
     mean_c, _ = ddnm_moments(Problem.build(prior_c, lik_c), S, 3000, False)
     assert abs(float((mean_c - prior_c.condition(lik_c).mean()) @ V_null)) > 0.03
+
+
+def test_ddnm_eta_step_by_hand():
+    """n_steps = 1 with the released code's step: x_1 ~ N(0, I); x0_hat = A^+ y + (I - A^+ A) m(x_1);
+    x_tmin = a x0_hat + b (eta z + sqrt(1 - eta^2) (x_1 - a_1 m(x_1)) / b_1); output its x0_hat."""
+    prior, lik = gaussian_problem(0.2)
+    run = ddnm(prior, lik, n_particles=4, n_steps=1, t_min=0.05, eta=0.85, noise_aware=False, seed=3, progress=False)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, generator=gen, dtype=F64)
+    Ap = torch.linalg.pinv(A)
+    P = I3 - Ap @ A
+    ab1, ab = VP.alpha_bar(1.0), VP.alpha_bar(0.05)
+    m = prior.moments(x, ab1).mean
+    x0_hat = Y @ Ap.T + m @ P.T
+    eps_hat = (x - math.sqrt(ab1) * m) / math.sqrt(1 - ab1)
+    z = torch.randn(4, 3, generator=gen, dtype=F64)
+    x = math.sqrt(ab) * x0_hat + math.sqrt(1 - ab) * (0.85 * z + math.sqrt(1 - 0.85 ** 2) * eps_hat)
+    torch.testing.assert_close(run.samples, Y @ Ap.T + prior.moments(x, ab).mean @ P.T)
 
 
 def test_ddnm_argument_checks():
@@ -147,7 +171,7 @@ def test_reddiff_sgd_follows_its_linear_gaussian_recursion():
 def test_reddiff_adam_reaches_its_fixed_point_at_one_level():
     """At one level t held fixed, E[gradient] = lam (I + SNR_t S)^-1 (mu - mu0) - A^T Sigma^-1 (y - A mu)
     vanishes at the MAP point under N(mu0, (I + SNR_t S) / lam) (fsdiag.sampling.reddiff)."""
-    sd, lam, t = 0.3, 0.25, 0.3
+    sd, lam, t = 0.3, 0.25, 0.6
     prior, lik = gaussian_problem(sd)
     run = reddiff(prior, lik, n_particles=1000, n_steps=3000, t_min=t, t_max=t + 1e-9, lr=0.01, lam=lam,
                   sigma_x0=0.05, seed=4, progress=False)
@@ -226,6 +250,21 @@ def test_pnpdm_gibbs_chain_targets_the_rho_marginal_and_it_tends_to_the_posterio
     torch.testing.assert_close(C_small, post.cov())
 
 
+def test_pnpdm_paper_annealing_and_argument_checks():
+    """rho_k = max(rho_min, rho_start decay^k) with the paper's rho_start = 10, decay = 0.9, rho_min = 0.3."""
+    prior, lik = three_atoms()
+    run = pnpdm(prior, lik, n_particles=64, n_steps=40, rho_start=10.0, rho_min=0.3, n_prior_steps=10, seed=1,
+                progress=False)
+    assert run.info["rho"] == pytest.approx([max(0.3, 10 * 0.9 ** k) for k in range(40)])
+    assert float(((run.samples + 1.8).abs() < 0.5).double().mean()) > 0.9
+    for bad in ({"decay": 1.5}, {"rho_min": 200.0}, {"n_prior_steps": 0}, {"rho_edm": 0.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            pnpdm(prior, lik, n_particles=2, n_steps=2, progress=False, **bad)
+    nonlinear = fsdiag.GaussianLikelihood(fsdiag.forward.Radial(), torch.tensor([1.0], dtype=F64), 0.1)
+    with pytest.raises(TypeError, match="lik"):
+        pnpdm(GaussianPrior(MU0, S), nonlinear, n_particles=2, n_steps=2, progress=False)
+
+
 # ------------------------------------------------------------------ LGD-MC
 def test_lgd_mc_is_dps_for_one_draw_and_no_spread():
     prior, lik = gaussian_problem(0.3)
@@ -253,6 +292,14 @@ def test_lgd_mc_estimate_converges_to_the_gaussian_expectation_pigdm():
                          .likelihood_score[0] for s in range(8)])
         errs.append(float((g - exact).norm(dim=1).mean()))
     assert errs[1] < 0.03 * exact.norm() and errs[1] < errs[0] / 10, (errs, exact)
+
+
+def test_lgd_mc_without_spread_is_the_sigma_dps_run():
+    prior, lik = gaussian_problem(0.3)
+    kw = {"n_particles": 32, "n_steps": 20, "seed": 11, "progress": False}
+    run = lgd_mc(prior, lik, r_scale=0.0, **kw)
+    torch.testing.assert_close(run.samples, fsdiag.sample(prior, lik, method="sigma_dps", **kw).samples)
+    assert not torch.equal(run.samples, lgd_mc(prior, lik, **kw).samples)
 
 
 # ------------------------------------------------------------------ the three-atom testbed

@@ -43,6 +43,8 @@ def lgd_guidance(prior, lik, x: torch.Tensor, abar: float, *, n_mc: int, r2: str
     """The LGD-MC likelihood score at x (module docstring) with its Tweedie mean, from n_mc draws per particle."""
     mo = prior.moments(x, abar)
     r = r_scale * math.sqrt(lgd_r2(abar, r2))
+    if r == 0.0:                                                           # every draw is m: DPS, no draws taken
+        return Guidance(prior.denoiser_vjp(x, abar, lik.grad_log_prob(mo.mean), moments=mo), mo.mean)
     e = torch.randn((n_mc, *x.shape), generator=generator, dtype=x.dtype, device=x.device)
     x0 = (mo.mean + r * e).reshape(-1, x.shape[1])                        # (n_mc * B, d)
     logp = lik.log_prob(x0).reshape(n_mc, x.shape[0]).to(torch.float64)
@@ -61,7 +63,7 @@ def lgd_mc(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: fl
 
     n_mc draws x0_j ~ N(m(x_t), r_t^2 I) per particle and step (10 by default); r_t^2 = r_scale^2 x (1 - abar)
     (r2="song", the paper's r_t = sigma_t / sqrt(1 + sigma_t^2)) or r_scale^2 (1 - abar) / abar (r2="paper");
-    r_scale = 0 is DPS. scale multiplies the guidance (the paper tunes a guidance weight per task; 1 is the
+    r_scale = 0 is DPS (sigma_dps, draw for draw the same run as `sample`'s). scale multiplies the guidance (the paper tunes a guidance weight per task; 1 is the
     likelihood score itself, as fsdiag's other approximations use it). Grid, steps and record as `sample`
     (500 Euler-Maruyama steps by default on the paper's VP grid).
     """

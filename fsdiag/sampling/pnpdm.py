@@ -13,8 +13,8 @@ iteration k, at coupling rho_k:
      (`steps.bridge`; in VE form the Euler-ancestral step) on EDM's discretisation
      sigma_i = (rho^(1/7) + i / (N - 1) (sigma_min^(1/7) - rho^(1/7)))^7, i < N, then sigma_N = 0 (the last
      step returns the Tweedie mean at sigma_min).
-Annealing: rho_k = max(rho_min, rho_0 decay^k) with rho_0 = sigma(t_max), rho_min = sigma(t_min), sigma(t) =
-sqrt((1 - abar(t)) / abar(t)) the schedule's VE noise level.
+Annealing: rho_k = max(rho_min, rho_start decay^k), by default with rho_start = sigma(t_max) and
+rho_min = sigma(t_min), sigma(t) = sqrt((1 - abar(t)) / abar(t)) the schedule's VE noise level.
 """
 from __future__ import annotations
 
@@ -76,16 +76,17 @@ def _time_of_sigma(schedule, sigma: float) -> float:
 @register_sampler
 def pnpdm(prior, lik, *, n_particles: int = 1024, n_steps: int = 100, t_min: float = 1e-2, t_max: float = 1.0,
           schedule=None, seed: int | None = 0, generator: torch.Generator | None = None, record=25,
-          progress: bool = True, decay: float = 0.9, n_prior_steps: int = 50, sigma_min: float = 0.002,
-          rho_edm: float = 7.0) -> Run:
+          progress: bool = True, decay: float = 0.9, rho_start: float | None = None, rho_min: float | None = None,
+          n_prior_steps: int = 50, sigma_min: float = 0.002, rho_edm: float = 7.0) -> Run:
     """PnP-DM (Wu et al. 2024, Algorithm 1): n_steps split Gibbs iterations, each a likelihood step and a prior step.
 
-    rho_k = max(sigma(t_min), sigma(t_max) decay^k): the paper anneals rho_k = max(rho_min, rho_0 decay^k) with
-    decay 0.9 and rho_0 = 10 for images in [-1, 1] (sigma(t) = 10 at t ≈ 0.69 on the default VPSchedule);
-    with t_max = 1 (sigma ≈ 149) the first ~25 iterations only bring rho down to that scale, and the rest
-    sit at rho_min = sigma(t_min) ≈ 0.1 for t_min = 0.01. n_steps = 100 iterations by default. The prior
-    step takes n_prior_steps = 50 reverse steps on EDM's grid (sigma_min = 0.002, rho_edm = 7, EDM's
-    values); a number chosen here, not taken from the paper. Each ancestral step drops c_0^2 Cov(x0 | x_t)
+    rho_k = max(rho_min, rho_start decay^k), rho_start = sigma(t_max) and rho_min = sigma(t_min) unless given.
+    The paper's values, for images in [-1, 1]: 100 iterations, rho_start = 10, decay = 0.9, rho_min = 0.3
+    (it keeps the samples after 40 burn-in iterations; this returns the last one per chain). With the
+    defaults here (t_max = 1: rho_start ≈ 149; t_min = 0.01: rho_min ≈ 0.033) rho reaches 10 after ~25
+    iterations and rho_min after ~80. The prior step takes n_prior_steps = 50 reverse steps on EDM's grid
+    (sigma_min = 0.002, rho_edm = 7, EDM's values); the step count is chosen here, not taken from the
+    paper. Each ancestral step drops c_0^2 Cov(x0 | x_t)
     of variance, so the prior step is too narrow at few steps and the Gibbs chain compounds it: on the
     tests' Gaussian the x-covariance is ~11% low at 40 prior steps and ~2.5% low at 160. The chain starts
     from x ~ N(0, I). Needs a linear forward model (the paper's Langevin likelihood step for a nonlinear
@@ -100,6 +101,8 @@ def pnpdm(prior, lik, *, n_particles: int = 1024, n_steps: int = 100, t_min: flo
         raise ValueError(f"decay: expected a factor in (0, 1], got {decay!r}")
     n_prior_steps = check_int(n_prior_steps, "n_prior_steps")
     sigma_min = check_positive(sigma_min, "sigma_min")
+    rho_start = None if rho_start is None else check_positive(rho_start, "rho_start")
+    rho_min = None if rho_min is None else check_positive(rho_min, "rho_min")
     rho_edm = check_real(rho_edm, "rho_edm")
     if rho_edm < 1:
         raise ValueError(f"rho_edm: expected a number >= 1, got {rho_edm!r}")
@@ -112,10 +115,12 @@ def pnpdm(prior, lik, *, n_particles: int = 1024, n_steps: int = 100, t_min: flo
         abar = schedule.alpha_bar(t)
         return math.sqrt((1.0 - abar) / abar)
 
-    rho_0, rho_min = sigma(float(grid[0])), sigma(float(grid[-1]))
-    rhos = [max(rho_min, rho_0 * decay ** k) for k in range(n_steps)]
-    times = torch.tensor([min(float(grid[0]), max(float(grid[-1]), _time_of_sigma(schedule, r))) for r in rhos]
-                         + [0.0], dtype=torch.float64)
+    rho_0 = sigma(float(grid[0])) if rho_start is None else rho_start
+    rho_end = sigma(float(grid[-1])) if rho_min is None else rho_min
+    if rho_end > rho_0:
+        raise ValueError(f"rho_min: expected at most rho_start = {rho_0:g}, got {rho_end:g}")
+    rhos = [max(rho_end, rho_0 * decay ** k) for k in range(n_steps)]
+    times = torch.tensor([min(1.0, _time_of_sigma(schedule, r)) for r in rhos] + [0.0], dtype=torch.float64)
     rec = Recorder(record, times)
     scale = data_scale(prior)
     x = torch.randn(n, prior.dim, generator=gen, dtype=prior.dtype, device=prior.device)
@@ -129,5 +134,6 @@ def pnpdm(prior, lik, *, n_particles: int = 1024, n_steps: int = 100, t_min: flo
         x = prior_step(prior, z, rho, n_prior_steps, gen, sigma_min, rho_edm)   # 2. x ~ pi(x | z)
         check_particles(x, "pnpdm", float(times[k]), k, n_steps, scale)
     rec.add(0.0, x, x)
-    params = {"decay": decay, "n_prior_steps": n_prior_steps, "sigma_min": sigma_min, "rho_edm": rho_edm}
+    params = {"decay": decay, "rho_start": rho_start, "rho_min": rho_min, "n_prior_steps": n_prior_steps,
+              "sigma_min": sigma_min, "rho_edm": rho_edm}
     return rec.run(x, "pnpdm", None, schedule, n_steps, seed, generator, params, {"rho": rhos})
