@@ -19,7 +19,7 @@ from ..schedules import VPSchedule, check_time
 from .run import Run
 
 __all__ = ["Setup", "setup", "record_steps", "Recorder", "check_particles", "data_scale", "final_tweedie",
-           "BLOW_UP"]
+           "linear_system", "BLOW_UP"]
 
 
 class Setup(NamedTuple):
@@ -135,3 +135,18 @@ def check_particles(x: torch.Tensor, who: str, s: float, k: int, n_steps: int,
     if peak > BLOW_UP * (1.0 + scale):
         raise FloatingPointError(f"{who}: diverged {where}: max |x| = {peak:.3g}, more than {BLOW_UP:g} x "
                                  f"(1 + {scale:.3g}), the data's scale (max |atom|); {_ADVICE}")
+
+
+def linear_system(problem: Problem, who: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(M, y - c, noise variances) of y = M x + c + N(0, diag(noise_var)) in the prior's dtype and
+    device, for samplers that need the operator as a matrix (DDNM's pseudo-inverse, PnP-DM's
+    Gaussian likelihood step); a nonlinear forward model is refused, naming `lik`."""
+    fwd = problem.lik.forward
+    if not getattr(fwd, "is_linear", False) or not hasattr(fwd, "dense"):
+        raise TypeError(f"lik: {who} needs a linear forward model (an fsdiag.forward.LinearForwardModel), "
+                        f"got {fwd!r}")
+    d, dt_, dev = problem.dim, problem.dtype, problem.device
+    M = fwd.dense(d, dt_, dev)
+    c = fwd.offset(d, dt_, dev)
+    y = problem.y.to(dtype=dt_, device=dev)
+    return M, (y if c is None else y - c), problem.noise_var()
