@@ -72,6 +72,15 @@ for _entry in (
         Entry("tds", "fsdiag", _registered("tds"), note="twisted diffusion sampler (SMC)"),
         Entry("mcgdiff", "fsdiag", _registered("mcgdiff"), linear_only=True, note="MCGdiff (SMC, linear)"),
         Entry("daps", "fsdiag", _registered("daps"), note="DAPS at its paper defaults"),
+        Entry("reddiff", "papers", _registered("reddiff"), t_final=None,
+              note="RED-diff (Mardani et al. 2023): variational x0, the denoiser as regulariser"),
+        Entry("ddnm", "papers", _registered("ddnm"), linear_only=True, t_final=None,
+              note="DDNM+ (Wang et al. 2023): range-null-space decomposition, noise-aware"),
+        Entry("pnpdm", "papers", _registered("pnpdm", n_prior_steps=10), linear_only=True, t_final=None,
+              note="PnP-DM (Wu et al. 2024): split Gibbs, 10 diffusion steps per prior step (the budget "
+                   "buys Gibbs iterations)"),
+        Entry("lgd_mc", "papers", _registered("lgd_mc"),
+              note="LGD-MC (Song et al. 2023): Monte Carlo loss guidance"),
 ):
     ENTRIES.register(_entry, name=_entry.name)
 
