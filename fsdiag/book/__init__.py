@@ -8,7 +8,7 @@ the book's files are. Notebooks use `from fsdiag import book` and call `book.<na
 """
 from .analysis import *  # noqa: F401,F403
 from .chapters import CHAPTERS, check_chapter, spec
-from .pages import (book_outputs, figure_caption, figure_data, finish, provenance, resolve_out_dir, save_figure, setup,
-                    to_jsonable, verdict, write_metrics)
+from .pages import (book_outputs, figure_caption, figure_data, finish, provenance, resolve_out_dir, run_params, save_figure,
+                    setup, show, to_jsonable, verdict, write_metrics)
 from .params import Bool, Choice, Device, Int, ListOf, Methods, OutDir, Real, Seed, check_params, injected_parameters
 from .tables import table
