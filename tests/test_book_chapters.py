@@ -87,3 +87,76 @@ def test_lens_metrics_record_slopes_shrink_and_verdict():
     assert m["shrink_factor"]["nonlinear/hist_tv"] == pytest.approx(10.0)
     assert m["gaussian_linear"]["ess"] == [5.0, 500.0] and m["verdict"]["status"] == "supported"
     assert "slope" in chapter_01.rates_text(sizes, 2, errors, fits, ess, 1e-4, "radial")
+
+
+# ---------------------------------------------------------------- chapter 2
+
+from fsdiag.book import chapter_02   # noqa: E402
+
+
+def test_mixture_bins_put_a_narrow_gaussian_in_its_bin_and_the_tails_outside():
+    edges = np.array([-1.0, 0.0, 1.0])
+    w = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    b = chapter_02.mixture_bins(w, torch.tensor([0.5, 5.0], dtype=torch.float64),
+                                torch.tensor([1e-3, 1e-3], dtype=torch.float64), edges)
+    assert np.allclose(b, [0.0, 0.0, 0.25, 0.75])
+    half = chapter_02.mixture_bins(torch.ones(1), torch.zeros(1), torch.ones(1), edges)
+    assert half[1] == pytest.approx(0.3413, abs=1e-4) and half.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="weights"):
+        chapter_02.mixture_bins(w, torch.zeros(3), torch.ones(2), edges)
+
+
+def test_particle_bins_count_tails_and_bins():
+    b = chapter_02.particle_bins(np.array([-2.0, -0.5, 0.5, 0.7, 3.0]), np.array([-1.0, 0.0, 1.0]))
+    assert np.allclose(b, [0.2, 0.2, 0.4, 0.2])
+    with pytest.raises(ValueError, match="x"):
+        chapter_02.particle_bins(np.zeros((2, 2)), np.array([0.0, 1.0]))
+
+
+def test_true_posterior_masses_of_a_symmetric_linear_and_abs_problem():
+    import fsdiag
+    from fsdiag import testbeds
+    gmm = testbeds.GaussianMixture([0.5, 0.5], [[-2.0], [2.0]], [0.09, 0.09])
+    edges = np.linspace(-4, 4, 9)
+    xq = torch.linspace(-6.0, 6.0, 2001, dtype=torch.float64)[:, None]
+    lin = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), [0.0], 1.0)
+    at, above = chapter_02.true_posterior(gmm, lin, edges, xq)
+    assert above(0.0) == pytest.approx(0.5) and at(0.99).sum() == pytest.approx(1.0)
+    ab = fsdiag.GaussianLikelihood(fsdiag.forward.AbsoluteValue(), [2.0], 0.3)
+    at, above = chapter_02.true_posterior(gmm, ab, edges, xq)
+    assert above(0.0) == pytest.approx(0.5, abs=1e-6)
+    assert np.allclose(at(0.99), at(0.99)[::-1], atol=1e-9)    # symmetric about 0
+
+
+def _row(bins_exact, bins_fsr, mass_above_split=0.5):
+    class Run:
+        samples = torch.tensor([[1.0], [-1.0], [2.0], [3.0]])
+    ref = np.array([[0.5, 0.5], [0.5, 0.5]])
+    return {"key": "r", "title": "row", "y": 1.0, "noise_std": 0.5, "forward": "identity", "split": 0.0, "ess": 3.0,
+            "times": np.array([0.5, 0.01]), "mass_above": {"true": 0.7, "fsr_density": 0.6},
+            "runs": {"exact": Run(), "fsr": Run()},
+            "bins": {"fsr_density": ref, "true": np.array([[0.5, 0.5], [0.6, 0.4]]),
+                     "exact": bins_exact, "fsr": bins_fsr}}
+
+
+def test_row_results_measure_tv_against_the_fsr_and_the_truth():
+    row = _row(np.array([[0.5, 0.5], [0.4, 0.6]]), np.array([[0.7, 0.3], [0.5, 0.5]]))
+    res = chapter_02.row_results([row], ["fsr", "tmpd"])["r"]
+    assert res["not_applicable"] == ["tmpd"]
+    assert res["fsr_vs_true"]["tv"] == pytest.approx([0.0, 0.1])
+    assert res["methods"]["fsr"]["tv"] == pytest.approx([0.2, 0.0])
+    assert res["methods"]["exact"]["tv_true_final"] == pytest.approx(0.2)
+    assert res["methods"]["fsr"]["mass_above"] == pytest.approx(0.75) and res["tv_floor_final"] == pytest.approx(0.1)
+    text = chapter_02.rows_text({"r": res}, ["fsr", "tmpd"], {"fsr": "FSR", "exact": "exact", "tmpd": "TMPD"})
+    assert "| TMPD | n/a | n/a | n/a |" in text and "0.750" in text
+
+
+def test_headline_metrics_verdict_from_the_rows():
+    from fsdiag import testbeds
+    row = _row(np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([[0.5, 0.5], [0.5, 0.5]]))
+    res = chapter_02.row_results([row], ["fsr"])
+    gmm = testbeds.GaussianMixture([0.5, 0.5], [[-2.0], [2.0]], [0.09, 0.09])
+    m = chapter_02.headline_metrics({"methods": ["fsr"], "n_atoms": 4, "n_particles": 4, "n_bins": 2}, gmm, res)
+    assert m["prior"]["means"] == [-2.0, 2.0]
+    ev = {e["label"].split(":")[0]: e["value"] for e in m["verdict"]["evidence"]}
+    assert ev["FSR density vs true posterior"] == pytest.approx(0.05)
