@@ -160,3 +160,78 @@ def test_headline_metrics_verdict_from_the_rows():
     assert m["prior"]["means"] == [-2.0, 2.0]
     ev = {e["label"].split(":")[0]: e["value"] for e in m["verdict"]["evidence"]}
     assert ev["FSR density vs true posterior"] == pytest.approx(0.05)
+
+
+# ---------------------------------------------------------------- chapters 3 and 4
+
+from fsdiag.book import chapter_03_04 as ch34   # noqa: E402
+
+
+def test_spread_testbeds_are_three_atoms_and_a_seeded_mixture():
+    gmm, tbs = ch34.spread_testbeds(16, 0, "cpu")
+    assert list(tbs) == ["three_atoms", "gmm_atoms"]
+    assert tbs["three_atoms"]["prior"].atoms[:, 0].tolist() == [-1.8, 0.2, 2.2]
+    assert torch.equal(tbs["gmm_atoms"]["prior"].atoms, ch34.spread_testbeds(16, 0, "cpu")[1]["gmm_atoms"]["prior"].atoms)
+    assert tbs["gmm_atoms"]["prior"].atoms.shape == (16, 1) and tbs["gmm_atoms"]["title"].startswith("16 GMM")
+    with pytest.raises(ValueError, match="n_atoms"):
+        ch34.spread_testbeds(0, 0)
+
+
+def test_extreme_skips_non_finite_values():
+    assert ch34.extreme([1, 2, 3], [np.nan, 5.0, 4.0], np.nanargmax) == (5.0, 2.0)
+    assert ch34.extreme([1, 2, 3], [np.nan, 5.0, 4.0], np.nanargmin) == (4.0, 3.0)
+    assert all(math.isnan(v) for v in ch34.extreme([1], [np.inf], np.nanargmax))
+    with pytest.raises(ValueError, match="values"):
+        ch34.extreme([1, 2], [1.0], np.nanargmax)
+
+
+def test_summarise_spread_finds_the_worst_ratio_and_weighting_times():
+    spread = {"times": [1.0, 0.5, 0.1], "var_ratio": [1.0, 0.25, 2.0]}
+    agreement = {"times": [1.0, 0.1], "norm_ratio": [1.5, 0.5], "cosine": [1.0, 0.9]}
+    s = ch34.summarise_spread(spread, agreement)
+    assert (s["var_ratio_worst"], s["t_var_ratio_worst"]) == (0.25, 0.5)     # |log 0.25| > |log 2|
+    assert s["var_ratio_final"] == 2.0 and s["var_ratio_max"] == 2.0
+    assert s["over_weight_times"] == [1.0] and s["under_weight_times"] == [0.1] and s["cosine_min"] == 0.9
+    assert "norm_ratio_min" not in ch34.summarise_spread(spread, None)
+
+
+def _spread_results(ratio):
+    r = lambda vr: {"spread": {"times": [1.0, 0.1], "var_ratio": vr},
+                    "summary": ch34.summarise_spread({"times": [1.0, 0.1], "var_ratio": vr},
+                                                     {"times": [0.1], "norm_ratio": [1.0], "cosine": [1.0]})}
+    return {"tb": {"title": "tb", "methods": {"exact": r([1.0, 1.1]), "fsr": r([1.0, 0.9]), "pigdm": r([1.0, ratio])}}}
+
+
+def test_spread_metrics_factor_and_table():
+    res = _spread_results(3.0)
+    m = ch34.spread_metrics({"n_particles": 200}, res)
+    ev = [e["value"] for e in m["verdict"]["evidence"]]
+    assert ev[0] == pytest.approx(3.0) and ev[1] == pytest.approx(1 / 0.9) and m["verdict"]["status"] == "supported"
+    html = ch34.spread_table(res, {"pigdm": "ΠGDM"}).to_html()
+    assert "ΠGDM" in html and "True" not in html
+    assert "too wide by a variance ratio of 3" in ch34.spread_text(res, ["pigdm"], {"pigdm": "ΠGDM"})
+
+
+def test_summarise_stopping_picks_the_latest_best_stop():
+    es = {"times": [1.0, 0.5, 0.1, 0.01], "particle": [2.0, 0.5, 1.0, 1.0], "tweedie": [2.0, 1.0, 0.5, 0.5]}
+    s = ch34.summarise_stopping(es)
+    assert s["particle"]["t_best"] == 0.5 and s["particle"]["gain"] == 0.5 and s["particle"]["earlier_stop_helps"]
+    assert s["tweedie"]["t_best"] == 0.01 and not s["tweedie"]["earlier_stop_helps"]
+    assert s["tweedie"]["monotone_fraction"] == 1.0 and s["particle"]["monotone_fraction"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="es"):
+        ch34.summarise_stopping({"times": [1.0], "particle": [1.0, 2.0], "tweedie": [1.0]})
+
+
+def test_stopping_findings_text_and_metrics():
+    flat = {"times": [1.0, 0.01], "particle": [1.0, 0.1], "tweedie": [1.0, 0.1]}
+    early = {"times": [1.0, 0.5, 0.01], "particle": [1.0, 0.3, 0.6], "tweedie": [1.0, 0.8, 0.9]}
+    res = {"tb": {"title": "tb", "posterior_std": 0.3, "methods": {
+        n: {"summary": ch34.summarise_stopping(es)} for n, es in
+        (("exact", flat), ("fsr", flat), ("pigdm", early))}}}
+    ch34.stopping_findings(res, ["fsr", "pigdm"])
+    assert res["tb"]["earlier_stop_helps"] == ["pigdm"] and res["tb"]["never_within_twice_fsr"] == ["pigdm"]
+    labels = {"exact": "exact sampler", "fsr": "FSR", "pigdm": "ΠGDM"}
+    assert "Stopping earlier than $t_{\\min}$ helps ΠGDM." in ch34.stopping_text(res, ["fsr", "pigdm"], labels)
+    m = ch34.stopping_metrics({"t_min": 0.01, "n_particles": 8, "n_steps": 4}, res)
+    assert m["verdict"]["evidence"][0]["value"] == pytest.approx(0.5) and m["verdict"]["status"] == "supported"
+    assert "no" not in ch34.stopping_table(res, labels).to_html().split("<td")[1]   # numbers, not booleans
