@@ -235,3 +235,84 @@ def test_stopping_findings_text_and_metrics():
     m = ch34.stopping_metrics({"t_min": 0.01, "n_particles": 8, "n_steps": 4}, res)
     assert m["verdict"]["evidence"][0]["value"] == pytest.approx(0.5) and m["verdict"]["status"] == "supported"
     assert "no" not in ch34.stopping_table(res, labels).to_html().split("<td")[1]   # numbers, not booleans
+
+
+# ---------------------------------------------------------------- chapter 5
+
+from fsdiag.book import chapter_05 as ch05   # noqa: E402
+
+
+class _Rep:
+    def __init__(self, sampler, exact, lower, upper, tv, wrong=0.0):
+        self.modes = {"sampler": sampler, "exact": exact, "lower": lower, "upper": upper, "tv": tv}
+        self.tv_atoms, self.hallucination = tv, {"prior_mode": wrong}
+
+
+def test_gmm_problem_draws_the_same_atoms_for_every_noise():
+    kw = dict(mode_means=[-2.0, 2.0], mode_std=0.5, n_atoms=50, y=0.5, seed=0, device="cpu")
+    gm, prior, lik = ch05.gmm_problem(0.3, 1.0, **kw)
+    _, prior2, lik2 = ch05.gmm_problem(0.3, 2.0, **kw)
+    assert torch.equal(prior.atoms, prior2.atoms) and gm.weights.tolist() == pytest.approx([0.3, 0.7])
+    assert float(lik.noise_std) == 1.0 and float(lik2.noise_std) == 2.0
+    with pytest.raises(ValueError, match="weight_1"):
+        ch05.gmm_problem(1.0, 1.0, **kw)
+
+
+def test_main_results_table_and_text():
+    reports = {"exact": _Rep([0.6, 0.4], [0.62, 0.38], [0.55, 0.35], [0.65, 0.45], 0.02),
+               "fsr": _Rep([0.61, 0.39], [0.62, 0.38], [0.56, 0.34], [0.66, 0.44], 0.01),
+               "pigdm": _Rep([0.9, 0.1], [0.62, 0.38], [0.85, 0.05], [0.95, 0.15], 0.28)}
+    params = dict(pi_1=0.5, noise_std=1.0, y=0.5, n_particles=100, n_steps=10, other=1)
+    main = ch05.main_results(reports, np.array([0.63, 0.37]), params)
+    assert main["methods"]["pigdm"]["exact_inside_ci"] is False and main["methods"]["fsr"]["exact_inside_ci"] is True
+    assert "other" not in main and main["closed_form"] == [0.63, 0.37]
+    names = ch05.method_names(0.3)
+    assert "outside the 95% interval of: ΠGDM." in ch05.main_text(main, names, 400)
+    html = ch05.main_table(reports, [0.63, 0.37], [-2.0, 2.0], names).to_html()
+    assert "mode 2 (μ = 2)" in html and "[0.850, 0.950]" in html and "False" not in html
+
+
+def test_sweep_rows_frame_summary_and_text():
+    mw = lambda m, tv: {"exact": [0.5], "sampler": [m], "lower": [m - 0.05], "upper": [m + 0.05], "tv": tv}
+    rows = [ch05.sweep_row(0.5, 1.0, "fsr", mw(0.52, 0.02), [0.5]), ch05.sweep_row(0.5, 1.0, "pigdm", mw(0.8, 0.3), [0.5]),
+            ch05.sweep_row(0.2, 1.0, "fsr", mw(0.47, 0.03), [0.2]), ch05.sweep_row(0.2, 1.0, "pigdm", mw(0.6, 0.1), [0.2])]
+    sweep = ch05.sweep_frame(rows)
+    assert sweep["miss"].tolist() == [False, True, False, True]
+    s = ch05.sweep_summary(sweep, ["fsr", "pigdm"])
+    assert s["pigdm"]["max_abs_error"] == pytest.approx(0.3) and s["pigdm"]["misses"] == 2 and s["fsr"]["cells"] == 2
+    assert s["fsr"]["mean_tv"] == pytest.approx(0.025)
+    assert ch05.sweep_text(s, ch05.method_names(0.3)).endswith("The worst is ΠGDM.")
+    assert "max TV" in ch05.sweep_table(s, ch05.method_names(0.3)).to_html()
+    with pytest.raises(ValueError, match="masses"):
+        ch05.sweep_row(0.5, 1.0, "fsr", {"tv": 0.1}, [0.5])
+    with pytest.raises(ValueError, match="rows"):
+        ch05.sweep_frame([{"mode1": 0.5}])
+    main = {"methods": {"fsr": {"mass": [0.51], "tv": 0.01}}, "exact_fsr": [0.5]}
+    config = dict(seed=0, n_atoms=4, mode_means=[-2, 2], mode_std=0.5, zeta=0.3, t_min=0.01, n_sweep_particles=400,
+                  n_sweep_steps=10, y=0.5)
+    m = ch05.mode_metrics(config, main, sweep, s, None, ch05.method_names(0.3), sweep_pi=[0.2, 0.5],
+                          sweep_noise=[1.0], n_particles=400)
+    assert "y" not in m["config"] and m["verdict"]["status"] == "supported" and len(m["sweep"]["rows"]) == 4
+    assert m["verdict"]["evidence"][0]["threshold"] == pytest.approx(2 * 0.025 + 0.03)
+
+
+def test_digit_problem_results_and_text():
+    problem = ch05.digit_problem(6, 3, 0.4, 0, "cpu")
+    assert problem["prior"].atoms.shape == (1797 - 6, 64) and int(problem["mask"].sum()) == 24
+    assert len(problem["entropies"]) == 6 and problem["entropies"][problem["index"]] == max(problem["entropies"])
+    with pytest.raises(ValueError, match="n_observed_rows"):
+        ch05.digit_problem(6, 9, 0.4, 0)
+    exact = [0.0] * 10
+    exact[3], exact[5] = 0.7, 0.3
+    reports = {"exact": _Rep(exact, exact, exact, exact, 0.0),
+               "pigdm": _Rep([1.0] + [0.0] * 9, exact, [0.9] + [0.0] * 9, [1.0] + [0.01] * 9, 1.0, wrong=1.0)}
+    d = ch05.digit_results(problem, reports, {"n_particles": 4, "n_steps": 2, "noise_std": 0.4})
+    assert d["methods"]["pigdm"]["misses"] == 3 and d["methods"]["exact"]["misses"] == 0
+    assert d["true_class"] == int(problem["classes"][problem["index"]]) and d["n_particles"] == 4
+    assert ch05.digit_text(d, {"exact": "exact", "pigdm": "ΠGDM"}).startswith("Exact class weights: class 3: 0.700")
+
+    class Run:
+        samples = problem["prior"].atoms[:3]
+    rows = ch05.digit_sample_rows(problem, {"exact": Run()}, {"exact": "exact"}, 0.99, n_show=3)
+    assert rows[1][2] == [str(int(c)) for c in problem["prior"].labels[:3]]      # an atom's nearest atom is itself
+    assert np.isnan(rows[0][1][1]).sum() == 64 - 24

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["method_names", "gmm_problem", "mode_masses", "main_results", "main_table", "main_text", "sweep_frame",
+__all__ = ["method_names", "gmm_problem", "mode_masses", "main_results", "main_table", "main_text", "sweep_row", "sweep_frame",
            "sweep_summary", "sweep_table", "sweep_text", "digit_problem", "digit_sample_rows", "digit_results",
            "digit_text", "mode_metrics"]
 
@@ -76,6 +76,16 @@ def main_text(main: dict, names: dict, n_atoms: int) -> str:
             f"{main['methods']['fsr']['mass'][0]:.3f}. The approximations put "
             + ", ".join(f"{names[m]} {main['methods'][m]['mass'][0]:.3f}" for m in approx)
             + ". The exact mass lies outside the 95% interval of: " + (", ".join(outside) or "none of them") + ".")
+
+
+def sweep_row(pi_1: float, noise_std: float, method: str, masses: dict, closed) -> dict:
+    """One cell of the sweep: the exact, closed-form and sampled mass on mode 1 with the interval
+    and TV (masses from mode_masses, closed the mixture posterior's weights)."""
+    if not {"exact", "sampler", "lower", "upper", "tv"} <= set(masses):
+        raise ValueError(f"masses: expected mode_masses' dict, got keys {sorted(masses)}")
+    return {"pi_1": float(pi_1), "noise_std": float(noise_std), "method": method, "exact_mode1": masses["exact"][0],
+            "closed_mode1": float(closed[0]), "mode1": masses["sampler"][0], "lower": masses["lower"][0],
+            "upper": masses["upper"][0], "tv": masses["tv"]}
 
 
 def sweep_frame(rows: list):
