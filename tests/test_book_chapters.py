@@ -316,3 +316,160 @@ def test_digit_problem_results_and_text():
     rows = ch05.digit_sample_rows(problem, {"exact": Run()}, {"exact": "exact"}, 0.99, n_show=3)
     assert rows[1][2] == [str(int(c)) for c in problem["prior"].labels[:3]]      # an atom's nearest atom is itself
     assert np.isnan(rows[0][1][1]).sum() == 64 - 24
+
+
+# ---------------------------------------------------------------- chapter 6
+
+from fsdiag.book import chapter_06 as ch06   # noqa: E402
+
+
+def test_off_support_radius_is_at_least_the_diffusion_width():
+    import fsdiag
+    b = math.sqrt(1 - fsdiag.VPSchedule().alpha_bar(0.01))
+    r2 = ch06.off_support_radius(2, n_steps=2000, t_min=0.01)
+    assert r2 >= b * (math.sqrt(2) + 3) - 1e-12
+    assert ch06.off_support_radius(2, n_steps=20, t_min=0.01) > r2          # a coarse grid widens it
+    assert ch06.off_support_radius(3, n_steps=2000, t_min=0.01) / r2 == pytest.approx((math.sqrt(3) + 3) / (math.sqrt(2) + 3))
+    with pytest.raises(ValueError, match="d"):
+        ch06.off_support_radius(0, n_steps=10, t_min=0.01)
+
+
+def test_rates_carry_wilson_intervals():
+    class Rep:
+        hallucination = {"prior_mode": 0.5, "off_support": 0.0, "likelihood_mode": 0.1}
+        modes, wasserstein = {"tv": 0.2}, 0.3
+    r = ch06.rates(Rep(), 100)
+    assert r["prior_mode_ci"][0] < 0.5 < r["prior_mode_ci"][1] and r["off_support_ci"][0] == 0.0
+    assert r["tv_modes"] == 0.2 and r["wasserstein"] == 0.3
+
+
+def test_ring_prior_and_manifold_problems():
+    prior = ch06.ring_prior(4, 2.0, 0.01, 200, 0, "cpu")
+    assert prior.atoms.norm(dim=1).mean().item() == pytest.approx(2.0, abs=0.02)
+    assert sorted(set(prior.labels.tolist())) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="n_modes"):
+        ch06.ring_prior(1, 2.0, 0.1, 10, 0)
+    x, lab = ch06.manifold("sphere", 50, torch.Generator().manual_seed(0), 4)
+    assert x.norm(dim=1).tolist() == pytest.approx([1.0] * 50) and 0 <= int(lab.min()) and int(lab.max()) <= 3
+    with pytest.raises(ValueError, match="name"):
+        ch06.manifold("cube", 5, torch.Generator(), 4)
+    with pytest.raises(ValueError, match="name"):
+        ch06.operator("square", 2, mlp_hidden=4, seed=0)
+    prior_m, lik, x_star = ch06.manifold_problem("swiss_roll", "radial", 0.05, n_atoms=30, n_segments=4,
+                                                 mlp_hidden=4, seed=0, device="cpu")
+    assert prior_m.atoms.shape == (30, 2) and float(lik.y[0]) == pytest.approx(float(x_star.norm()), abs=0.3)
+    assert "Swiss roll, polar angle" in ch06.sweep_title("swiss_roll", "polar_angle")
+
+
+def test_manifold_tables_use_readable_names_and_note_absent_methods():
+    rates = {"swiss_roll": {"polar_angle": {"fsr": {"off_support": 0.0, "likelihood_mode": 0.0, "prior_mode": 0.0},
+                                            "pigdm": None}}}
+    tables, note = ch06.manifold_tables(rates, {"fsr": "FSR", "pigdm": "ΠGDM"})
+    html = tables[0][1].to_html()
+    assert "Swiss roll" in html and "polar angle" in html and "swiss_roll" not in html and "ΠGDM" not in html
+    assert note.startswith("ΠGDM has no column") and tables[0][0] == "**off-support rate**"
+
+
+def test_hallucination_metrics_and_text():
+    import pandas as pd
+    ring = pd.DataFrame([{"noise_std": 0.1, "method": m, "prior_mode": p, "prior_mode_ci": [0, 1],
+                          "exact_absent_mass": 1e-9} for m, p in (("fsr", 0.0), ("sigma_dps", 0.2))])
+    rates = {"torus": {"radial": {"fsr": {"off_support": 0.01}, "sigma_dps": {"off_support": 0.4},
+                                  "zeta_dps": {"off_support": 0.1}, "pigdm": None}}}
+    noise = pd.DataFrame([{"noise_std": 0.01, "method": m, "off_support": v}
+                          for m, v in (("fsr", 0.0), ("sigma_dps", 0.5), ("zeta_dps", 0.3))])
+    names = {"fsr": "FSR", "sigma_dps": "σ-DPS", "zeta_dps": "ζ-DPS", "pigdm": "ΠGDM"}
+    m = ch06.hallucination_metrics({"n_particles": 10}, {"y": 2.0, "table": ring, "ring_modes": 6, "ring_noise": [0.1]},
+                                   {"noise_std": 0.05, "rates": rates},
+                                   {"dataset": "torus", "operator": "radial", "table": noise, "noise_sweep": [0.01]},
+                                   {k: v for k, v in names.items() if k != "pigdm"})
+    assert m["manifold"]["not_applicable"] == ["pigdm"] and m["summary"]["fsr_max_off_support"] == pytest.approx(0.01)
+    ev = [e["value"] for e in m["verdict"]["evidence"]]
+    assert ev == pytest.approx([0.2, 0.0, 0.5, 0.01]) and m["verdict"]["status"] == "supported"
+    text = ch06.hallucination_text(rates, noise, names, manifold_noise=0.05, sweep_dataset="torus",
+                                   sweep_operator="radial")
+    assert "σ-DPS on torus / radial (norm of x) with **0.400**" in text
+    assert "worst method, σ-DPS at σ = 0.1, puts **0.200**" in ch06.ring_text(ring, names)
+
+
+# ---------------------------------------------------------------- chapter 7 and plots.minimal
+
+from fsdiag.book import chapter_07 as ch07   # noqa: E402
+from fsdiag import plots                     # noqa: E402
+
+
+def test_supported_is_the_smallest_set_carrying_the_level():
+    psi = torch.tensor([0.0005, 0.9, 0.0995], dtype=torch.float64)
+    assert ch07.supported(psi).tolist() == [False, True, True]
+    assert ch07.supported(psi, level=0.5).tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="level"):
+        ch07.supported(psi, level=0)
+    html = ch07.support_table([-1.8, 0.2, 2.2], psi, ch07.supported(psi)).to_html()
+    assert "yes" in html and "True" not in html
+
+
+def _minimal_results():
+    res = {}
+    for n, un in (("exact", 0.0), ("fsr", 0.001), ("sigma_dps", 0.0), ("zeta_dps", 0.0), ("pigdm", 0.1), ("tmpd", 0.0)):
+        res[n] = {"mass": [1 - un, un, 0.0], "lower": [1 - un - 0.01, max(un - 0.01, 0), 0.0],
+                  "upper": [1.0, un + 0.01, 0.001], "tv": un, "unsupported_mass": un,
+                  "unsupported_lower": max(un - 0.01, 0.0), "unsupported_upper": un + 0.01,
+                  "spread": {"times": [1.0, 0.5, 0.2, 0.01], "var_ratio": [1.0, 2.0 if n == "pigdm" else 1.0, 1.0, 1.0]}}
+    return res
+
+
+def test_multimodal_text_atom_table_and_metrics():
+    res = _minimal_results()
+    for n in res:
+        res[n]["var_ratio_range"] = ch07.var_ratio_range(res[n])
+    assert res["pigdm"]["var_ratio_range"] == (1.0, 2.0)
+    with pytest.raises(ValueError, match="result"):
+        ch07.var_ratio_range(res["fsr"], lo=0.6, hi=0.7)
+    names, methods = ch07.method_names(0.3), ["fsr", "sigma_dps", "zeta_dps", "pigdm", "tmpd"]
+    psi = torch.tensor([1 - 1e-6, 1e-6, 0.0], dtype=torch.float64)
+    keep = ch07.supported(psi)
+    text = ch07.multimodal_text(res, methods, names, psi, keep, 100)
+    assert "**ΠGDM hallucinates prior modes**" in text and "exceeds 1.25 for ΠGDM" in text
+    html = ch07.atom_table(res, [-1.8, 0.2, 2.2], psi, names).to_html()
+    assert "0.9000 [0.8900, 1.0000]" in html and "1.0000" in html
+    control = {n: {"tv": 0.05 if n != "tmpd" else 0.3, "unsupported_mass": 0.0, "std_ratio": 0.5} for n in res}
+    assert "TMPD stays off (TV 0.300): it under-disperses" in ch07.control_text(control, res, methods, names)
+    params = {"atoms": [-1.8, 0.2, 2.2], "noise_std": 0.3, "y": -1.8, "n_particles": 100}
+    m = ch07.minimal_metrics(params, psi, keep, res, control, {"mean": 0.0, "std": 1.0}, -1.8, methods, names)
+    assert m["supported_atoms"] == [-1.8] and m["hallucinating_methods"] == ["pigdm"]
+    assert m["control"]["close_methods"] == ["fsr", "sigma_dps", "zeta_dps", "pigdm"] and m["control"]["tv_tolerance"] == 0.1
+    assert m["verdict"]["status"] == "supported"
+    for fig in (plots.atom_mass_figure(res, [-1.8, 0.2, 2.2], psi.numpy(), keep.tolist(), names=names, colors=dict.fromkeys(names, "C0")),
+                plots.spread_over_time_figure(res, names=names, colors=dict.fromkeys(names, "C0")),
+                plots.multimodal_vs_control_figure(res, {n: {**res[n], "tv": 0.1} for n in res}, names=names)):
+        assert len(fig.axes) >= 1
+    fig = plots.atom_mass_figure(res, [-1.8, 0.2, 2.2], psi.numpy(), keep.tolist(), names=names,
+                                 colors=dict.fromkeys(names, "C0"))
+    assert fig.axes[1].get_ylim()[1] == pytest.approx(1.15 * 0.11 + 1e-3)     # zoom on pigdm's upper bound
+    with pytest.raises(ValueError, match="results"):
+        plots.spread_over_time_figure({"fsr": res["fsr"]}, names=names, colors={})
+
+
+def test_control_reference_results_and_histograms():
+    import fsdiag
+    prior = fsdiag.EmpiricalPrior(torch.tensor([[-1.0], [1.0]], dtype=torch.float64), device="cpu")
+    psi = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    ref = ch07.control_reference(prior, psi, 0.01)
+    assert ref["mean"] == pytest.approx(0.0) and ref["std"] == pytest.approx(1.0) and len(ref["edges"]) == 25
+    assert ref["exact_hist"].sum() == pytest.approx(1.0) and ref["exact_hist"][0] == pytest.approx(ref["exact_hist"][-1])
+    assert ch07.binned(np.array([-10.0, 0.1, 10.0]), np.array([-1.0, 0.0, 1.0])).tolist() == pytest.approx([1 / 3, 2 / 3])
+
+    class Run:
+        samples = torch.tensor([[-0.99], [0.99], [-1.0], [1.0]], dtype=torch.float64)
+    c = ch07.control_results({"exact": Run()}, prior, torch.tensor([True, True]), ref, 4)["exact"]
+    assert c["unsupported_mass"] == 0.0 and c["mean_error"] == pytest.approx(0.0) and c["w1"] < 0.02
+    names = {"exact": "exact sampler"}
+    assert "W₁" in ch07.control_table({"exact": c}, names).to_html()
+    fig = plots.control_histograms_figure({"exact": ch07.binned(Run.samples[:, 0].numpy(), ref["edges"])},
+                                          ref["exact_hist"], ref["edges"], {"exact": c["tv"]}, names=names,
+                                          colors={"exact": "C0"})
+    assert fig.axes[0].get_title() == f"exact sampler: TV {c['tv']:.3f}"
+    with pytest.raises(ValueError, match="exact_hist"):
+        plots.control_histograms_figure({"exact": [1.0]}, [1.0], [0, 1, 2], {"exact": 0.0}, names=names, colors={})
+    fig = plots.final_histograms_figure({"exact": Run.samples[:, 0].numpy()}, [-1.0, 1.0], names=names, colors={"exact": "C0"})
+    assert sum(p.get_height() for p in fig.axes[0].patches) == 4
