@@ -473,3 +473,53 @@ def test_control_reference_results_and_histograms():
         plots.control_histograms_figure({"exact": [1.0]}, [1.0], [0, 1, 2], {"exact": 0.0}, names=names, colors={})
     fig = plots.final_histograms_figure({"exact": Run.samples[:, 0].numpy()}, [-1.0, 1.0], names=names, colors={"exact": "C0"})
     assert sum(p.get_height() for p in fig.axes[0].patches) == 4
+
+
+# ---------------------------------------------------------------- chapter 10
+
+from fsdiag.book import chapter_10 as ch10   # noqa: E402
+
+
+def _exactness_results():
+    def run(method, family, n, ev, wall, tv, q95=0.1, excluded=0.0, **kw):
+        return {"method": method, "family": family, "label": ch10.LABELS.get(method, method), "n_particles": n,
+                "n_steps": 10, "evaluations": ev, "wall_s": wall, "tv_modes": tv, "floor_q95": q95,
+                "excluded": excluded, **kw}
+    runs = [run("tds", "smc", 64, 640, 2.0, 0.3), run("tds", "smc", 256, 2560, 8.0, 0.05),
+            run("sigma_dps", "guidance", 64, 320, 0.5, 0.4, excluded=0.2),
+            run("sigma_dps", "guidance", 256, 1280, 1.0, 0.35, excluded=0.3),
+            run("daps", "daps", 32, 100, 1.0, 0.5, lr=3e-3), run("daps", "daps", 32, 100, 1.0, 0.8, lr=1e-4)]
+    res = {"p": {"title": "problem", "runs": runs, "budget": 2560}}
+    res["p"]["summary"] = ch10.summarise(res["p"], smc=["tds"], guidance=["sigma_dps"], particles=[64, 256],
+                                         daps_lr=3e-3)
+    return res
+
+
+def test_exactness_summary_cost_and_metrics_keep_wall_time_out_of_the_claim():
+    res = _exactness_results()
+    s = res["p"]["summary"]
+    assert s["best_smc"]["ratio"] == pytest.approx(0.5) and s["best_guidance"]["ratio"] == pytest.approx(3.5)
+    assert s["cost"]["tds"] == {"n_particles": 256, "evaluations": 2.0, "wall": 8.0}
+    assert (s["daps_paper"], s["daps_best"], s["excluded_guidance"]) == (0.8, 0.5, 0.3)
+    assert ch10.cost_ranges(res) == ((2.0, 2.0), (8.0, 8.0))
+    params = {"smc": ["tds"], "guidance": ["sigma_dps"], "particles": [64, 256], "n_steps": 10}
+    m = ch10.exactness_metrics(params, res)
+    assert "2.00–2.00× the denoiser evaluations of σ-DPS" in m["verdict"]["claim"]
+    assert "wall" not in m["verdict"]["claim"] and "8.0–8.0× the wall time" in m["timing"]
+    assert m["verdict"]["status"] == "supported" and m["counting"].endswith("x k vectors)")
+    assert "TDS costs 2.00× the denoiser evaluations" in ch10.summary_text(res, 3e-3)
+    html = ch10.runs_table(res).to_html()
+    assert "denoiser evaluations" in html and ">2560<" in html
+
+
+def test_run_and_judge_counts_evaluations():
+    import fsdiag
+    prior = fsdiag.EmpiricalPrior(torch.tensor([[-1.0], [1.0]], dtype=torch.float64), device="cpu")
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), [1.0], 0.3)
+    counter = fsdiag.CountingPrior(prior)
+    r = ch10.run_and_judge(fsdiag.sample, prior, lik, counter, seed=0, method="sigma_dps", n_particles=8, n_steps=5)
+    assert r["evaluations"] > 0 and r["evaluations"] % 8 == 0 and r["n_samples"] == 8
+    with pytest.raises(TypeError, match="counter"):
+        ch10.run_and_judge(fsdiag.sample, prior, lik, prior, seed=0)
+    with pytest.raises(ValueError, match="digits_atoms"):
+        ch10.exactness_problems(0, -0.9, -1)
