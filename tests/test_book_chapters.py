@@ -523,3 +523,77 @@ def test_run_and_judge_counts_evaluations():
         ch10.run_and_judge(fsdiag.sample, prior, lik, prior, seed=0)
     with pytest.raises(ValueError, match="digits_atoms"):
         ch10.exactness_problems(0, -0.9, -1)
+
+
+# ---------------------------------------------------------------- chapter 8
+
+from fsdiag.book import chapter_08 as ch08   # noqa: E402
+
+
+def test_off_support_radius_of_vp_and_ddpm_runs():
+    import fsdiag
+
+    class Run:
+        def __init__(self, schedule, n_steps):
+            self.schedule, self.n_steps = schedule, n_steps
+    vp = ch08.off_support_radius(Run(fsdiag.VPSchedule(), 2000), 0.01, 2)
+    assert vp == pytest.approx(math.sqrt(1 - fsdiag.VPSchedule().alpha_bar(0.01)) * (math.sqrt(2) + 3), rel=1e-3)
+    ddpm = fsdiag.DDPMSchedule()
+    grid = ddpm.time_grid(250)
+    assert ch08.off_support_radius(Run(ddpm, 250), 0.01, 2) == pytest.approx(
+        math.sqrt(1 - ddpm.alpha_bar(float(grid[-2]))) * (math.sqrt(2) + 3))
+    with pytest.raises(ValueError, match="dim"):
+        ch08.off_support_radius(Run(ddpm, 250), 0.01, 0)
+
+
+def test_finite_walks_nested_reports():
+    assert ch08.finite({"a": [1.0, {"b": 2}], "c": None, "d": "x", "e": True})
+    assert not ch08.finite({"a": [1.0, {"b": float("nan")}]})
+
+
+def test_run_cli_refuses_what_is_not_a_function():
+    with pytest.raises(TypeError, match="sampler"):
+        ch08.run_cli("dps_ode", problem="gmm2d", n_samples=4, seed=0, max_tv=0.2)
+
+
+def test_tempered_check_of_identical_runs_is_zero():
+    import fsdiag
+    prior = fsdiag.EmpiricalPrior(torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64), device="cpu")
+
+    class Run:
+        samples = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [1.0, 0.1]], dtype=torch.float64)
+
+    class Other:
+        samples = torch.tensor([[-1.0, 0.0], [-1.0, 0.0], [1.0, 0.1]], dtype=torch.float64)
+    assert ch08.tempered_check(prior, Run(), Run(), 0.01) == {"tv_between": 0.0, "max_abs_sample_difference": 0.0,
+                                                              "n_particles": 3}
+    c = ch08.tempered_check(prior, Run(), Other(), 0.01)
+    assert c["tv_between"] == pytest.approx(1 / 3) and c["max_abs_sample_difference"] == pytest.approx(2.0)
+
+
+def test_diagnose_metrics_text_and_verdict_from_real_reports():
+    import fsdiag
+    prior = fsdiag.EmpiricalPrior(torch.tensor([[-1.0], [1.0]], dtype=torch.float64),
+                                  labels=torch.tensor([0, 1]), device="cpu")
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), [1.0], 0.3)
+    reports = {}
+    for m in ("fsr", "sigma_dps"):
+        run = fsdiag.sample(prior, lik, method=m, n_particles=64, n_steps=20, seed=0, record=4, progress=False)
+        reports[m] = fsdiag.diagnose(run, prior, lik, seed=0)
+    scores, modes = ch08.report_tables(reports, {"fsr": "FSR", "sigma_dps": "σ-DPS"})
+    assert "W₁ Tweedie" in scores.to_html() and "exact" in modes.to_html()
+
+    class Cli:
+        returncode = 1
+    lens = fsdiag.evaluate(run.samples, prior, lik)          # the last run: σ-DPS
+    cli_report = {"passed": False, "report": {"tv_modes": 0.5, "tv_floor_modes": 0.1, "excluded_mass": 0.2}}
+    check = {"tv_between": 0.01, "max_abs_sample_difference": 0.0, "n_particles": 64}
+    m = ch08.diagnose_metrics({"seed": 0}, reports, worst=1e-12, check=check, closed=[0.1, 0.9],
+                              new=["sigma_dps", "sigma_dps"], lens_report=lens, cli=Cli(), cli_report=cli_report,
+                              max_tv=0.2, registered={"tempered_dps": True})
+    assert m["lens"]["cli"] == {"exit_code": 1, "passed": False, "max_tv": 0.2, "tv_modes": 0.5,
+                                "tv_floor_modes": 0.1, "excluded_mass": 0.2}
+    assert m["methods"]["fsr"]["finite"] and m["closed_form_modes"] == [0.1, 0.9]
+    assert "exits 1 at --max-tv 0.2" in ch08.diagnose_text(m)
+    v = ch08.diagnose_verdict(m, n_atoms=2, noise_std=0.3, n_particles=64, n_lens_samples=64)
+    assert v["evidence"][0]["holds"] and v["evidence"][1]["threshold"] == pytest.approx(3 / 8)
