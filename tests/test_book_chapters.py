@@ -597,3 +597,110 @@ def test_diagnose_metrics_text_and_verdict_from_real_reports():
     assert "exits 1 at --max-tv 0.2" in ch08.diagnose_text(m)
     v = ch08.diagnose_verdict(m, n_atoms=2, noise_std=0.3, n_particles=64, n_lens_samples=64)
     assert v["evidence"][0]["holds"] and v["evidence"][1]["threshold"] == pytest.approx(3 / 8)
+
+
+# ---------------------------------------------------------------- chapter 9 (no deepinv needed) and plots
+
+from fsdiag.book import chapter_09 as ch09   # noqa: E402
+
+
+class _ModesRep:
+    def __init__(self, tv, floor, excluded, off=0.0):
+        self.tv_modes, self.tv_floor_modes, self.tv_atoms, self.tv_floor_atoms = tv, floor, tv, floor
+        self.excluded_mass, self.hallucination = excluded, {"off_support": off}
+        self.modes = {"labels": [0, 1], "sampler": [0.5, 0.5], "lower": [0.4, 0.4], "upper": [0.6, 0.6],
+                      "exact": [1.0, 0.0]}
+
+
+class _WallRun:
+    def __init__(self, wall):
+        self.wall_s, self.settings = wall, {"eta": 1.0}
+
+
+def test_judging_results_text_and_verdict():
+    reports = {("DPS", "defaults"): _ModesRep(0.9, 0.05, 0.6), ("DPS", "paper"): _ModesRep(0.3, 0.05, 0.1),
+               ("ULA", "defaults"): _ModesRep(0.5, 0.05, 0.2, off=0.7), ("ULA", "paper"): _ModesRep(0.2, 0.05, 0.01)}
+    runs = {k: _WallRun(w) for k, w in zip(reports, (1.0, 2.0, 0.5, 8.0))}
+    res = ch09.sampler_results(reports, runs)
+    assert res["ULA"]["paper"]["wall_s"] == 8.0 and res["DPS"]["defaults"]["excluded_mass"] == 0.6
+    text = ch09.judging_text(res, 64, 0.4)
+    assert "TV 0.20–0.90" in text and "3 of the 4 runs" in text and "by DPS (defaults)" in text
+    assert "ULA 0.70 of their samples" in text and "took 0.50 s, the slowest 8.0 s" in text
+    v = ch09.judging_verdict(res, {}, settings=["defaults", "paper"], shown_setting="paper", noise_std=0.2,
+                             n_samples=64, n_extra_samples=32, samplers=["DPS", "ULA"])
+    assert [e["value"] for e in v["evidence"]] == pytest.approx([10.0, 4.0]) and v["status"] == "supported"
+    frame = ch09.runs_frame(reports, runs)
+    assert frame["time (s)"].tolist() == [1.0, 2.0, 0.5, 8.0]
+    fig = plots.tv_excluded_time_figure(frame, colors={"DPS": "C0", "ULA": "C1"})
+    ticks = dict(zip(fig.axes[0].get_yticks(), (t.get_text() for t in fig.axes[0].get_yticklabels())))
+    assert ticks[0] == "ULA (paper)" and ticks[3] == "DPS (defaults)"      # the first run on top
+    with pytest.raises(ValueError, match="table"):
+        plots.tv_excluded_time_figure(frame.drop(columns=["floor"]), colors={})
+
+
+def test_extra_results_problem_summary_and_sample_rows():
+    import fsdiag
+    prior = fsdiag.EmpiricalPrior(torch.eye(64)[:4], labels=torch.tensor([0, 0, 1, 2]), device="cpu")
+    s = ch09.problem_summary(prior, torch.tensor([0.5, 0.5, 0.0, 0.0]), [0.9, 0.1, 0.0])
+    assert s["ess"] == pytest.approx(2.0) and s["prior_classes"].tolist() == [0.5, 0.25, 0.25]
+    assert s["prior_excluded"] == pytest.approx(0.25)
+    assert ch09.problem_text(3, 1, 4, [0.9, 0.1, 0.0], 2.0).endswith("exact class weights 0: 0.900, 1: 0.100; "
+                                                                    "posterior ESS over atoms 2.0.")
+    extra = {"blur": {"lik": "L", "physics": "P", "runs": {"DPS": (_WallRun(1.0), _ModesRep(0.4, 0.1, 0.2))}}}
+    m, rows, lines = ch09.extra_results(extra, ["DPS", "DDRM"], lambda lik: [0.0, 1.0], lambda s, ph: s != "DDRM")
+    assert m["blur"]["unsupported"] == ["DDRM"] and rows[0]["TV classes"] == 0.4 and lines == ["blur: exact class weights 1: 1.000."]
+    rows = ch09.sample_rows(torch.zeros(64), torch.zeros(8, 8), 3, prior, torch.tensor([0.0, 0.0, 1.0, 0.0]),
+                            {"DPS": prior.atoms[[3, 1]]}, n_show=2, seed=0)
+    assert rows[1][2] == ["1", "1"] and rows[2][2] == ["2", "0"]
+    with pytest.raises(ValueError, match="name"):
+        ch09.chapter_settings("nope", "paper", noise_std=0.2, pd_num_steps=10, langevin_max_iter=10)
+    with pytest.raises(ValueError, match="kind"):
+        ch09.extra_physics(None, "rotation", noise_std=0.2, seed=0, device="cpu")
+
+
+# ---------------------------------------------------------------- chapter 11
+
+from fsdiag.book import chapter_11 as ch11   # noqa: E402
+
+
+def _conventions_results():
+    conventions = [("ΠGDM", "paper"), ("ΠGDM", "song"), ("DPS", "zeta"), ("DPS", "sigma")]
+    mass = {"paper": 0.1, "song": 0.0, "zeta": 0.0, "sigma": 0.0}
+    tv = {"paper": 0.2, "song": 0.01, "zeta": 0.3, "sigma": 0.1}
+    results = [{"y": y, "family": f, "convention": c, "schedule": s, "n_steps": n, "atom_mass": [0.9, 0.1, 0.0],
+                "tv": tv[c], "excluded_mass": mass[c], "excluded_lower": mass[c] / 2, "excluded_upper": mass[c] + 0.01,
+                "tv_floor": 0.01}
+               for y in (-1.8, -0.9) for f, c in conventions for s in ("VP-SDE Euler–Maruyama", "DDPM ancestral")
+               for n in (50, 100)]
+    exact = {-1.8: {"posterior": [1.0, 0.0, 0.0], "tv": 0.01, "floor": {"mean": 0.01, "q95": 0.02}},
+             -0.9: {"posterior": [0.6, 0.4, 0.0], "tv": 0.01, "floor": {"mean": 0.01, "q95": 0.02}}}
+    return conventions, results, exact
+
+
+def test_findings_say_where_a_failure_depends_on_the_convention():
+    conventions, results, exact = _conventions_results()
+    f = ch11.findings_of(results, exact, conventions, ["VP-SDE Euler–Maruyama", "DDPM ancestral"], [50, 100],
+                         n_steps=100)
+    conv = [g for g in f if g["y"] == -1.8 and g["family"] == "ΠGDM" and g["axis"] == "convention"]
+    assert len(conv) == 1 and conv[0]["status"] == "depends" and conv[0]["values"] == {"paper": 0.1, "song": 0.0}
+    assert {g["kind"] for g in f if g["y"] == -0.9} == {"hallucination", "mode weights"}
+    text = ch11.findings_text(f)
+    assert text.startswith("**Depend on a convention**: ΠGDM hallucination at y = -1.8 (along the convention)")
+    assert "**paper: 10.00%**" in text
+    with pytest.raises(ValueError, match="results"):
+        ch11.pick(results, conventions, 5.0, "DPS", n_steps=100)
+    params = {"observations": [-1.8, -0.9], "n_steps": 100, "noise_std": 0.3, "n_particles": 4096}
+    m = ch11.conventions_metrics(params, exact, results, f, conventions, [50, 100])
+    assert [e["value"] for e in m["verdict"]["evidence"]] == pytest.approx([0.1, 0.0, 0.1, 0.1, 3.0])
+    assert m["verdict"]["status"] == "supported" and m["thresholds"] == {"hallucination": 0.005, "tv_margin": 0.02}
+
+
+def test_run_row_and_comparison_tables():
+    class Rep:
+        atom_mass, tv_atoms, excluded_mass, tv_floor_atoms = [0.5, 0.5, 0.0], 0.1, 0.5, 0.01
+    row = ch11.run_row(Rep(), y=1.0, family="DPS", convention="c", schedule="s", n_steps=10, n_particles=100)
+    assert row["excluded_lower"] < 0.5 < row["excluded_upper"] and row["tv_floor"] == 0.01
+    _, results, exact = _conventions_results()
+    (head, table), _ = ch11.comparison_tables(results, exact, ["-1.8", "0.2", "2.2"], n_steps=100, n_particles=100)
+    assert head.startswith("**y = -1.8**: exact posterior -1.8: 100.00%")
+    assert "90.00% [" in table.to_html()
