@@ -704,3 +704,70 @@ def test_run_row_and_comparison_tables():
     (head, table), _ = ch11.comparison_tables(results, exact, ["-1.8", "0.2", "2.2"], n_steps=100, n_particles=100)
     assert head.startswith("**y = -1.8**: exact posterior -1.8: 100.00%")
     assert "90.00% [" in table.to_html()
+
+
+# ---------------------------------------------------------------- chapter 12
+
+from fsdiag.book import chapter_12 as ch12   # noqa: E402
+
+
+def _whose_results():
+    rec = lambda tv, floor=0.05, ex=0.0: {"tv_modes": tv, "floor": floor, "excluded_mass": ex, "mass": [], "exact": []}
+    return {"gmm2d": {"fsr": {"exact denoiser": rec(0.04)},
+                      "pigdm": {"exact denoiser": rec(0.6, ex=0.3), "network": rec(0.5, ex=0.2)},
+                      "sigma_dps": {"exact denoiser": rec(0.06), "network": rec(0.3)}}}
+
+
+def test_share_rows_summary_findings_and_metrics():
+    r = ch12.share_row(_whose_results()["gmm2d"]["pigdm"])
+    assert r["share"] == pytest.approx(1.2) and r["share_above_floor"] == pytest.approx(0.55 / 0.45)
+    low = ch12.share_row({"exact denoiser": {"tv_modes": 0.05, "excluded_mass": 0}, "network": {"tv_modes": 0.08,
+                                                                                                "floor": 0.05,
+                                                                                                "excluded_mass": 0}})
+    assert low["share_above_floor"] is None
+    with pytest.raises(ValueError, match="r"):
+        ch12.share_row({"network": {}})
+    prior_reports = {"gmm2d": {"network": {"tv_modes": 0.04, "tv_floor_modes": 0.02, "relative_distance": 0.8,
+                                           "modes": [1]},
+                               "exact denoiser": {"tv_modes": 0.02, "tv_floor_modes": 0.02, "relative_distance": 0.0},
+                               "samples": {}}}
+    s = ch12.share_summary(_whose_results(), prior_reports, {"gmm2d": "2-D mixture"})
+    ch12.add_findings(s)
+    assert s["gmm2d"]["network_adds"] == ["sigma_dps"] and s["gmm2d"]["errors_cancel"] == ["pigdm"]
+    assert s["gmm2d"]["median_share"] == pytest.approx((1.2 + 0.2) / 2)
+    names = ch12.method_names(0.3)
+    text = ch12.whose_text(s, prior_reports, names)
+    assert "ΠGDM: 0.600 with the exact denoiser, 0.500 with the network" in text and "partly cancel" in text
+    assert "TV, network" in ch12.share_table(s, names).to_html()
+
+    class Net:
+        trained, seconds, key, losses = True, 1.5, "abc", [0.3, 0.2]
+    params = {"n_particles": 8, "n_digit_particles": 4, "mlp_steps": 10, "conv_steps": 5}
+    m = ch12.whose_metrics(params, {"gmm2d": Net()}, prior_reports, s, _whose_results(), names)
+    assert m["training"]["gmm2d"] == {"trained": True, "seconds": 1.5, "key": "abc", "final_loss": 0.2}
+    assert "modes" not in m["prior"]["gmm2d"]["network"] and "samples" not in m["prior"]["gmm2d"]
+    ev = [e["value"] for e in m["verdict"]["evidence"]]
+    assert ev == pytest.approx([0.04, 1.2, 0.2]) and m["verdict"]["status"] == "supported"
+
+
+def test_network_settings_lines_and_record():
+    s = ch12.network_settings(mlp=(128, 3, 2000), conv=(16, 2, 1200))
+    assert s["gmm2d"] == {"arch": "mlp", "width": 128, "depth": 3, "steps": 2000}
+    assert s["digits_inpainting"]["image_shape"] == (1, 8, 8) and s["digits_inpainting"]["width"] == 16
+    with pytest.raises(ValueError, match="mlp"):
+        ch12.network_settings(mlp=(1, 2), conv=(1, 2, 3))
+
+    class Tr:
+        trained, seconds, losses = False, 0.0, []
+
+        class path:
+            name = "w.pt"
+    assert ch12.training_line("gmm2d", Tr()) == "gmm2d: loaded (w.pt), final loss nan"
+    lines = ch12.prior_lines("gmm2d", {"network": {"tv_modes": 0.1, "tv_floor_modes": 0.05, "relative_distance": 0.5},
+                                       "samples": {}})
+    assert lines.count("\n") == 0 and "TV over modes to the prior 0.100 (floor 0.050)" in lines
+
+    class Rep:
+        tv_modes, tv_floor_modes, excluded_mass, modes = 0.2, 0.1, 0.05, {"sampler": [1.0], "exact": [0.9]}
+    assert ch12.run_record(Rep()) == {"tv_modes": 0.2, "floor": 0.1, "excluded_mass": 0.05, "mass": [1.0],
+                                      "exact": [0.9]}
