@@ -771,3 +771,70 @@ def test_network_settings_lines_and_record():
         tv_modes, tv_floor_modes, excluded_mass, modes = 0.2, 0.1, 0.05, {"sampler": [1.0], "exact": [0.9]}
     assert ch12.run_record(Rep()) == {"tv_modes": 0.2, "floor": 0.1, "excluded_mass": 0.05, "mass": [1.0],
                                       "exact": [0.9]}
+
+
+# ---------------------------------------------------------------- chapter 13
+
+from fsdiag.book import chapter_13 as ch13   # noqa: E402
+
+
+def _imaging_results():
+    def m(tv, q95, excluded, std_ratio, blur=(0.5, 0.1)):
+        return {"tv_modes": tv, "floor_q95": q95, "excluded_mass": excluded, "std_ratio": std_ratio,
+                "mean_rmse": 0.1, "times": [0.3, 0.01], "blur": list(blur), "tweedie_strip": [[0.0]],
+                "classes": [1.0, 0.0], "lower": [0.9, 0.0], "upper": [1.0, 0.1]}
+    res = {("digits", "inpainting"): {"truth": [[0.0]], "observed": [[0.0]], "exact_classes": [1.0, 0.0],
+                                      "maps": {"exact posterior": {}},
+                                      "methods": {"exact sampler": m(0.05, 0.06, 0.0, 1.0),
+                                                  "FSR": m(0.07, 0.06, 0.0, 1.0),
+                                                  "ΠGDM": m(0.6, 0.06, 0.4, 2.0)}}}
+    return res
+
+
+def test_imaging_summary_text_and_metrics():
+    res = _imaging_results()
+    sweep_m = {"sizes": [10, 100], "ess": [2.0, 3.0], "wall_s": [1.0, 2.0],
+               "methods": {"ΠGDM": {"tv_above_floor": [0.3, 0.4]}, "exact sampler": {"tv_above_floor": [0.0, 0.0]}}}
+    s = ch13.imaging_summary(res, ["digits"], sweep_m)
+    assert s["exact_gap"] == pytest.approx(-0.01) and s["fsr_gap"] == pytest.approx(0.01)
+    assert s["max_excluded"] == 0.4 and s["max_excluded_where"] == ["ΠGDM", "digits", "inpainting"]
+    assert s["worst_tv_above_floor"] == {"digits": pytest.approx(0.54)}
+    assert s["blur_gain"] == {"digits, random-pixel inpainting": pytest.approx(0.4)}
+    assert s["sweep_last_tv_above_floor"] == {"ΠGDM": 0.4} and s["std_ratio"]["ΠGDM"] == 2.0
+    text = ch13.imaging_text(s, 1, 60, {"inpainting": [], "fourier_magnitude": ["pigdm"]}, sweep_m)
+    assert "(ΠGDM, digits, random-pixel inpainting)" in text and "ΠGDM on Fourier magnitude" in text
+    assert "N = 10, 100" in text and "the sweep took 3 s" in text
+    params = {"patch_size": 8, "operators": ["inpainting"], "noise_std": 0.1, "n_particles": 4, "n_steps": 60,
+              "n_patches": 10, "sweep_sizes": [10, 100]}
+    m = ch13.imaging_metrics(params, res, s, sweep_m, class_names={"digits": ["0", "1"]},
+                             coverage={10: {"positions": 5, "sources": ["x"]}}, skipped={}, n_digit_atoms=100)
+    assert "maps" not in m["problems"]["digits/inpainting"] and m["texture_coverage"] == {"10": {"positions": 5}}
+    assert [e["value"] for e in m["verdict"]["evidence"]] == pytest.approx([-0.01, 0.4, 0.54, 0.4, 0.4])
+    assert m["verdict"]["status"] == "supported"
+    strips, curves = ch13.tweedie_panels(res, ["digits"], "inpainting")
+    assert strips[0]["times"] == [0.3, 0.01] and curves[0]["blur"]["ΠGDM"] == [0.5, 0.1]
+    assert ch13.map_problems(res, "digits", ["inpainting"])[0]["title"] == "random-pixel inpainting"
+    assert ch13.class_problems(res, "digits", ["inpainting"])[0]["exact"] == [1.0, 0.0]
+    (key, table), = ch13.class_tables(res, ["digits"])
+    assert key == "digits" and "ruled-out mass" in table.to_html()
+
+
+def test_sweep_bookkeeping_and_runnable():
+    import fsdiag
+
+    class Rep:
+        def __init__(self, tv):
+            self.tv_modes, self.floor, self.excluded_mass = tv, {"modes": {"q95": 0.1}}, 0.2
+    sweep = {"sizes": [], "ess": [], "wall_s": [], "methods": {"σ-DPS": [Rep(0.5)]}}
+    line = ch13.add_sweep_size(sweep, 100, 2.0, torch.tensor([0.5, 0.5]))
+    assert line == "N = 100: exact ESS 2.0, 2 s; σ-DPS TV 0.50" and sweep["ess"] == [2.0]
+    with pytest.raises(ValueError, match="sweep"):
+        ch13.add_sweep_size(sweep, 1000, 2.0, torch.tensor([1.0]))
+    sm = ch13.sweep_metrics(sweep, "box_inpainting")
+    assert sm["methods"]["σ-DPS"]["tv_above_floor"] == [pytest.approx(0.4)] and sm["operator"] == "box_inpainting"
+    assert "σ-DPS TV" in ch13.sweep_table(sm).to_html()
+    assert ch13.runnable("pigdm", fsdiag.forward.Identity()) and not ch13.runnable("pigdm", fsdiag.forward.Radial())
+    with pytest.raises(ValueError, match="method"):
+        ch13.runnable("nope", fsdiag.forward.Identity())
+    text = ch13.coverage_text({10: {"positions": 5000, "repeat_fraction": 0.1, "neighbours": 2.0}}, 10, 5)
+    assert text.startswith("The texture pool has 5,000 window positions (5 images).") and "near-copies" in text
