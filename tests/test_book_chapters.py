@@ -838,3 +838,30 @@ def test_sweep_bookkeeping_and_runnable():
         ch13.runnable("nope", fsdiag.forward.Identity())
     text = ch13.coverage_text({10: {"positions": 5000, "repeat_fraction": 0.1, "neighbours": 2.0}}, 10, 5)
     assert text.startswith("The texture pool has 5,000 window positions (5 images).") and "near-copies" in text
+
+
+def test_judged_rows_carry_the_row_the_sizes_and_the_judgement():
+    import fsdiag
+    prior = fsdiag.EmpiricalPrior(torch.tensor([[-1.0], [1.0]], dtype=torch.float64), device="cpu")
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), [1.0], 0.3)
+    counter = fsdiag.CountingPrior(prior)
+    r = ch10.judged(fsdiag.sample, prior, lik, counter, {"method": "sigma_dps", "family": "guidance", "lr": 0.1},
+                    seed=0, n_particles=8, n_steps=5, method="sigma_dps")
+    assert (r["label"], r["family"], r["n_particles"], r["n_steps"], r["lr"]) == ("σ-DPS", "guidance", 8, 5, 0.1)
+    assert r["evaluations"] > 0 and 0 <= r["tv_modes"] <= 1
+    with pytest.raises(ValueError, match="row"):
+        ch10.judged(fsdiag.sample, prior, lik, counter, {"family": "x"}, seed=0, n_particles=8, n_steps=5)
+
+
+def test_first_atoms_nest_and_problem_line():
+    class Held:
+        atoms = torch.arange(12, dtype=torch.float64).reshape(6, 2)
+        labels = torch.tensor([0, 1, 0, 1, 2, 2])
+    p3 = ch13.first_atoms(Held(), 3, "cpu")
+    assert p3.atoms.tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]] and p3.labels.tolist() == [0, 1, 0]
+    with pytest.raises(ValueError, match="n"):
+        ch13.first_atoms(Held(), 7)
+
+    class Rep:
+        tv_modes = 0.256
+    assert ch13.problem_line("digits", "box_inpainting", {"ΠGDM": Rep()}) == "digits, box inpainting: ΠGDM TV 0.26"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["LABELS", "COUNTING", "exactness_problems", "run_and_judge", "floor_ratio", "summarise", "runs_table",
+__all__ = ["LABELS", "COUNTING", "exactness_problems", "run_and_judge", "judged", "floor_ratio", "summarise", "runs_table",
            "summary_text", "cost_ranges", "timing_text", "exactness_metrics"]
 
 LABELS = {"tds": "TDS", "mcgdiff": "MCGdiff", "mcgdiff_lite": "MCGdiff (no release)", "sigma_dps": "σ-DPS",
@@ -163,3 +163,16 @@ def exactness_metrics(params: dict, results: dict) -> dict:
              s["best_guidance"]["ratio"], ">", 1.0))],
         regime=regime)
     return metrics
+
+
+def judged(sampler, prior, lik, counter, row: dict, *, seed: int, n_particles: int, n_steps: int, **kw) -> dict:
+    """One row of the chapter's table: `row` (method, family, optional label and lr) with the
+    particles, steps and run_and_judge's numbers of sampler(counter, lik, n_particles=...,
+    n_steps=..., **kw); the label defaults to the method's name on the page."""
+    if "method" not in row or "family" not in row:
+        raise ValueError(f"row: expected at least 'method' and 'family', got {sorted(row)}")
+    out = {"method": row["method"], "family": row["family"], "label": row.get("label", LABELS.get(row["method"])),
+           "n_particles": n_particles, "n_steps": n_steps, **{k: v for k, v in row.items() if k not in
+                                                              ("method", "family", "label")}}
+    return out | run_and_judge(sampler, prior, lik, counter, seed=seed, n_particles=n_particles, n_steps=n_steps,
+                               **kw)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["NAMES", "OP_TITLES", "runnable", "ambiguous_likelihood", "blur_curve", "summarise", "coverage_text",
-           "map_problems", "class_problems", "class_tables", "tweedie_panels", "add_sweep_size", "sweep_metrics", "sweep_table",
+           "map_problems", "class_problems", "class_tables", "tweedie_panels", "add_sweep_size", "first_atoms", "problem_line", "sweep_metrics", "sweep_table",
            "imaging_summary", "imaging_text", "imaging_metrics"]
 
 NAMES = {"exact": "exact sampler", "fsr": "FSR", "sigma_dps": "σ-DPS", "zeta_dps": "ζ-DPS", "pigdm": "ΠGDM",
@@ -254,3 +254,17 @@ def add_sweep_size(sweep: dict, n: int, wall_s: float, psi) -> str:
     sweep["ess"].append(float(1 / (psi.double() ** 2).sum()))
     return (f"N = {n}: exact ESS {sweep['ess'][-1]:.1f}, {sweep['wall_s'][-1]:.0f} s; "
             + "; ".join(f"{name} TV {reps[-1].tv_modes:.2f}" for name, reps in sweep["methods"].items()))
+
+
+def first_atoms(held, n: int, device="auto"):
+    """The empirical prior of the first n atoms of a held-out split (fsdiag.data.hold_out), with
+    their labels: nested subsets of one pool as n grows."""
+    from .. import EmpiricalPrior
+    if not isinstance(n, int) or n < 1 or n > len(held.atoms):
+        raise ValueError(f"n: expected 1 to {len(held.atoms)} atoms, got {n!r}")
+    return EmpiricalPrior(held.atoms[:n], labels=held.labels[:n], device=device)
+
+
+def problem_line(key: str, op: str, reports: dict) -> str:
+    """The line printed after one imaging problem: each sampler's TV over classes."""
+    return f"{key}, {OP_TITLES[op]}: " + "; ".join(f"{n} TV {r.tv_modes:.2f}" for n, r in reports.items())
