@@ -215,3 +215,18 @@ def test_maps_and_tweedie_figures_keep_page_rules():
     fig = images.tweedie_blur_figure(strips, curves)
     page_rules(fig)
     plt.close(fig)
+
+
+def test_long_map_labels_are_wrapped_whole_not_shortened():
+    truth = np.zeros((8, 8))
+    maps = {n: {"mean": truth, "std": truth} for n in ("exact posterior", "exact sampler", "FSR", "σ-DPS", "ΠGDM",
+                                                        "TMPD")}
+    fig = images.posterior_maps_figure([{"title": "box inpainting", "truth": truth, "observed": truth,
+                                         "maps": maps}])
+    std_panel = fig.axes[1]
+    texts = [t.get_text() for t in std_panel.get_xticklabels()]
+    assert [t.replace("\n", " ") for t in texts] == list(maps)            # every label whole
+    assert "exact\nposterior" in texts and not any(t.endswith(".") for t in texts)
+    assert images._wrap_label("exact posterior", 1000.0) == "exact posterior"
+    assert images._wrap_label("automobile", 5.0).endswith(".")
+    plt.close(fig)

@@ -25,7 +25,7 @@ from ..outputs import MARKER, Target, atomic_write, owner_of
 from .params import RUN, injected_parameters
 
 __all__ = ["resolve_out_dir", "book_outputs", "setup", "finish", "save_figure", "write_metrics", "to_jsonable",
-           "figure_data", "figure_caption", "provenance", "verdict", "OWNER", "BOOK_NOTEBOOKS"]
+           "figure_data", "figure_caption", "provenance", "verdict", "show", "run_params", "OWNER", "BOOK_NOTEBOOKS"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +182,28 @@ def _display_markdown(text: str) -> None:
         return
     if get_ipython() is not None:
         display(Markdown(text))
+
+
+def show(text: str) -> None:
+    """Show markdown text on the page (in a notebook; elsewhere nothing)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected a markdown string, got {type(text).__name__}")
+    _display_markdown(text)
+
+
+def run_params(namespace: dict, chapter: str, *, drop=("n_threads",), **extra) -> dict:
+    """The parameters a chapter records in metrics.json: every parameter of its spec found in
+    `namespace` (the notebook's globals()) except device, out_dir, overwrite and `drop`; lists
+    copied; `extra` entries added (thresholds the chapter fixes, say)."""
+    from .chapters import _specs
+    if not isinstance(namespace, dict):
+        raise TypeError(f"namespace: expected a dict such as globals(), got {type(namespace).__name__}")
+    names = [n for n in _specs(chapter) if n not in ("device", "out_dir", "overwrite", *drop)]
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise ValueError(f"namespace: parameters {missing} of {chapter} are not defined")
+    out = {n: list(namespace[n]) if isinstance(namespace[n], (list, tuple)) else namespace[n] for n in names}
+    return {**out, **extra}
 
 
 class SavedFile(type(Path())):

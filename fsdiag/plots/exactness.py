@@ -10,7 +10,7 @@ import numpy as np
 
 from ._common import LEGEND_FONT
 
-__all__ = ["compute_sweep_figure", "floor_crossings"]
+__all__ = ["compute_sweep_figure", "floor_crossings", "tv_excluded_time_figure"]
 
 _STYLE = {"smc": dict(ls="-", marker="o"), "guidance": dict(ls="--", marker="s"), "daps": dict(ls=":", marker="^")}
 _X = {"evaluations": "denoiser evaluations (particles × passes)", "wall_s": "wall time (s)"}
@@ -93,4 +93,32 @@ def compute_sweep_figure(results: dict, *, x: str = "evaluations", y: str = "tv_
         ax.axis("off")
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
                fontsize=LEGEND_FONT, frameon=False)
+    return fig
+
+
+def tv_excluded_time_figure(table, *, colors: dict, faded: str = "defaults"):
+    """Three bar panels, one bar per run (table: rows with "sampler", "settings", "TV classes",
+    "floor", "excluded", "time (s)"): the TV over classes with the run's Monte Carlo floor as a
+    grey tick, the mass on excluded classes and the wall time (log scale); runs at the `faded`
+    settings drawn lighter."""
+    import matplotlib.pyplot as plt
+    need = {"sampler", "settings", "TV classes", "floor", "excluded", "time (s)"}
+    if not need <= set(table.columns):
+        raise ValueError(f"table: expected columns {sorted(need)}, missing {sorted(need - set(table.columns))}")
+    n = len(table)
+    fig, axes = plt.subplots(1, 3, figsize=(8.4, 0.45 * n + 1.4), layout="constrained", sharey=True)
+    labels = [f"{s} ({w})" for s, w in zip(table["sampler"], table["settings"])]
+    pos = np.arange(n)[::-1]
+    cols = [colors[s] for s in table["sampler"]]
+    alphas = [0.45 if w == faded else 1.0 for w in table["settings"]]
+    names = {"TV classes": "TV over classes", "excluded": "mass on excluded classes", "time (s)": "wall time (s)"}
+    for ax, key in zip(axes, names):
+        for p, v, c, a in zip(pos, table[key], cols, alphas):
+            ax.barh(p, v, color=c, alpha=a)
+        ax.set_xlabel(names[key])
+    for p, f in zip(pos, table["floor"]):
+        axes[0].plot([f, f], [p - 0.4, p + 0.4], color="0.3", lw=2)
+    axes[0].set_xlim(0, 1)
+    axes[0].set_yticks(pos, labels, fontsize=9)
+    axes[2].set_xscale("log")
     return fig

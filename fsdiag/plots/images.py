@@ -52,23 +52,40 @@ def _text_width(text: str) -> float:
     return TextToPath().get_text_width_height_descent(text, FontProperties(size=FONT), ismath=False)[0]
 
 
+def _wrap_label(name: str, room: float) -> str:
+    """`name` broken at spaces into lines of at most `room` points where it can be; a single word
+    still too wide is shortened to fit, ending in '.'."""
+    lines, cur = [], ""
+    for word in name.split(" "):
+        trial = f"{cur} {word}" if cur else word
+        if cur and _text_width(trial) > room:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = trial
+    lines.append(cur)
+    out = []
+    for line in lines:
+        while " " not in line and len(line) > 2 and _text_width(line) > room:
+            line = line[:-2].rstrip() + "."
+        out.append(line)
+    return "\n".join(out)
+
+
 def _horizontal_labels(ax, positions, names, *, width: float) -> None:
     """Horizontal x tick labels for a panel about `width` inches wide, at FONT points: the full
-    names where they fit side by side; else every other label dropped a line (twice the room);
-    else names shortened to fit that room, ending in '.'."""
+    names where they fit side by side; else every other label dropped (twice the room), names of
+    several words broken onto lines and a single word too wide shortened, ending in '.'."""
     names = [str(n) for n in names]
     room = width * 72 / max(len(names), 1)                  # points between neighbouring labels
     ax.set_xticks(positions, names, fontsize=FONT, rotation=0)
     if max((_text_width(n) for n in names), default=0.0) <= 0.85 * room:
         return
-    fit = []
-    for n in names:
-        while len(n) > 2 and _text_width(n) > 1.7 * room:
-            n = n[:-2].rstrip() + "."
-        fit.append(n)
+    fit = [_wrap_label(n, 1.7 * room) for n in names]
     ax.set_xticks(positions, fit, fontsize=FONT, rotation=0)
+    depth = max(f.count("\n") + 1 for f in fit)
     for tick in ax.xaxis.get_major_ticks()[1::2]:
-        tick.set_pad(tick.get_pad() + 1.25 * FONT)
+        tick.set_pad(tick.get_pad() + 1.25 * FONT * depth)
 
 
 def _plain(v, _pos=None) -> str:
