@@ -195,10 +195,10 @@ def run_params(namespace: dict, chapter: str, *, drop=("n_threads",), **extra) -
     """The parameters a chapter records in metrics.json: every parameter of its spec found in
     `namespace` (the notebook's globals()) except device, out_dir, overwrite and `drop`; lists
     copied; `extra` entries added (thresholds the chapter fixes, say)."""
-    from .chapters import _specs
+    from .chapters import spec
     if not isinstance(namespace, dict):
         raise TypeError(f"namespace: expected a dict such as globals(), got {type(namespace).__name__}")
-    names = [n for n in _specs(chapter) if n not in ("device", "out_dir", "overwrite", *drop)]
+    names = [n for n in spec(chapter) if n not in ("device", "out_dir", "overwrite", *drop)]
     missing = [n for n in names if n not in namespace]
     if missing:
         raise ValueError(f"namespace: parameters {missing} of {chapter} are not defined")
