@@ -2,6 +2,8 @@
 the prior's (docs/design.md §3.3, §4). Every approximation in `fsdiag.METHODS` runs through this loop."""
 from __future__ import annotations
 
+import math
+
 import torch
 from tqdm import tqdm
 
@@ -64,7 +66,7 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
         z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
         mean, var = (ddpm_ancestral(x, score, abar_t, abar_s) if ddpm
                      else vp_euler_maruyama(schedule, x, score, t, s))
-        x = mean + var ** 0.5 * z
+        x = mean + math.sqrt(var) * z
         check_particles(x, f"sample: method {approx.name!r}", s, k, n_steps, scale)
     rec.add(float(grid[-1]), x, final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
     return rec.run(x, approx.name, approx, schedule, n_steps, seed, generator, approx.params)

@@ -93,7 +93,7 @@ def lgd_mc(prior, lik, *, n_particles: int = 1024, n_steps: int = 500, t_min: fl
         score = score_from_mean(x, g.tweedie, abar_t) + scale * g.likelihood_score
         z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
         mean, var = ddpm_ancestral(x, score, abar_t, abar_s) if ddpm else vp_euler_maruyama(schedule, x, score, t, s)
-        x = mean + var ** 0.5 * z
+        x = mean + math.sqrt(var) * z
         check_particles(x, "lgd_mc", s, k, n_steps, data)
     rec.add(float(grid[-1]), x, final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
     params = {"n_mc": n_mc, "r2": r2, "r_scale": r_scale, "scale": scale}
