@@ -137,6 +137,12 @@ def gpu_profile_13() -> dict:
 GPU_COUNTS_13 = dict(n_patches=400, sweep_sizes=[300, 1000], n_particles=16, n_steps=10, sweep_particles=16,
                   sweep_steps=10, n_candidates=5, device="cpu", n_threads=1)
 
+NB_14 = "14_leaderboard.ipynb"
+
+TINY_14 = dict(problems=["three_atoms", "gmm2d"], budgets=[24], n_particles=128, baseline_budgets=[10],
+               n_baseline=128)
+
+
 # ---------------------------------------------------------------- what each chapter is run with
 
 CHAPTERS = {
@@ -223,6 +229,13 @@ CHAPTERS = {
     (dict(tweedie_times=[2.0]), "tweedie_times", "ValueError"),
     (dict(patch_size=7, operators=["downsampling"]), "patch_size", "ValueError"),
     (dict(n_atom=10), "n_atom", "ValueError"),
+]),
+    NB_14[:-6]: dict(tiny=TINY_14, figures=["tv_vs_budget", "tv_vs_wall_time", "board"],
+                      bad=[
+    (dict(problems=["digits"]), "problems", "ValueError"),
+    (dict(budgets=[1]), "budgets", "ValueError"),
+    (dict(samplers=["sigma_dsp"]), "samplers", "ValueError"),
+    (dict(n_particles=2.5), "n_particles", "TypeError"),
 ]),
 }
 
@@ -857,6 +870,49 @@ def c13_growth_sweep_and_verdict(path, metrics):
     assert v["status"] in {"supported", "partly supported"}
 
 
+def c14_every_registered_sampler_is_judged_or_said_why_not(path, metrics):
+    from fsdiag.leaderboard import ENTRIES
+    rows = metrics["rows"]
+    assert {r["sampler"] for r in rows} == set(ENTRIES)
+    assert all(r["status"] in ("done", "n/a") for r in rows), [r for r in rows if r["status"] == "failed"]
+    assert all(r["error"] for r in rows if r["status"] == "n/a")
+    for problem, budgets in metrics["ranking"].items():
+        for entries in budgets.values():
+            done = [e for e in entries if e["status"] == "done"]
+            assert [e["rank"] for e in done] == list(range(1, len(done) + 1))
+
+
+def c14_budgets_are_spent_not_exceeded(path, metrics):
+    for r in metrics["rows"]:
+        if r["status"] == "done":
+            assert 0.5 * r["nfe"] <= r["nfe_used"] <= r["nfe"], r
+
+
+def c14_the_exact_control_sits_near_its_floor(path, metrics):
+    for problem, c in metrics["exact_control"].items():
+        assert c["ratio"] <= 2.0, (problem, c)
+    assert set(metrics["exact_control"]) == set(TINY_14["problems"])
+
+
+def c14_clip_sample_destroys_atoms_outside_the_unit_interval(path, metrics):
+    base = metrics["solver_baseline"]
+    if not base:
+        pytest.skip("diffusers is not installed")
+    b = TINY_14["baseline_budgets"][0]
+    assert base["clipped"]["DDIM"][str(b)] > 2 * base["clean"]["DDIM"][str(b)] > 0
+    assert base["clean"]["DDIM"][str(b)] < 0.15 and base["clean"]["DPMSolver"][str(b)] < 0.15   # the solvers alone
+
+
+def c14_findings_follow_from_the_ranking(path, metrics):
+    found = metrics["findings"]
+    for problem, entries in metrics["ranking"].items():
+        last = max(entries, key=int)
+        approx = [e for e in entries[last] if e["status"] == "done" and e["sampler"] != "exact"]
+        assert found["wins"][problem] == approx[0]["sampler"]
+        failing = {e["sampler"] for e in approx if e["ratio"][0] > 2.0}
+        assert failing == {s for s, ps in found["fails"].items() if problem in ps}
+
+
 CLAIMS = [
     (NB_01[:-6], c01_fitted_slopes_are_near_minus_one_half),
     (NB_01[:-6], c01_errors_shrink_from_smallest_to_largest_n),
@@ -917,6 +973,11 @@ CLAIMS = [
     (NB_13[:-6], c13_exact_sampler_within_floor_and_some_approximation_hallucinates),
     (NB_13[:-6], c13_tweedie_mean_blur_increases_with_t),
     (NB_13[:-6], c13_growth_sweep_and_verdict),
+    (NB_14[:-6], c14_every_registered_sampler_is_judged_or_said_why_not),
+    (NB_14[:-6], c14_budgets_are_spent_not_exceeded),
+    (NB_14[:-6], c14_the_exact_control_sits_near_its_floor),
+    (NB_14[:-6], c14_clip_sample_destroys_atoms_outside_the_unit_interval),
+    (NB_14[:-6], c14_findings_follow_from_the_ranking),
 ]
 
 

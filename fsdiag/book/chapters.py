@@ -9,7 +9,8 @@ __all__ = ["CHAPTERS", "MANIFOLD_OPERATORS", "IMAGING_OPERATORS", "spec", "check
 
 CHAPTERS = ("01_finite_sample_lens", "02_headline_heatmaps", "03_posterior_spread", "04_early_stopping",
             "05_mode_reweighting", "06_hallucination", "07_minimal_cause", "08_diagnose_your_sampler",
-            "09_judging_deepinv", "10_exact_in_the_limit", "11_conventions", "12_whose_error", "13_imaging")
+            "09_judging_deepinv", "10_exact_in_the_limit", "11_conventions", "12_whose_error", "13_imaging",
+            "14_leaderboard")
 
 # Chapter 6: the nonlinear operators each manifold is measured through.
 MANIFOLD_OPERATORS = {"swiss_roll": ["radial", "polar_angle", "mlp"], "torus": ["radial", "mlp"],
@@ -98,6 +99,14 @@ def _specs(chapter: str) -> dict:
                 "tmpd_cg_iters": Int(min=1), "sweep_sizes": ListOf(Int(min=10), min_len=0, unique=True),
                 "sweep_operator": Choice(*IMAGING_OPERATORS), "sweep_methods": Methods(),
                 "sweep_particles": Int(min=2), "sweep_steps": Int(min=1), "n_threads": Int(min=1)}
+    if chapter == "14_leaderboard":
+        from ..leaderboard import ENTRIES
+        from ..problems import PROBLEMS
+        return {"seed": Seed(), "n_seeds": Int(min=1), "problems": ListOf(Choice(*PROBLEMS), min_len=1),
+                "budgets": ListOf(Int(min=2), min_len=1), "n_particles": Int(min=2),
+                "samplers": ListOf(Choice(*ENTRIES), min_len=0), "baseline_problem": Choice(*PROBLEMS),
+                "baseline_budgets": ListOf(Int(min=2), min_len=1), "n_baseline": Int(min=2),
+                "n_threads": Int(min=1)}
     from .._checks import did_you_mean
     raise ValueError(f"chapter: expected one of {', '.join(CHAPTERS)}, got {chapter!r}{did_you_mean(chapter, CHAPTERS)}")
 
