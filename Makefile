@@ -17,7 +17,7 @@ setup:
 	$(PIP) install --quiet --progress-bar off -e ".[deepinv,diffusers]" "torch==$$($(PYTHON) -c 'import torch; print(torch.__version__.split("+")[0])')"
 
 book: setup
-	@echo "[book] executing the 13 chapters (CPU profile; each logs 'Executing' then its time) and building _build/html"
+	@echo "[book] executing the 14 chapters (CPU profile; each logs 'Executing' then its time) and building _build/html"
 	jupyter-book build . -W -n --keep-going
 
 test: setup
