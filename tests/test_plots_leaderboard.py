@@ -27,7 +27,8 @@ def test_pareto_front_keeps_only_points_no_other_beats_on_both():
 def test_budget_figure_draws_one_line_per_judged_sampler_and_problem():
     fig = budget_figure(RANKING)
     axes = [ax for ax in fig.axes if ax.get_title()]
-    assert [ax.get_title() for ax in axes] == ["three_atoms", "gmm2d"]
+    assert [ax.get_title() for ax in axes] == ["three atoms", "gmm2d"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["exact", "sigma_dps", "tmpd"]   # every sampler once
     lines = {ln.get_label() for ln in axes[0].lines if not ln.get_label().startswith("_")}
     assert {"exact", "sigma_dps", "tmpd"} <= lines | {c.get_label() for c in axes[0].containers}
     tmpd = next(c for c in axes[0].containers if c.get_label() == "tmpd")

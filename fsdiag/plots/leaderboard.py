@@ -14,12 +14,13 @@ __all__ = ["sampler_colors", "budget_figure", "pareto_figure", "pareto_front", "
 
 
 def sampler_colors(names) -> dict:
-    """One colour per sampler, stable across figures (sorted names over tab20, the exact sampler black)."""
+    """One colour per sampler, stable across figures (sorted names over tab20, tab20b and tab20c:
+    60 distinct colours; the exact sampler black)."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab20"]
+    palette = [matplotlib.colormaps[m](k) for m in ("tab20", "tab20b", "tab20c") for k in range(20)]
     others = sorted(n for n in set(names) if n != "exact")
-    colors = {n: cmap(k % 20) for k, n in enumerate(others)}
+    colors = {n: palette[k % len(palette)] for k, n in enumerate(others)}
     colors["exact"] = (0.0, 0.0, 0.0, 1.0)
     return colors
 
@@ -58,19 +59,28 @@ def _panels(ranking: dict, problems, ncols: int):
     return fig, list(axes.flat)[:len(problems)], sampler_colors(names)
 
 
-def _finish(fig, axes, problems, xlabel: str):
-    """Log axes, titles, the exact sampler's level (1) and one legend under the grid."""
+def _finish(fig, axes, problems, xlabel: str, xticks=None):
+    """Log axes, titles, the exact sampler's level (1) and one legend of every sampler under the grid."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    legend = {}
     for ax, problem in zip(axes, problems):
         ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(problem, fontsize=FONT + 1)
+        ax.xaxis.set_minor_formatter(NullFormatter())          # no crowded 2x10^-1, 3x10^-1, ... labels
+        if xticks is not None:
+            ax.set_xticks(xticks)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_title(problem.replace("_", " "), fontsize=FONT + 1)
         ax.set_xlabel(xlabel, fontsize=FONT)
         ax.set_ylabel("TV / floor", fontsize=FONT)
         ax.tick_params(labelsize=FONT)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=LEGEND_FONT,
-               frameon=False)
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, h)
+    labels = sorted(legend, key=lambda n: (n != "exact", n))
+    fig.legend([legend[n] for n in labels], labels, loc="outside lower center", ncols=min(6, len(labels)),
+               fontsize=LEGEND_FONT, frameon=False)
     return fig
 
 
@@ -86,7 +96,8 @@ def budget_figure(ranking: dict, *, problems=None, ncols: int = 4):
             m, lo, hi = (np.maximum(np.array([p[1]["ratio"][i] for p in pts], dtype=float), 1e-2) for i in range(3))
             ax.errorbar(b, m, yerr=[m - lo, hi - m], color=colors[name], marker="o", ms=3,
                         lw=2.0 if name == "exact" else 1.2, capsize=2, label=name)
-    return _finish(fig, axes, problems, "evaluations per particle")
+    budgets = sorted({int(b) for p in problems for b in ranking[p]})
+    return _finish(fig, axes, problems, "evaluations per particle", xticks=budgets)
 
 
 def pareto_figure(ranking: dict, *, problems=None, ncols: int = 4):
@@ -137,6 +148,7 @@ def leaderboard_map(ranking: dict, *, budget: int, problems=None):
     grid, names = grid[order], [names[i] for i in order]
     fig, ax = plt.subplots(figsize=(1.0 * len(problems) + 2.2, 0.34 * len(names) + 1.6), layout="constrained")
     im = ax.imshow(np.log10(np.maximum(grid, 1e-2)), cmap="magma_r", vmin=0.0, aspect="auto")
+    ax.grid(False)
     for i in range(len(names)):
         for j in range(len(problems)):
             if not np.isnan(grid[i, j]):
