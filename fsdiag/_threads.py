@@ -7,11 +7,13 @@ with one. Large calls (images, 10^4+ atoms) keep the caller's thread count.
 """
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
 
-__all__ = ["threads_for", "SMALL_WORK"]
+__all__ = ["threads_for", "run_ordered", "SMALL_WORK"]
 
 # Multiply-adds (batch x atoms x d) below which one thread is used. A call this size takes a few
 # milliseconds on one core, so splitting it cannot win much and can lose a lot.
@@ -32,3 +34,78 @@ def threads_for(work: float, device: torch.device | None = None):
         yield
     finally:
         torch.set_num_threads(n)
+
+
+# Worker threads for `run_ordered` (created on first use, reused: each keeps its OpenMP state).
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE < n:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL, _POOL_SIZE = ThreadPoolExecutor(n, thread_name_prefix="fsdiag-split"), n
+        return _POOL
+
+
+def run_ordered(n: int, fn, consume, threads: int, window: int | None = None) -> None:
+    """consume(i, fn(i)) for i in range(n), with the fn(i) computed on `threads` Python threads
+    (this one and threads - 1 pooled workers), each at one intra-op thread, and consume called
+    in index order (whatever thread finished which item, the results are combined in one order:
+    the numbers are those of the sequential loop). Items are handed out one at a time as threads
+    come free (a thread that the OS deschedules on a busy machine holds up one item, not half the
+    work, as a static split would), at most `window` (default 2 x threads) items ahead of the
+    oldest one not yet consumed (the finished ones wait in memory). torch's ops release the GIL,
+    so the threads run in parallel; the process's intra-op thread count is 1 meanwhile (torch's
+    setting is process-wide) and restored after. The first exception is raised after every
+    thread has stopped."""
+    if threads <= 1 or n <= 1:
+        for i in range(n):
+            consume(i, fn(i))
+        return
+    window = 2 * threads if window is None else max(1, window)
+    cv = threading.Condition()
+    state = {"next": 0, "done": 0, "error": None}
+    pending: dict = {}
+
+    def work():
+        while True:
+            with cv:
+                i = state["next"]
+                if state["error"] is not None or i >= n:
+                    return
+                state["next"] = i + 1
+                while i >= state["done"] + window and state["error"] is None:
+                    cv.wait()
+                if state["error"] is not None:
+                    return
+            try:
+                result = fn(i)
+                with cv:
+                    pending[i] = result
+                    while state["done"] in pending:       # consume in order, under the lock
+                        consume(state["done"], pending.pop(state["done"]))
+                        state["done"] += 1
+                    cv.notify_all()
+            except BaseException as err:  # noqa: BLE001 - re-raised by the caller below
+                with cv:
+                    if state["error"] is None:
+                        state["error"] = err
+                    cv.notify_all()
+                return
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        futures = [_pool(threads - 1).submit(work) for _ in range(threads - 1)]
+        work()
+        for f in futures:
+            f.result()
+    finally:
+        torch.set_num_threads(before)
+    if state["error"] is not None:
+        raise state["error"]
