@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .._threads import SMALL_WORK, run_ordered, threads_for
+from .._threads import run_ordered, threads_for
 from . import fused
 from .nearest import Nearest, nearest
 from .store import AtomStore
@@ -29,6 +29,8 @@ __all__ = ["Engine", "ROUTES", "FLASH_MIN_ATOMS", "check_result"]
 
 ROUTES = ("auto", "flash", "torch")
 FLASH_MIN_ATOMS = 128
+# Atom entries (N x d) from which log_likelihoods runs its ~1 MiB float64 blocks on threads (4 blocks).
+BLOCKS_WORK = 1 << 19
 
 
 def check_result(name: str, *tensors: torch.Tensor) -> None:
@@ -55,7 +57,7 @@ class Engine(AtomStore):
 
     # --------------------------------------------------------------- routes
     def use_flash(self, x: torch.Tensor, has_ll: bool = False) -> bool:
-        """Route "auto": the fused kernel where one exists for this device and dtype, where it is
+        """(has_ll: the keys carry a likelihood column, `fused.ll_column`.) Route "auto": the fused kernel where one exists for this device and dtype, where it is
         expected to win (fused.Kernel.max_width; on the CPU at any width), and where its self-check
         passed. Not under autograd or a torch.func transform (its backward is slow and less
         accurate; forward AD has no rule for it), not for an empty batch (it crashes the CPU
@@ -84,14 +86,15 @@ class Engine(AtomStore):
         if per_row and route == "flash":
             raise ValueError("route: the fused kernel takes one noise level per call; use 'torch'")
         xq = x - a * self.center
-        flash = (not per_row and self.use_flash(x, ll is not None)) if route == "auto" else route == "flash"
+        col = fused.ll_column(ll, heads)      # the fused keys' width: d + 1 + col
+        flash = (not per_row and self.use_flash(x, col)) if route == "auto" else route == "flash"
         with threads_for(len(heads) * x.shape[0] * self.n_atoms * self.dim, self.device):
             log_norm = None
             if flash and route == "auto":
                 try:
                     log_norm, mean = fused.flash_pass(self, xq, a, b2, ll, heads)
                 except RuntimeError as err:   # a kernel that passed its self-check fails here: fall back for good
-                    fused.disable(self.device, self.dtype, self.dim, ll is not None,
+                    fused.disable(self.device, self.dtype, self.dim, col,
                                   f"it raised {type(err).__name__} at batch {x.shape[0]}, {self.n_atoms} "
                                   f"atoms: {fused.first_line(err)}")
             elif flash:
@@ -162,7 +165,8 @@ class Engine(AtomStore):
     def block_threads(self, lik) -> int:
         """Threads for `log_likelihoods`' blocks: on the CPU, torch's intra-op thread count for a
         likelihood whose log_prob is safe to call from several threads at once (a
-        GaussianLikelihood with one of fsdiag.forward's models: pure tensor functions), else 1.
+        GaussianLikelihood with one of fsdiag.forward's models: pure tensor functions) from 4
+        blocks on (BLOCKS_WORK entries), else 1.
         Its ~1 MiB blocks are too small to split each op between threads (at MNIST size 360
         blocks x ~10 ops: with two intra-op threads on a busy 2-core machine each op waited
         for the other thread, 3 s against 0.2 s on one thread); whole blocks on separate threads
@@ -172,7 +176,7 @@ class Engine(AtomStore):
 
         if (self.device.type != "cpu" or type(lik) is not GaussianLikelihood
                 or type(lik.forward).__module__ != ForwardModel.__module__
-                or self.n_atoms * self.dim < SMALL_WORK):
+                or self.n_atoms * self.dim < BLOCKS_WORK):
             return 1
         return torch.get_num_threads()
 
