@@ -4,6 +4,11 @@ A streamed kernel call on a small problem (the 1-D and 2-D chapters: a few hundr
 thousand particles) is dominated by per-call overhead, and torch's intra-op threads only add
 synchronisation: on a loaded 2-core machine one step took ~100 ms with 2 threads against ~1 ms
 with one. Large calls (images, 10^4+ atoms) keep the caller's thread count.
+
+The same holds for every small op around a large one: each op split between threads waits for
+all of them, and on a busy machine one of them is often descheduled for a whole time slice.
+`run_ordered` therefore splits large work into whole items on Python threads that each run at
+one intra-op thread (the CPU fused route's chunks of atoms), not each op between threads.
 """
 from __future__ import annotations
 
@@ -13,27 +18,47 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["threads_for", "run_ordered", "SMALL_WORK"]
+__all__ = ["threads_for", "thread_budget", "run_ordered", "SMALL_WORK"]
 
 # Multiply-adds (batch x atoms x d) below which one thread is used. A call this size takes a few
 # milliseconds on one core, so splitting it cannot win much and can lose a lot.
 SMALL_WORK = 2 ** 25
 
 
+_LOCAL = threading.local()      # .budget: the caller's thread count inside a one-thread block
+
+
+def thread_budget() -> int:
+    """The intra-op threads the caller gave torch: torch.get_num_threads(), except inside a block
+    that `threads_for` (or `run_ordered`) ran on fewer, where it is the count outside that block."""
+    budget = getattr(_LOCAL, "budget", None)
+    return torch.get_num_threads() if budget is None else budget
+
+
 @contextmanager
 def threads_for(work: float, device: torch.device | None = None):
-    """Run the block with one intra-op thread when `work` is below SMALL_WORK (CPU only: on
-    another `device` the block's kernels do not use these threads, and the thread count is left
-    alone, saving two set_num_threads calls per kernel call)."""
-    n = torch.get_num_threads()
-    if n == 1 or work >= SMALL_WORK or (device is not None and torch.device(device).type != "cpu"):
+    """Run the block with one intra-op thread when `work` is below SMALL_WORK, else with the
+    caller's count (`thread_budget`: a large kernel inside a one-thread block, e.g. a sampler's
+    step of small (B, d) updates around the reduction over the atoms, gets the caller's threads
+    back). CPU only: on another `device` the block's kernels do not use these threads, and the
+    thread count is left alone, saving two set_num_threads calls per kernel call."""
+    if device is not None and torch.device(device).type != "cpu":
         yield
         return
-    torch.set_num_threads(1)
+    budget = thread_budget()
+    want = 1 if work < SMALL_WORK else budget
+    now = torch.get_num_threads()
+    if want == now:
+        yield
+        return
+    before = getattr(_LOCAL, "budget", None)
+    _LOCAL.budget = budget
+    torch.set_num_threads(want)
     try:
         yield
     finally:
-        torch.set_num_threads(n)
+        torch.set_num_threads(now)
+        _LOCAL.budget = before
 
 
 # Worker threads for `run_ordered` (created on first use, reused: each keeps its OpenMP state).
@@ -98,8 +123,9 @@ def run_ordered(n: int, fn, consume, threads: int, window: int | None = None) ->
                     cv.notify_all()
                 return
 
-    before = torch.get_num_threads()
+    before, budget = torch.get_num_threads(), getattr(_LOCAL, "budget", None)
     torch.set_num_threads(1)
+    _LOCAL.budget = 1                    # fn on this thread: one intra-op thread, nested blocks too
     try:
         futures = [_pool(threads - 1).submit(work) for _ in range(threads - 1)]
         work()
@@ -107,5 +133,6 @@ def run_ordered(n: int, fn, consume, threads: int, window: int | None = None) ->
             f.result()
     finally:
         torch.set_num_threads(before)
+        _LOCAL.budget = budget
     if state["error"] is not None:
         raise state["error"]

@@ -353,3 +353,34 @@ def test_run_ordered_consumes_in_order_and_raises_after_all_threads_stop():
         run_ordered(40, bad, lambda i, r: got.append(i), 3)
     assert got == list(range(len(got))) and 5 not in got
     assert torch.get_num_threads() == before
+
+
+def test_threads_for_gives_a_large_block_the_callers_threads_back():
+    """A large kernel inside a one-thread block (a sampler's step of small (B, d) ops around the
+    reduction over the atoms) runs at the caller's thread count; inside run_ordered's items the
+    budget is one thread, nested blocks included; every count is restored."""
+    from fsdiag._threads import SMALL_WORK, run_ordered, thread_budget, threads_for
+
+    before = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(2)
+        with threads_for(1):
+            assert torch.get_num_threads() == 1 and thread_budget() == 2
+            with threads_for(SMALL_WORK):
+                assert torch.get_num_threads() == 2
+                with threads_for(1):
+                    assert torch.get_num_threads() == 1 and thread_budget() == 2
+                assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+
+            def item(i):
+                with threads_for(SMALL_WORK):
+                    seen.append((torch.get_num_threads(), thread_budget()))
+
+            run_ordered(4, item, lambda i, r: None, 2)
+            assert torch.get_num_threads() == 1 and thread_budget() == 2
+        assert torch.get_num_threads() == 2 and thread_budget() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert set(seen) == {(1, 1)}

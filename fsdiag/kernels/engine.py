@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .._threads import run_ordered, threads_for
+from .._threads import run_ordered, thread_budget, threads_for
 from . import fused
 from .nearest import Nearest, nearest
 from .store import AtomStore
@@ -81,28 +81,36 @@ class Engine(AtomStore):
             route = self.route
         if route not in ROUTES:
             raise ValueError(f"route: expected one of {ROUTES}, got {route!r}")
-        ll, shift = (None, 0.0) if log_lik is None else self.shifted_log_lik(log_lik)
+        with threads_for(0, self.device):     # O(N) and O(B d) ops: one intra-op thread (_threads)
+            ll, shift = (None, 0.0) if log_lik is None else self.shifted_log_lik(log_lik)
         per_row = isinstance(a, torch.Tensor)
         if per_row and route == "flash":
             raise ValueError("route: the fused kernel takes one noise level per call; use 'torch'")
-        xq = x - a * self.center
+        with threads_for(0, self.device):
+            xq = x - a * self.center
         col = fused.ll_column(ll, heads)      # the fused keys' width: d + 1 + col
         flash = (not per_row and self.use_flash(x, col)) if route == "auto" else route == "flash"
         with threads_for(len(heads) * x.shape[0] * self.n_atoms * self.dim, self.device):
             log_norm = None
-            if flash and route == "auto":
-                try:
-                    log_norm, mean = fused.flash_pass(self, xq, a, b2, ll, heads)
-                except RuntimeError as err:   # a kernel that passed its self-check fails here: fall back for good
-                    fused.disable(self.device, self.dtype, self.dim, col,
-                                  f"it raised {type(err).__name__} at batch {x.shape[0]}, {self.n_atoms} "
-                                  f"atoms: {fused.first_line(err)}")
-            elif flash:
-                log_norm, mean = fused.flash_pass(self, xq, a, b2, ll, heads)
+            if flash:
+                # The CPU route splits its chunks of atoms between `split` Python threads; every op
+                # around and between the kernel calls runs at one intra-op thread (fused.key_threads).
+                split = fused.key_threads(self, len(heads) * x.shape[0], self.n_atoms)
+                with threads_for(0, self.device):
+                    if route == "auto":
+                        try:
+                            log_norm, mean = fused.flash_pass(self, xq, a, b2, ll, heads, threads=split)
+                        except RuntimeError as err:   # a kernel that passed its self-check fails here: fall back for good
+                            fused.disable(self.device, self.dtype, self.dim, col,
+                                          f"it raised {type(err).__name__} at batch {x.shape[0]}, {self.n_atoms} "
+                                          f"atoms: {fused.first_line(err)}")
+                    else:
+                        log_norm, mean = fused.flash_pass(self, xq, a, b2, ll, heads, threads=split)
             if log_norm is None:
                 log_norm, mean = softmax_pass(self, xq, a, b2, ll, heads)
-        mean = mean + self.center
-        check_result("x", log_norm, mean)
+        with threads_for(0, self.device):
+            mean = mean + self.center
+            check_result("x", log_norm, mean)
         return log_norm, mean, shift
 
     def cov(self, x: torch.Tensor, a, b2, v: torch.Tensor, mean: torch.Tensor):
@@ -178,5 +186,5 @@ class Engine(AtomStore):
                 or type(lik.forward).__module__ != ForwardModel.__module__
                 or self.n_atoms * self.dim < BLOCKS_WORK):
             return 1
-        return torch.get_num_threads()
+        return thread_budget()
 
