@@ -280,7 +280,7 @@ def ratios_worker(args) -> dict:
     mb = torch.randn(4096, 4096, generator=g)
     xa = torch.randn(B, d, generator=g)
     mm_out, sq_out = torch.empty(B, N), torch.empty(4096, 4096)
-    kw = dict(method="fsr", n_particles=B, n_steps=args.ratio_steps, record=0, progress=False, seed=1)
+    kw = {"method": "fsr", "n_particles": B, "n_steps": args.ratio_steps, "record": 0, "progress": False, "seed": 1}
     counts = sorted({1, all_threads})
     times = {(th, k): [] for th in counts for k in ("square", "shape", "sample")}
     samples = {}

@@ -217,7 +217,8 @@ def flash_pass(store, xq: torch.Tensor, a: float, b2: float, ll: torch.Tensor | 
     exp, sum and the weighted sum of values, on chip) on queries Q = [xq a/b^2, 1, h, 0...]
     and keys = values = [x^(i) - c, bias_i, l_i, 0...] (the bias folded into extra key
     columns; h = 1 adds the log-likelihood; zero columns pad the width to the kernel's
-    alignment; when every head is conditional, keys [x^(i) - c, bias_i + l_i, 0...]: ll_column). 16-bit atoms are widened into the float32 keys. Chunks of atoms are merged
+    alignment; when every head is conditional, keys [x^(i) - c, bias_i + l_i, 0...]:
+    ll_column). 16-bit atoms are widened into the float32 keys. Chunks of atoms are merged
     exactly from each call's log-sum-exp, in the order of the atoms. On the CPU with several
     intra-op threads (`threads`: default `key_threads`) the chunks are split between that many
     Python threads, each running its chunks' key building and kernel calls at one intra-op
