@@ -257,7 +257,7 @@ def ratios_worker(args) -> dict:
        share of a square 4096^2 float32 matmul's flop rate at the same thread count; at one
        thread and at --threads (default: all of torch's threads), timed in turns (min of
        --rounds; each matmul min of 3). The same-shape (B x d) @ (d x N) matmul's rate is shown too.
-    2. d = 1 (--gmm-atoms atoms of the paper's two-mode mixture, --gmm-particles particles,
+    2. d = 1 (--ratio-1d-atoms atoms of the paper's two-mode mixture, --ratio-1d-particles particles,
        float64, record=0, one thread): the whole fsdiag.sample call against the lean replica
        (replica_sample: the same steps and draws, the same final Tweedie mean), both with
        --ratio-1d-steps steps, timed in turns (min of --rounds); their samples must agree. The
@@ -308,7 +308,7 @@ def ratios_worker(args) -> dict:
     # ---- 2. d = 1
     torch.set_num_threads(1)
     mix = GaussianMixture([0.3, 0.7], [[-2.0], [2.0]], [0.25, 0.25], dtype=torch.float64)
-    atoms = mix.sample(args.gmm_atoms, torch.Generator().manual_seed(0))
+    atoms = mix.sample(args.ratio_1d_atoms, torch.Generator().manual_seed(0))
     lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([1.0], dtype=torch.float64), 0.5)
     prior = fsdiag.EmpiricalPrior(atoms, device="cpu")
     sched = fsdiag.VPSchedule()
@@ -318,17 +318,17 @@ def ratios_worker(args) -> dict:
     ours, rep, floor = [], [], []
     blk = torch.linspace(-30.0, 0.0, 256 * 512, dtype=torch.float64).view(256, 512)
     blk_out = torch.empty_like(blk)
-    n_blk = -(-args.gmm_particles * args.gmm_atoms // blk.numel())
+    n_blk = -(-args.ratio_1d_particles * args.ratio_1d_atoms // blk.numel())
     for _ in range(args.rounds):
         t0 = time.perf_counter()
         for _ in range(n_blk):               # the floor: one exp per (particle, atom), in cache
             torch.exp(blk, out=blk_out)
         floor.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        xr, mr = replica_sample(atoms, ll, sched, args.gmm_particles, k1, 1e-2, torch.Generator().manual_seed(1))
+        xr, mr = replica_sample(atoms, ll, sched, args.ratio_1d_particles, k1, 1e-2, torch.Generator().manual_seed(1))
         rep.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        run = fsdiag.sample(prior, lik, method="fsr", n_particles=args.gmm_particles, n_steps=k1, record=0,
+        run = fsdiag.sample(prior, lik, method="fsr", n_particles=args.ratio_1d_particles, n_steps=k1, record=0,
                             progress=False, seed=1, t_min=1e-2)
         ours.append(time.perf_counter() - t0)
     torch.set_num_threads(all_threads)
@@ -523,6 +523,8 @@ def main(argv=None):
     p.add_argument("--mnist-steps", type=int, default=5, help="steps beyond the first, per round")
     p.add_argument("--ratio-steps", type=int, default=8, help="ratios task: fsdiag.sample steps at MNIST size")
     p.add_argument("--ratio-1d-steps", type=int, default=10, help="ratios task: steps of both d = 1 samplers")
+    p.add_argument("--ratio-1d-atoms", type=int, default=4096, help="ratios task: atoms at d = 1")
+    p.add_argument("--ratio-1d-particles", type=int, default=4096, help="ratios task: particles at d = 1")
     p.add_argument("--record", type=int, default=0,
                    help="recorded times in the mnist task (0: the final time only; a recorded step also "
                         "computes the prior mean, 1.5x the work of a step that is not)")
