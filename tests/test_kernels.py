@@ -384,3 +384,26 @@ def test_threads_for_gives_a_large_block_the_callers_threads_back():
     finally:
         torch.set_num_threads(before)
     assert set(seen) == {(1, 1)}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_run_ordered_works_in_a_forked_child():
+    """The worker pool does not survive a fork: a child starts its own (a task handed to the
+    inherited pool would never run, and run_ordered would wait forever)."""
+    import os
+
+    from fsdiag._threads import run_ordered
+
+    run_ordered(4, lambda i: i, lambda i, r: None, 2)          # the parent's pool exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                                # pragma: no cover - the child
+        try:
+            got = []
+            run_ordered(6, lambda i: 2 * i, lambda i, r: got.append(r), 2)
+            os.write(write, repr(got).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1000).decode() == repr([0, 2, 4, 6, 8, 10]) and status == 0
