@@ -4,11 +4,14 @@
     python benchmarks/bench_fsr.py --n-atoms 5000 --dim 64 --device cuda
     python benchmarks/bench_fsr.py --task gmm           # the paper code's gmm task, fsdiag vs the paper code's way
     python benchmarks/bench_fsr.py --task mnist         # fsdiag.sample at MNIST size vs the matmul peak; peak memory
+    python benchmarks/bench_fsr.py --task ratios        # the issue's ratios: MNIST-size share of a 4096^2 matmul at
+                                                        # 1 and all threads; d = 1 speed-up over the replica
     python benchmarks/bench_fsr.py --task storage       # float16/bfloat16 atom storage: error against float64
     python benchmarks/bench_fsr.py --task cuda          # on a GPU: routes x storage at three sizes (< 3 min, H200)
     python benchmarks/bench_fsr.py --task cuda --dry-run  # the same code on the CPU at tiny sizes (a smoke test)
 
-Tasks gmm, mnist and storage run on --threads threads (default 1: the machine is shared).
+Tasks gmm, mnist and storage run on --threads threads (default 1: the machine is shared);
+ratios on one thread and on --threads (default: all of torch's).
 
 --task score:
 The naive baseline is the paper code's way (fsdiag.oracle): the full (batch x N x d)
@@ -219,6 +222,127 @@ def mnist_worker(args) -> dict:
             "trajectory_mib": traj_mib, "peak_extra_mib": peak_extra, "prior_init_peak_extra_mib": init_extra}
 
 
+def replica_sample(atoms, log_lik, sched, n_particles, n_steps, t_min, generator):
+    """The paper code's way without autograd (a lean "difference-tensor replica"): per step the full
+    (B, N) logits log pi_i + l_i - ||x - a x^(i)||^2 / 2b^2 from the (B, N, d) difference tensor by
+    broadcasting, their softmax, the weighted sum of the atoms, the exact posterior score
+    (a E[x_0 | x_t, y] - x_t) / b^2 and fsdiag.sample's Euler-Maruyama step (same draws, same
+    order); then the final Tweedie mean (prior only), as fsdiag.sample returns it."""
+    N = atoms.shape[0]
+    lw = torch.full((N,), -math.log(N), dtype=atoms.dtype)
+    grid = sched.time_grid(n_steps, t_min).tolist()
+    x = torch.randn(n_particles, atoms.shape[1], generator=generator, dtype=atoms.dtype)
+
+    def mean(x, abar, bias):
+        a, b2 = math.sqrt(abar), 1.0 - abar
+        logits = bias - ((x[:, None, :] - a * atoms[None]) ** 2).sum(-1) / (2 * b2)
+        return torch.softmax(logits, 1) @ atoms
+
+    for k in range(n_steps):
+        t, s = grid[k], grid[k + 1]
+        abar = sched.alpha_bar(t)
+        score = (math.sqrt(abar) * mean(x, abar, lw + log_lik) - x) / (1.0 - abar)
+        beta, dt = sched.beta(t), t - s
+        z = torch.randn(x.shape, generator=generator, dtype=atoms.dtype)
+        x = x + (0.5 * beta * x + beta * score) * dt + math.sqrt(beta * dt) * z
+    return x, mean(x, sched.alpha_bar(grid[-1]), lw)
+
+
+def ratios_worker(args) -> dict:
+    """The issue's two ratios in one run.
+
+    1. MNIST size (--n-atoms x --dim synthetic pixels in [0, 1), --batch particles, float32, half
+       the pixels observed, record=0): fsdiag.sample(method="fsr") with --ratio-steps steps, counted
+       as 4 B N d flops per step and for the final Tweedie mean (setup charged to the call), as a
+       share of a square 4096^2 float32 matmul's flop rate at the same thread count; at one
+       thread and at --threads (default: all of torch's threads), timed in turns (min of
+       --rounds; each matmul min of 3). The same-shape (B x d) @ (d x N) matmul's rate is shown too.
+    2. d = 1 (--ratio-1d-atoms atoms of the paper's two-mode mixture, --ratio-1d-particles particles,
+       float64, record=0, one thread): the whole fsdiag.sample call against the lean replica
+       (replica_sample: the same steps and draws, the same final Tweedie mean), both with
+       --ratio-1d-steps steps, timed in turns (min of --rounds); their samples must agree. The
+       floor beside it: one float64 exp per (particle, atom) pair (torch.exp on a block in
+       cache), the least any exact step can do; replica step / that time bounds the speed-up."""
+    import fsdiag
+    from fsdiag.testbeds import GaussianMixture
+
+    all_threads = args.threads if args.threads_given else torch.get_num_threads()
+    out = {}
+    # ---- 1. MNIST size
+    g = torch.Generator().manual_seed(0)
+    N, d, B = args.n_atoms, args.dim, args.batch
+    atoms = torch.rand(N, d, generator=g, dtype=torch.float32)
+    mask = torch.rand(d, generator=g) < 0.5
+    y = atoms[0, mask].double() + 0.1 * torch.randn(int(mask.sum()), generator=g, dtype=torch.float64)
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Mask(mask), y, 0.1)
+    prior = fsdiag.EmpiricalPrior(atoms, device="cpu")
+    ma = torch.randn(4096, 4096, generator=g)
+    mb = torch.randn(4096, 4096, generator=g)
+    xa = torch.randn(B, d, generator=g)
+    mm_out, sq_out = torch.empty(B, N), torch.empty(4096, 4096)
+    kw = {"method": "fsr", "n_particles": B, "n_steps": args.ratio_steps, "record": 0, "progress": False, "seed": 1}
+    counts = sorted({1, all_threads})
+    times = {(th, k): [] for th in counts for k in ("square", "shape", "sample")}
+    samples = {}
+    fsdiag.sample(prior, lik, **{**kw, "n_steps": 1})     # warm-up: the fused kernel's one-time self-check
+    for _ in range(args.rounds):
+        for th in counts:
+            torch.set_num_threads(th)
+            for _ in range(3):
+                t0 = time.perf_counter(); torch.mm(ma, mb, out=sq_out); times[th, "square"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter(); torch.matmul(xa, atoms.T, out=mm_out); times[th, "shape"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); run = fsdiag.sample(prior, lik, **kw); times[th, "sample"].append(time.perf_counter() - t0)
+            samples[th] = run.samples
+    torch.set_num_threads(all_threads)
+    flops = 4.0 * B * N * d * (args.ratio_steps + 1)
+    for th in counts:
+        square = 2 * 4096 ** 3 / min(times[th, "square"])
+        shape = 2.0 * B * N * d / min(times[th, "shape"])
+        rate = flops / min(times[th, "sample"])
+        out[f"mnist_{th}thr_matmul4096_gflops"] = square / 1e9
+        out[f"mnist_{th}thr_sample_s"] = min(times[th, "sample"])
+        out[f"mnist_{th}thr_share_of_matmul4096"] = rate / square
+        out[f"mnist_{th}thr_share_of_same_shape_matmul"] = rate / shape
+    out["mnist_samples_max_abs_diff_across_threads"] = float((samples[counts[0]] - samples[counts[-1]]).abs().max())
+    del atoms, prior, ma, mb, mm_out, sq_out
+    # ---- 2. d = 1
+    torch.set_num_threads(1)
+    mix = GaussianMixture([0.3, 0.7], [[-2.0], [2.0]], [0.25, 0.25], dtype=torch.float64)
+    atoms = mix.sample(args.ratio_1d_atoms, torch.Generator().manual_seed(0))
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Identity(), torch.tensor([1.0], dtype=torch.float64), 0.5)
+    prior = fsdiag.EmpiricalPrior(atoms, device="cpu")
+    sched = fsdiag.VPSchedule()
+    ll = prior.log_likelihoods(lik)
+    k1 = args.ratio_1d_steps
+    fsdiag.sample(prior, lik, method="fsr", n_particles=64, n_steps=1, record=0, progress=False, seed=1)
+    ours, rep, floor = [], [], []
+    blk = torch.linspace(-30.0, 0.0, 256 * 512, dtype=torch.float64).view(256, 512)
+    blk_out = torch.empty_like(blk)
+    n_blk = -(-args.ratio_1d_particles * args.ratio_1d_atoms // blk.numel())
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        for _ in range(n_blk):               # the floor: one exp per (particle, atom), in cache
+            torch.exp(blk, out=blk_out)
+        floor.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        xr, mr = replica_sample(atoms, ll, sched, args.ratio_1d_particles, k1, 1e-2, torch.Generator().manual_seed(1))
+        rep.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run = fsdiag.sample(prior, lik, method="fsr", n_particles=args.ratio_1d_particles, n_steps=k1, record=0,
+                            progress=False, seed=1, t_min=1e-2)
+        ours.append(time.perf_counter() - t0)
+    torch.set_num_threads(all_threads)
+    out["d1_replica_s_per_step"] = min(rep) / k1
+    out["d1_fsdiag_s_per_step"] = min(ours) / k1
+    out["d1_speedup_vs_replica"] = min(rep) / min(ours)
+    out["d1_exp_pass_s"] = min(floor)
+    out["d1_exp_floor_speedup_vs_replica"] = min(rep) / k1 / min(floor)
+    out["d1_samples_max_abs_diff"] = float((run.samples - xr).abs().max())
+    out["d1_final_tweedie_max_abs_diff"] = float((run.tweedie[-1] - mr).abs().max())
+    out["threads"] = all_threads
+    return out
+
+
 def storage_worker(args) -> dict:
     """Atoms stored in float16 / bfloat16, accumulated in float32: the Tweedie mean's error against
     float64 at several noise levels, next to float32 storage's (relative to the mean's RMS)."""
@@ -387,14 +511,20 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--task", choices=["score", "gmm", "mnist", "storage", "cuda"], default="score")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads for gmm, mnist, storage")
+    p.add_argument("--task", choices=["score", "gmm", "mnist", "storage", "cuda", "ratios"], default="score")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads for gmm, mnist, storage (default 1); for ratios the 'all "
+                        "threads' count (default: torch's)")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the timed codes (best of)")
     p.add_argument("--gmm-atoms", type=int, default=1024)
     p.add_argument("--gmm-particles", type=int, default=4096)
     p.add_argument("--gmm-steps", type=int, default=50, help="fsdiag steps per round (ratio is per step)")
     p.add_argument("--paper-steps", type=int, default=3, help="paper-way steps per round")
     p.add_argument("--mnist-steps", type=int, default=5, help="steps beyond the first, per round")
+    p.add_argument("--ratio-steps", type=int, default=8, help="ratios task: fsdiag.sample steps at MNIST size")
+    p.add_argument("--ratio-1d-steps", type=int, default=10, help="ratios task: steps of both d = 1 samplers")
+    p.add_argument("--ratio-1d-atoms", type=int, default=4096, help="ratios task: atoms at d = 1")
+    p.add_argument("--ratio-1d-particles", type=int, default=4096, help="ratios task: particles at d = 1")
     p.add_argument("--record", type=int, default=0,
                    help="recorded times in the mnist task (0: the final time only; a recorded step also "
                         "computes the prior mean, 1.5x the work of a step that is not)")
@@ -405,6 +535,9 @@ def main(argv=None):
     p.add_argument("--matmul-peak", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
+    args.threads_given = args.threads is not None
+    if args.threads is None:
+        args.threads = torch.get_num_threads() if args.task == "ratios" else 1
     if args.task != "score":
         return _task(args)
     if args.worker:
@@ -444,7 +577,8 @@ def main(argv=None):
 
 
 def _task(args) -> int:
-    fn = {"gmm": gmm_worker, "mnist": mnist_worker, "storage": storage_worker, "cuda": cuda_worker}[args.task]
+    fn = {"gmm": gmm_worker, "mnist": mnist_worker, "storage": storage_worker, "cuda": cuda_worker,
+          "ratios": ratios_worker}[args.task]
     print(f"task {args.task}, torch {torch.__version__}, {args.threads} thread(s)")
     rows = fn(args)
     if args.task == "cuda" and not rows:
@@ -456,6 +590,14 @@ def _task(args) -> int:
         print(f"  {k:<{width}}  {v:10.4g}")
     if args.task == "gmm":
         print(f"target: >= 50x the paper code's way per step: {rows['speedup_per_step'] >= 50}")
+    if args.task == "ratios":
+        t = rows["threads"]
+        print(f"MNIST size, fsdiag.sample: {rows['mnist_1thr_share_of_matmul4096']:.1%} of a 4096^2 matmul at 1 "
+              f"thread, {rows[f'mnist_{t}thr_share_of_matmul4096']:.1%} at {t} threads "
+              f"(target >= 75% at {t}: {rows[f'mnist_{t}thr_share_of_matmul4096'] >= 0.75})")
+        print(f"d = 1: fsdiag.sample {rows['d1_speedup_vs_replica']:.1f}x the difference-tensor replica "
+              f"(target >= 20x: {rows['d1_speedup_vs_replica'] >= 20}); one exp per pair and nothing "
+              f"else would be {rows['d1_exp_floor_speedup_vs_replica']:.1f}x")
     if args.task == "mnist":
         print(f"peak RSS beyond the atoms ({rows['atoms_mib']:.0f} MiB) and the trajectory: fsdiag.sample "
               f"{rows['peak_extra_mib']:.1f} MiB, EmpiricalPrior(...) {rows['prior_init_peak_extra_mib']:.1f} MiB")

@@ -90,6 +90,14 @@ def check_has_values(x: torch.Tensor, name: str) -> None:
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
+    # One reduction first: a finite sum means every entry is finite (a NaN or an infinity in
+    # x makes the sum NaN or infinite); only a non-finite sum (a bad entry, or finite values
+    # whose sum overflows) pays for the exact test. isfinite(x).all() is 4 passes over x (==,
+    # abs, !=, all): at MNIST size the per-atom log-likelihoods' blocks spent 0.16 s there.
+    if x.is_floating_point() and x.numel() >= 1024:
+        with torch.no_grad():
+            if bool(torch.isfinite(x.sum())):
+                return
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name}: expected finite values, found {bad} NaN/Inf entries "

@@ -225,3 +225,185 @@ def test_bench_cuda_task_exits_0_with_a_message_without_a_gpu(monkeypatch, capsy
     cases = bench._cuda_cases(argparse.Namespace(gmm_atoms=1024, gmm_particles=4096))
     assert [(c[0], c[1], c[2], c[3]) for c in cases] == [("gmm", 1024, 1, 4096), ("mnist", 60000, 784, 256),
                                                          ("1e6x1024", 10 ** 6, 1024, 256)]
+
+
+# --------------------------------------------------------------- the CPU route's key splits (threads)
+def _split_problem(gen, dtype, n=1024, d=5, chunk=128, dead=300):
+    """n atoms in chunks of `chunk`, the first `dead` of zero weight: whole chunks of zero-weight
+    atoms, then a chunk that is partly dead."""
+    atoms = torch.randn(n, d, generator=gen, dtype=torch.float64) * 1.5 + 2.0
+    w = torch.rand(n, generator=gen, dtype=torch.float64) + 0.1
+    w[:dead] = 0.0
+    prior = fsdiag.EmpiricalPrior(atoms.to(dtype), weights=w, chunk_size=chunk, device="cpu")
+    x = (0.7 * atoms[dead:dead + 40] + 0.7 * torch.randn(40, d, generator=gen, dtype=torch.float64)).to(dtype)
+    ll = -0.5 * (atoms[:, 0] - 2.5) ** 2 / 0.3
+    return prior, x, ll
+
+
+@needs_flash
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_cpu_key_split_threads_equal_one_thread_and_torch_ops(threads, dtype, gen):
+    """The CPU route's chunks split between Python threads (flash_pass(threads=...)), merged in
+    the atoms' order. 1024 atoms in chunks of 128, the first 300 of zero weight (two whole
+    chunks, then a partial one): 2 and 4 threads keep the 8 chunks of 128 and give one thread's
+    numbers bit for bit; 3 threads make 9 uneven chunks (8 x 114 + 112): one thread's numbers to
+    float rounding. All agree with torch ops to float rounding."""
+    prior, x, ll = _split_problem(gen, dtype)
+    eng = prior.engine
+    tol = 2e-5 if dtype == torch.float32 else 1e-10
+    for abar in (0.8, 0.1):
+        a, b2 = math.sqrt(abar), 1.0 - abar
+        xq = x - a * eng.center
+        lls = eng.shifted_log_lik(ll)[0]
+        for heads in ((False,), (True,), (False, True)):
+            lik = None if heads == (False,) else lls
+            l1, m1 = FU.flash_pass(eng, xq, a, b2, lik, heads, threads=1)
+            ls, ms = FU.flash_pass(eng, xq, a, b2, lik, heads, threads=threads)
+            lt, mt = FU.softmax_pass(eng, xq, a, b2, lik, heads)
+            if 8 % threads == 0:
+                assert torch.equal(l1, ls) and torch.equal(m1, ms)
+            for l, m in ((ls, ms), (l1, m1)):
+                torch.testing.assert_close(l, lt, rtol=tol, atol=tol * (1 + lt.abs().max().item()))
+                torch.testing.assert_close(m, mt, rtol=tol, atol=tol * (1 + mt.abs().max().item()))
+            torch.testing.assert_close(ls, l1, rtol=tol, atol=tol * (1 + l1.abs().max().item()))
+            torch.testing.assert_close(ms, m1, rtol=tol, atol=tol * (1 + m1.abs().max().item()))
+
+
+@needs_flash
+@pytest.mark.parametrize("n", [200, 130, 1000])
+def test_cpu_key_split_makes_a_chunk_per_thread(n, gen):
+    """Fewer chunks than threads: the chunks shrink to one per thread (at least MIN_CHUNK atoms:
+    200 atoms on 3 threads are 67 + 67 + 66, 130 are 65 + 65), float rounding away from one
+    thread's single chunk and from torch ops; zero-weight atoms fill the first chunk."""
+    prior, x, ll = _split_problem(gen, torch.float32, n=n, chunk=4096, dead=min(70, n // 2))
+    eng = prior.engine
+    a, b2 = math.sqrt(0.3), 0.7
+    xq = x - a * eng.center
+    lls = eng.shifted_log_lik(ll)[0]
+    for heads in ((False,), (True,), (False, True)):
+        lik = None if heads == (False,) else lls
+        l1, m1 = FU.flash_pass(eng, xq, a, b2, lik, heads, threads=1)
+        ls, ms = FU.flash_pass(eng, xq, a, b2, lik, heads, threads=3)
+        lt, mt = FU.softmax_pass(eng, xq, a, b2, lik, heads)
+        for l, m in ((ls, ms), (l1, m1)):
+            torch.testing.assert_close(l, lt, rtol=2e-5, atol=2e-5 * (1 + lt.abs().max().item()))
+            torch.testing.assert_close(m, mt, rtol=2e-5, atol=2e-5 * (1 + mt.abs().max().item()))
+
+
+@needs_flash
+def test_engine_splits_keys_at_several_threads_and_restores_the_count(gen):
+    """Engine.reduce on work above SMALL_WORK at 2 intra-op threads takes the split (the default:
+    key_threads), gives one thread's numbers (the same chunks) and leaves torch's thread count as
+    it was; so does log_likelihoods (blocks on threads)."""
+    from fsdiag._threads import SMALL_WORK
+    n, d, B = 16384, 32, 256                     # 4 chunks of 4096: a multiple of 2 threads
+    assert B * n * d >= SMALL_WORK
+    atoms = torch.randn(n, d, generator=gen)
+    prior = fsdiag.EmpiricalPrior(atoms, device="cpu", route="flash")
+    x = torch.randn(B, d, generator=gen)
+    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Mask(torch.arange(d) < 3), torch.zeros(3), 0.5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ll1 = prior.log_likelihoods(lik)
+        one = reduce(prior, x, 0.4, ll1, (False, True), route="flash")
+        torch.set_num_threads(2)
+        assert FU.key_threads(prior.engine, B, n) == 2 and prior.engine.block_threads(lik) == 2
+        ll2 = prior.log_likelihoods(lik)
+        two = reduce(prior, x, 0.4, ll2, (False, True), route="flash")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(ll1, ll2)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_run_ordered_consumes_in_order_and_raises_after_all_threads_stop():
+    """fsdiag._threads.run_ordered: consume(i, fn(i)) in index order whatever the finishing
+    order; at most `window` items ahead; the first error re-raised; the thread count restored."""
+    import threading
+    import time
+
+    from fsdiag._threads import run_ordered
+
+    before = torch.get_num_threads()
+    seen, lock, inside = [], threading.Lock(), []
+
+    def fn(i):
+        inside.append(torch.get_num_threads())
+        time.sleep(0.002 * ((7 * i) % 5))         # finish out of order
+        return i * i
+
+    def consume(i, r):
+        with lock:
+            seen.append((i, r))
+
+    run_ordered(23, fn, consume, 3, window=4)
+    assert seen == [(i, i * i) for i in range(23)]
+    assert set(inside) == {1} and torch.get_num_threads() == before
+
+    def bad(i):
+        if i == 5:
+            raise KeyError("five")
+        return i
+
+    got = []
+    with pytest.raises(KeyError, match="five"):
+        run_ordered(40, bad, lambda i, r: got.append(i), 3)
+    assert got == list(range(len(got))) and 5 not in got
+    assert torch.get_num_threads() == before
+
+
+def test_threads_for_gives_a_large_block_the_callers_threads_back():
+    """A large kernel inside a one-thread block (a sampler's step of small (B, d) ops around the
+    reduction over the atoms) runs at the caller's thread count; inside run_ordered's items the
+    budget is one thread, nested blocks included; every count is restored."""
+    from fsdiag._threads import SMALL_WORK, run_ordered, thread_budget, threads_for
+
+    before = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(2)
+        with threads_for(1):
+            assert torch.get_num_threads() == 1 and thread_budget() == 2
+            with threads_for(SMALL_WORK):
+                assert torch.get_num_threads() == 2
+                with threads_for(1):
+                    assert torch.get_num_threads() == 1 and thread_budget() == 2
+                assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+
+            def item(i):
+                with threads_for(SMALL_WORK):
+                    seen.append((torch.get_num_threads(), thread_budget()))
+
+            run_ordered(4, item, lambda i, r: None, 2)
+            assert torch.get_num_threads() == 1 and thread_budget() == 2
+        assert torch.get_num_threads() == 2 and thread_budget() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert set(seen) == {(1, 1)}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_run_ordered_works_in_a_forked_child():
+    """The worker pool does not survive a fork: a child starts its own (a task handed to the
+    inherited pool would never run, and run_ordered would wait forever)."""
+    import os
+
+    from fsdiag._threads import run_ordered
+
+    run_ordered(4, lambda i: i, lambda i, r: None, 2)          # the parent's pool exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                                # pragma: no cover - the child
+        try:
+            got = []
+            run_ordered(6, lambda i: 2 * i, lambda i, r: got.append(r), 2)
+            os.write(write, repr(got).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1000).decode() == repr([0, 2, 4, 6, 8, 10]) and status == 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .._threads import threads_for
+from .._threads import run_ordered, thread_budget, threads_for
 from . import fused
 from .nearest import Nearest, nearest
 from .store import AtomStore
@@ -29,6 +29,8 @@ __all__ = ["Engine", "ROUTES", "FLASH_MIN_ATOMS", "check_result"]
 
 ROUTES = ("auto", "flash", "torch")
 FLASH_MIN_ATOMS = 128
+# Atom entries (N x d) from which log_likelihoods runs its ~1 MiB float64 blocks on threads (4 blocks).
+BLOCKS_WORK = 1 << 19
 
 
 def check_result(name: str, *tensors: torch.Tensor) -> None:
@@ -55,7 +57,7 @@ class Engine(AtomStore):
 
     # --------------------------------------------------------------- routes
     def use_flash(self, x: torch.Tensor, has_ll: bool = False) -> bool:
-        """Route "auto": the fused kernel where one exists for this device and dtype, where it is
+        """(has_ll: the keys carry a likelihood column, `fused.ll_column`.) Route "auto": the fused kernel where one exists for this device and dtype, where it is
         expected to win (fused.Kernel.max_width; on the CPU at any width), and where its self-check
         passed. Not under autograd or a torch.func transform (its backward is slow and less
         accurate; forward AD has no rule for it), not for an empty batch (it crashes the CPU
@@ -79,27 +81,36 @@ class Engine(AtomStore):
             route = self.route
         if route not in ROUTES:
             raise ValueError(f"route: expected one of {ROUTES}, got {route!r}")
-        ll, shift = (None, 0.0) if log_lik is None else self.shifted_log_lik(log_lik)
+        with threads_for(0, self.device):     # O(N) and O(B d) ops: one intra-op thread (_threads)
+            ll, shift = (None, 0.0) if log_lik is None else self.shifted_log_lik(log_lik)
         per_row = isinstance(a, torch.Tensor)
         if per_row and route == "flash":
             raise ValueError("route: the fused kernel takes one noise level per call; use 'torch'")
-        xq = x - a * self.center
-        flash = (not per_row and self.use_flash(x, ll is not None)) if route == "auto" else route == "flash"
+        with threads_for(0, self.device):
+            xq = x - a * self.center
+        col = fused.ll_column(ll, heads)      # the fused keys' width: d + 1 + col
+        flash = (not per_row and self.use_flash(x, col)) if route == "auto" else route == "flash"
         with threads_for(len(heads) * x.shape[0] * self.n_atoms * self.dim, self.device):
             log_norm = None
-            if flash and route == "auto":
-                try:
-                    log_norm, mean = fused.flash_pass(self, xq, a, b2, ll, heads)
-                except RuntimeError as err:   # a kernel that passed its self-check fails here: fall back for good
-                    fused.disable(self.device, self.dtype, self.dim, ll is not None,
-                                  f"it raised {type(err).__name__} at batch {x.shape[0]}, {self.n_atoms} "
-                                  f"atoms: {fused.first_line(err)}")
-            elif flash:
-                log_norm, mean = fused.flash_pass(self, xq, a, b2, ll, heads)
+            if flash:
+                # The CPU route splits its chunks of atoms between `split` Python threads; every op
+                # around and between the kernel calls runs at one intra-op thread (fused.key_threads).
+                split = fused.key_threads(self, len(heads) * x.shape[0], self.n_atoms)
+                with threads_for(0, self.device):
+                    if route == "auto":
+                        try:
+                            log_norm, mean = fused.flash_pass(self, xq, a, b2, ll, heads, threads=split)
+                        except RuntimeError as err:   # a kernel that passed its self-check fails here: fall back for good
+                            fused.disable(self.device, self.dtype, self.dim, col,
+                                          f"it raised {type(err).__name__} at batch {x.shape[0]}, {self.n_atoms} "
+                                          f"atoms: {fused.first_line(err)}")
+                    else:
+                        log_norm, mean = fused.flash_pass(self, xq, a, b2, ll, heads, threads=split)
             if log_norm is None:
                 log_norm, mean = softmax_pass(self, xq, a, b2, ll, heads)
-        mean = mean + self.center
-        check_result("x", log_norm, mean)
+        with threads_for(0, self.device):
+            mean = mean + self.center
+            check_result("x", log_norm, mean)
         return log_norm, mean, shift
 
     def cov(self, x: torch.Tensor, a, b2, v: torch.Tensor, mean: torch.Tensor):
@@ -150,7 +161,30 @@ class Engine(AtomStore):
         of float64 atoms, written into one output (no float64 copy of the atoms, and temporaries
         small enough that the allocator's heap does not grow)."""
         out = torch.empty(self.n_atoms, dtype=torch.float64, device=self.device)
-        for sl in self.blocks(8):
-            out[sl] = lik.log_prob(self.atoms[sl].to(torch.float64))
+        blocks = list(self.blocks(8))
+
+        def put(j, value):
+            out[blocks[j]] = value
+
+        run_ordered(len(blocks), lambda j: lik.log_prob(self.atoms[blocks[j]].to(torch.float64)), put,
+                    self.block_threads(lik))
         return out
+
+    def block_threads(self, lik) -> int:
+        """Threads for `log_likelihoods`' blocks: on the CPU, torch's intra-op thread count for a
+        likelihood whose log_prob is safe to call from several threads at once (a
+        GaussianLikelihood with one of fsdiag.forward's models: pure tensor functions) from 4
+        blocks on (BLOCKS_WORK entries), else 1.
+        Its ~1 MiB blocks are too small to split each op between threads (at MNIST size 360
+        blocks x ~10 ops: with two intra-op threads on a busy 2-core machine each op waited
+        for the other thread, 3 s against 0.2 s on one thread); whole blocks on separate threads
+        do not wait for each other."""
+        from ..forward import ForwardModel
+        from ..likelihood import GaussianLikelihood
+
+        if (self.device.type != "cpu" or type(lik) is not GaussianLikelihood
+                or type(lik.forward).__module__ != ForwardModel.__module__
+                or self.n_atoms * self.dim < BLOCKS_WORK):
+            return 1
+        return thread_budget()
 

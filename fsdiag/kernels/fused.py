@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._threads import threads_for
+from .._threads import run_ordered, threads_for
 from .store import MIN_CHUNK, AtomStore
 from .streamed import softmax_pass
 
@@ -99,6 +99,14 @@ if hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention"):
 # Self-check outcomes: (device, dtype, key width, kernel) -> None (passed) or why it failed.
 CHECKED: dict[tuple, str | None] = {}
 LOCK = threading.Lock()
+
+
+def ll_column(ll: torch.Tensor | None, heads: tuple[bool, ...]) -> bool:
+    """Whether the fused pass's keys carry l_i in a column of their own: only when some head
+    leaves the likelihood out (h = 0 there). When every head is conditional (the posterior score's
+    one head), l_i is added to the bias column: keys [x^(i) - c, bias_i + l_i], one column
+    narrower (at d = 1 the key width is 2, not 3)."""
+    return ll is not None and not all(heads)
 
 
 def width(d: int, has_ll: bool, align: int) -> int:
@@ -191,47 +199,79 @@ def warn(key: tuple, why: str) -> None:
                   RuntimeWarning, stacklevel=4)
 
 
+def key_threads(store, rows: int, n_atoms: int) -> int:
+    """Threads that split a fused CPU pass's chunks of atoms (keys) between them: torch's intra-op
+    thread count (1 inside `threads_for` on small work), at most one per chunk of MIN_CHUNK atoms.
+    The CPU kernel parallelises over batch x heads x blocks of 64-256 queries only, and between
+    its calls the keys are built (a copy of each chunk) and merged by ops too small to split:
+    at MNIST size (256 queries, 60000 x 784) two intra-op threads reached ~65% of the matmul's rate
+    against ~85% for one. Off the CPU (a GPU kernel splits keys by itself: Kernel.splits): 1."""
+    if store.device.type != "cpu" or KERNELS.get("cpu") is None or KERNELS["cpu"].splits is not None:
+        return 1
+    return max(1, min(torch.get_num_threads(), n_atoms // MIN_CHUNK))
+
+
 def flash_pass(store, xq: torch.Tensor, a: float, b2: float, ll: torch.Tensor | None,
-               heads: tuple[bool, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+               heads: tuple[bool, ...], *, threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The fused route: an attention kernel (one pass over each block: logits, running max,
     exp, sum and the weighted sum of values, on chip) on queries Q = [xq a/b^2, 1, h, 0...]
     and keys = values = [x^(i) - c, bias_i, l_i, 0...] (the bias folded into extra key
     columns; h = 1 adds the log-likelihood; zero columns pad the width to the kernel's
-    alignment). 16-bit atoms are widened into the float32 keys. Chunks of atoms are merged
-    exactly from each call's log-sum-exp. Returns log_norm (H, B) and centred means (H, B, d)."""
+    alignment; when every head is conditional, keys [x^(i) - c, bias_i + l_i, 0...]:
+    ll_column). 16-bit atoms are widened into the float32 keys. Chunks of atoms are merged
+    exactly from each call's log-sum-exp, in the order of the atoms. On the CPU with several
+    intra-op threads (`threads`: default `key_threads`) the chunks are split between that many
+    Python threads, each running its chunks' key building and kernel calls at one intra-op
+    thread (`fsdiag._threads.run_ordered`); the chunks are then made a multiple of the thread
+    count, of equal sizes (at MNIST size 16 chunks of 3750 atoms for 2 threads, not 14 of 4096 and
+    one of 2656: no thread idles through the last chunk). The merge order, and so the numbers,
+    are those of one thread with the same chunks (float rounding from one thread's chunks).
+    Returns log_norm (H, B) and centred means (H, B, d)."""
     op = KERNELS.get(store.device.type)
     if op is None:
         raise ValueError(f"route: no fused attention kernel for device {store.device} in this torch "
                          f"({torch.__version__}); use route='torch' or 'auto'")
     B, d = xq.shape
     H = len(heads)
-    used = d + 1 + (ll is not None)
-    w = width(d, ll is not None, op.align)
+    col = ll_column(ll, heads)               # else l_i, if any, is folded into the bias column
+    used = d + 1 + col
+    w = width(d, col, op.align)
     lo = -torch.finfo(store.dtype).max / 8    # finite: a chunk of zero-weight atoms must not give -inf - -inf
     q = xq.new_zeros(H * B, w)
     for h, cond in enumerate(heads):
         rows = q[h * B:(h + 1) * B]
         torch.mul(xq, a / b2, out=rows[:, :d])
         rows[:, d] = 1.0
-        if ll is not None:
+        if col:
             rows[:, d + 1] = float(cond)
     n_atoms = store.n_atoms
+    T = key_threads(store, H * B, n_atoms) if threads is None else max(1, int(threads))
     size = max(MIN_CHUNK, min(store.chunk_size, op.atoms_per_call))
+    if T > 1:                                # a multiple of T chunks of equal size (+-1 atom)
+        n_chunks = -(-max(1, -(-n_atoms // size)) // T) * T
+        size = max(MIN_CHUNK, -(-n_atoms // n_chunks))
     n0 = min(size, n_atoms)
     S = 1 if op.splits is None else max(1, min(n0, int(op.splits(H * B, n0, store.device))))
-    keys = store.scratch(S * -(-n0 // S) * w).view(-1, w)
-    if w > used:
-        keys[:, used:] = 0.0                 # the buffer is shared with other widths
     q4 = q[None, None] if S == 1 else q[None, None].expand(S, 1, H * B, w).contiguous()
-    run_lse = acc = None
-    for s in range(0, n_atoms, size):
+    starts = range(0, n_atoms, size)
+    zeroed = set()                           # threads whose scratch keys have their pad columns zeroed
+
+    def chunk(j: int):
+        s = starts[j]
         sl = slice(s, min(s + size, n_atoms))
         n = sl.stop - s
         per = -(-n // S)                     # keys per split; S * per - n dead keys pad the last
+        keys = store.scratch(S * -(-n0 // S) * w).view(-1, w)     # this thread's buffer
+        if w > used and threading.get_ident() not in zeroed:
+            keys[:, used:] = 0.0             # the buffer is shared with other widths
+            zeroed.add(threading.get_ident())
         k = keys[:S * per]
         store.centred(sl, out=k[:n, :d])
-        torch.clamp(store.bias(sl, a, b2), min=lo, out=k[:n, d])
-        if ll is not None:
+        if ll is not None and not col:       # every head conditional: bias_i + l_i in one column
+            torch.add(store.bias(sl, a, b2), ll[sl], out=k[:n, d]).clamp_(min=lo)
+        else:
+            torch.clamp(store.bias(sl, a, b2), min=lo, out=k[:n, d])
+        if col:
             torch.clamp(ll[sl], min=lo, out=k[:n, d + 1])
         if S * per > n:                      # dead keys: logit ~ lo, weight exactly 0
             k[n:, :used] = 0.0
@@ -240,17 +280,22 @@ def flash_pass(store, xq: torch.Tensor, a: float, b2: float, ll: torch.Tensor | 
         # (the CUDA kernel pads its LSE along the queries to a multiple of 32)
         out, lse = out[:, 0, :, :d], lse[:, 0, :H * B].to(store.dtype)
         if S == 1:
-            out, lse = out[0], lse[0]
-        else:                                # merge the splits by their log-sum-exps
-            top = lse.amax(0)
-            ew = torch.exp(lse - top)
-            total = ew.sum(0)
-            out = (ew.unsqueeze(-1) * out).sum(0) / total.unsqueeze(-1)
-            lse = top + torch.log(total)
-        if run_lse is None:
-            run_lse, acc = lse, out.clone()
-        else:
-            new = torch.logaddexp(run_lse, lse)
-            acc.mul_(torch.exp(run_lse - new).unsqueeze(1)).add_(out * torch.exp(lse - new).unsqueeze(1))
-            run_lse = new
-    return run_lse.reshape(H, B), acc.reshape(H, B, d)
+            return out[0], lse[0]
+        top = lse.amax(0)                    # merge the splits by their log-sum-exps
+        ew = torch.exp(lse - top)
+        total = ew.sum(0)
+        return (ew.unsqueeze(-1) * out).sum(0) / total.unsqueeze(-1), top + torch.log(total)
+
+    run = {}
+
+    def merge(j: int, result) -> None:
+        out, lse = result
+        if not run:
+            run["lse"], run["acc"] = lse, out.clone()
+            return
+        new = torch.logaddexp(run["lse"], lse)
+        run["acc"].mul_(torch.exp(run["lse"] - new).unsqueeze(1)).add_(out * torch.exp(lse - new).unsqueeze(1))
+        run["lse"] = new
+
+    run_ordered(len(starts), chunk, merge, T)
+    return run["lse"].reshape(H, B), run["acc"].reshape(H, B, d)

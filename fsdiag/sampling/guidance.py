@@ -7,6 +7,7 @@ import math
 import torch
 from tqdm import tqdm
 
+from .._threads import threads_for
 from ..methods import FSR, METHODS, make_method
 from ..prior import EmpiricalPrior
 from ..schedules import DDPMSchedule
@@ -57,16 +58,20 @@ def sample(prior, lik, *, method="fsr", n_particles: int = 4096, n_steps: int = 
         if exact_fsr and not rec.wants(k):
             # prior score + likelihood score = (a E[x_0 | x_t, y] - x_t) / b^2 (docs/design.md §2.3):
             # the conditional Tweedie mean alone, one head, half the work of prior + conditional.
-            score = prior.posterior_score(x, abar_t, problem.log_lik)
+            # Its (B, d) ops at one intra-op thread; the reduction over the atoms gets the
+            # caller's threads back (fsdiag._threads.threads_for).
+            with threads_for(x.numel(), dev):
+                score = prior.posterior_score(x, abar_t, problem.log_lik)
         else:
             g = approx(problem, x, abar_t)
             if rec.wants(k):
                 rec.add(t, x, g.tweedie)
             score = score_from_mean(x, g.tweedie, abar_t) + g.likelihood_score
-        z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
-        mean, var = (ddpm_ancestral(x, score, abar_t, abar_s) if ddpm
-                     else vp_euler_maruyama(schedule, x, score, t, s))
-        x = mean + math.sqrt(var) * z
-        check_particles(x, f"sample: method {approx.name!r}", s, k, n_steps, scale)
+        with threads_for(x.numel(), dev):     # the step's (B, d) updates: small ops
+            z = torch.randn(x.shape, generator=gen, dtype=dt_, device=dev)
+            mean, var = (ddpm_ancestral(x, score, abar_t, abar_s) if ddpm
+                         else vp_euler_maruyama(schedule, x, score, t, s))
+            x = mean + math.sqrt(var) * z
+            check_particles(x, f"sample: method {approx.name!r}", s, k, n_steps, scale)
     rec.add(float(grid[-1]), x, final_tweedie(prior, x, schedule.alpha_bar(float(grid[-1]))))
     return rec.run(x, approx.name, approx, schedule, n_steps, seed, generator, approx.params)
