@@ -149,3 +149,12 @@ def test_an_installed_package_adds_its_sampler_through_the_entry_point_group(tmp
                                progress=False)
     assert code == 0 and {r["sampler"] for r in result["rows"]} == {"exact", "from_a_package"}
     assert next(r for r in result["rows"] if r["sampler"] == "from_a_package")["family"] == "user"
+
+
+def test_cells_run_in_parallel_processes_give_the_same_rows(tmp_path):
+    """--jobs 2: cells in a process pool (each pickled, run and judged there) give the same numbers."""
+    kw = dict(problems=["three_atoms"], samplers=["exact", "sigma_dps"], progress=False)
+    _, one = leaderboard("ci", out=str(tmp_path / "one"), **kw)
+    _, two = leaderboard("ci", out=str(tmp_path / "two"), jobs=2, **kw)
+    pick = lambda res: {(r["sampler"], r["seed"]): (r["tv_modes"], r["nfe_used"]) for r in res["rows"]}  # noqa: E731
+    assert pick(one) == pick(two) and len(pick(one)) == 2
