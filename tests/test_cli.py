@@ -151,9 +151,13 @@ def test_every_problem_is_consistent(name):
     x = p.prior.atoms[:3]
     assert p.A(p.to_images(x)).shape == (3, p.lik.obs_dim)
     v = torch.randn(3, p.lik.obs_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    # <A x, v> = <x, A^T v> for the linear problems' operators.
-    assert float((p.A(x) * v).sum() - (x * p.A_vjp(x, v)).sum()) == pytest.approx(
-        float(((p.lik.forward.bias if p.lik.forward.bias is not None else 0) * v).sum()), abs=1e-9)
+    if p.forward.is_linear:     # <A x, v> = <x, A^T v> for the linear problems' operators
+        assert float((p.A(x) * v).sum() - (x * p.A_vjp(x, v)).sum()) == pytest.approx(
+            float(((p.forward.bias if p.forward.bias is not None else 0) * v).sum()), abs=1e-9)
+    else:                       # a nonlinear operator: its VJP against finite differences
+        u = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        fd = (p.A(x + 1e-6 * u) - p.A(x - 1e-6 * u)) / 2e-6
+        assert float((fd * v).sum()) == pytest.approx(float((u * p.A_vjp(x, v)).sum()), rel=1e-5, abs=1e-7)
     sig = p.sigma_grid(10)
     assert bool((sig[1:] < sig[:-1]).all()) and float(sig[-1]) > 0
     if p.truth is not None and p.image_shape:
