@@ -169,6 +169,17 @@ def gmm_worker(args) -> dict:
             "paper_way_500_steps_s": 500 * min(paper), "fsdiag_500_steps_s": 500 * min(ours)}
 
 
+def _mnist_sized(args):
+    """(generator, atoms (N, d) in [0, 1] float32, a half-pixel mask likelihood) at MNIST size."""
+    import fsdiag
+
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.rand(args.n_atoms, args.dim, generator=g, dtype=torch.float32)
+    mask = torch.rand(args.dim, generator=g) < 0.5
+    y = atoms[0, mask].double() + 0.1 * torch.randn(int(mask.sum()), generator=g, dtype=torch.float64)
+    return g, atoms, fsdiag.GaussianLikelihood(fsdiag.forward.Mask(mask), y, 0.1)
+
+
 def mnist_worker(args) -> dict:
     """fsdiag.sample(method="fsr") at MNIST size on synthetic atoms (N x d uniform pixels, a random
     half of the pixels observed): the whole call's time, counted as 4 B N d flops per step and
@@ -182,12 +193,8 @@ def mnist_worker(args) -> dict:
     import fsdiag
 
     torch.set_num_threads(args.threads)
-    g = torch.Generator().manual_seed(0)
+    g, atoms, lik = _mnist_sized(args)
     N, d, B = args.n_atoms, args.dim, args.batch
-    atoms = torch.rand(N, d, generator=g, dtype=torch.float32)
-    mask = torch.rand(d, generator=g) < 0.5
-    y = atoms[0, mask].double() + 0.1 * torch.randn(int(mask.sum()), generator=g, dtype=torch.float64)
-    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Mask(mask), y, 0.1)
     if not _reset_hwm():
         raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): Linux only")
     base_rss = _rss_mib()
@@ -269,12 +276,8 @@ def ratios_worker(args) -> dict:
     all_threads = args.threads if args.threads_given else torch.get_num_threads()
     out = {}
     # ---- 1. MNIST size
-    g = torch.Generator().manual_seed(0)
+    g, atoms, lik = _mnist_sized(args)
     N, d, B = args.n_atoms, args.dim, args.batch
-    atoms = torch.rand(N, d, generator=g, dtype=torch.float32)
-    mask = torch.rand(d, generator=g) < 0.5
-    y = atoms[0, mask].double() + 0.1 * torch.randn(int(mask.sum()), generator=g, dtype=torch.float64)
-    lik = fsdiag.GaussianLikelihood(fsdiag.forward.Mask(mask), y, 0.1)
     prior = fsdiag.EmpiricalPrior(atoms, device="cpu")
     ma = torch.randn(4096, 4096, generator=g)
     mb = torch.randn(4096, 4096, generator=g)
