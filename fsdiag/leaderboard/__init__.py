@@ -6,7 +6,8 @@ ranked against the exact posterior at equal budgets of denoiser evaluations.
 - `thirdparty`: deepinv's samplers and diffusers' schedulers, registered where installed;
 - `cells`: profiles, one cell per sampler x problem x budget x seed, running and judging a cell;
 - `tables`: results.csv and the ranking (leaderboard.md / .json);
-- `board`: `leaderboard(...)`, the batch (`fsdiag leaderboard`).
+- `thirdparty`: deepinv's samplers and diffusers' schedulers, registered where those are installed;
+- `board`: `leaderboard(...)`, the batch (`fsdiag leaderboard`). See docs/design.md §5.7.
 """
 from .board import leaderboard
 from .cells import PROFILES, Cell, run_cell
