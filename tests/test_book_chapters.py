@@ -860,8 +860,9 @@ def test_first_atoms_nest_and_problem_line():
         labels = torch.tensor([0, 1, 0, 1, 2, 2])
     p3 = ch13.first_atoms(Held(), 3, "cpu")
     assert p3.atoms.tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]] and p3.labels.tolist() == [0, 1, 0]
+    assert ch13.first_atoms(Held(), 7, "cpu").n_atoms == 6       # larger than the pool: all of it, as sliced
     with pytest.raises(ValueError, match="n"):
-        ch13.first_atoms(Held(), 7)
+        ch13.first_atoms(Held(), 0)
 
     class Rep:
         tv_modes = 0.256

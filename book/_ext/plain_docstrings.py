@@ -15,13 +15,17 @@ logger = logging.getLogger(__name__)
 
 def _is_clean_rst(text: str, env) -> bool:
     """Whether docutils parses `text` without a warning (Sphinx's own roles count as clean)."""
-    # report_level WARNING: the transforms (undefined |substitutions|) attach their messages only at
-    # or above it; warning_stream False keeps them off the console.
     settings = {"env": env, "report_level": docutils.utils.Reporter.WARNING_LEVEL, "halt_level": 5,
                 "warning_stream": False, "file_insertion_enabled": False, "raw_enabled": False}
     doctree = docutils.core.publish_doctree(text, settings_overrides=settings)
     for msg in doctree.findall(docutils.nodes.system_message):
         if msg["level"] >= docutils.utils.Reporter.WARNING_LEVEL and "Unknown interpreted text role" not in msg.astext():
+            return False
+    # An undefined |substitution| (a plain-text |x|) leaves a problematic node and no message here:
+    # the transform's message goes only to Sphinx's own run, as an error.
+    for node in doctree.findall(docutils.nodes.problematic):
+        t = node.astext()
+        if len(t) > 1 and t[0] == "|" and t[-1] == "|":
             return False
     return True
 

@@ -258,10 +258,11 @@ def add_sweep_size(sweep: dict, n: int, wall_s: float, psi) -> str:
 
 def first_atoms(held, n: int, device="auto"):
     """The empirical prior of the first n atoms of a held-out split (fsdiag.data.hold_out), with
-    their labels: nested subsets of one pool as n grows."""
+    their labels: nested subsets of one pool as n grows (all of the pool when n is larger: the
+    pool is n_patches less the held-out truths and their copies)."""
     from .. import EmpiricalPrior
-    if not isinstance(n, int) or n < 1 or n > len(held.atoms):
-        raise ValueError(f"n: expected 1 to {len(held.atoms)} atoms, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive number of atoms, got {n!r}")
     return EmpiricalPrior(held.atoms[:n], labels=held.labels[:n], device=device)
 
 
