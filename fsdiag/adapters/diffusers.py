@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 
 import torch
 
@@ -41,9 +42,13 @@ SCHEDULERS = {"DDIM": "DDIMScheduler", "DDPM": "DDPMScheduler", "DPMSolver": "DP
 
 
 def import_diffusers():
-    """`import diffusers`, with the extra's name in the error when it is missing."""
+    """`import diffusers`, with the extra's name in the error when it is missing. Its import pulls
+    in tqdm.auto, which in a Jupyter kernel without ipywidgets warns once on stderr (a book page
+    would show it): that warning is silenced here."""
     try:
-        import diffusers
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            import diffusers
     except ImportError as err:
         raise ImportError('fsdiag.adapters.diffusers needs diffusers: pip install "fsdiag[diffusers]"') from err
     return diffusers
