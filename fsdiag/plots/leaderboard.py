@@ -79,12 +79,13 @@ def _finish(fig, axes, problems, xlabel: str, xticks=None):
         for h, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, h)
     labels = sorted(legend, key=lambda n: (n != "exact", n))
-    fig.legend([legend[n] for n in labels], labels, loc="outside lower center", ncols=min(6, len(labels)),
+    # three legend columns: as wide as two panels (the default grid), however many samplers
+    fig.legend([legend[n] for n in labels], labels, loc="outside lower center", ncols=min(3, len(labels)),
                fontsize=LEGEND_FONT, frameon=False)
     return fig
 
 
-def budget_figure(ranking: dict, *, problems=None, ncols: int = 4):
+def budget_figure(ranking: dict, *, problems=None, ncols: int = 2):
     """Per problem, TV over modes / its Monte Carlo floor (log scale, 95% intervals across seeds)
     against denoiser evaluations per particle, one line per sampler; 1 is exact sampling."""
     problems = _check(ranking, problems)
@@ -100,7 +101,7 @@ def budget_figure(ranking: dict, *, problems=None, ncols: int = 4):
     return _finish(fig, axes, problems, "evaluations per particle", xticks=budgets)
 
 
-def pareto_figure(ranking: dict, *, problems=None, ncols: int = 4):
+def pareto_figure(ranking: dict, *, problems=None, ncols: int = 2):
     """Per problem, TV / floor against wall time of every (sampler, budget), with the Pareto front
     (no other point both faster and closer to exact) drawn through the points that make it."""
     problems = _check(ranking, problems)
