@@ -57,11 +57,12 @@ class Engine(AtomStore):
 
     # --------------------------------------------------------------- routes
     def use_flash(self, x: torch.Tensor, has_ll: bool = False) -> bool:
-        """(has_ll: the keys carry a likelihood column, `fused.ll_column`.) Route "auto": the fused kernel where one exists for this device and dtype, where it is
+        """Route "auto": the fused kernel where one exists for this device and dtype, where it is
         expected to win (fused.Kernel.max_width; on the CPU at any width), and where its self-check
         passed. Not under autograd or a torch.func transform (its backward is slow and less
         accurate; forward AD has no rule for it), not for an empty batch (it crashes the CPU
-        kernel), not below ~128 atoms (its fixed cost per call loses)."""
+        kernel), not below ~128 atoms (its fixed cost per call loses). has_ll: the keys carry a
+        likelihood column (`fused.ll_column`)."""
         op = fused.KERNELS.get(self.device.type)
         if (op is None or x.requires_grad or functorch_wrapped(x) or x.shape[0] == 0
                 or self.n_atoms < FLASH_MIN_ATOMS or self.dtype not in op.dtypes):
@@ -81,12 +82,11 @@ class Engine(AtomStore):
             route = self.route
         if route not in ROUTES:
             raise ValueError(f"route: expected one of {ROUTES}, got {route!r}")
-        with threads_for(0, self.device):     # O(N) and O(B d) ops: one intra-op thread (_threads)
-            ll, shift = (None, 0.0) if log_lik is None else self.shifted_log_lik(log_lik)
         per_row = isinstance(a, torch.Tensor)
         if per_row and route == "flash":
             raise ValueError("route: the fused kernel takes one noise level per call; use 'torch'")
-        with threads_for(0, self.device):
+        with threads_for(0, self.device):     # O(N) and O(B d) ops: one intra-op thread (_threads)
+            ll, shift = (None, 0.0) if log_lik is None else self.shifted_log_lik(log_lik)
             xq = x - a * self.center
         col = fused.ll_column(ll, heads)      # the fused keys' width: d + 1 + col
         flash = (not per_row and self.use_flash(x, col)) if route == "auto" else route == "flash"
